@@ -1,0 +1,294 @@
+"""Speed, memory and output differences: our models against their references, in one run.
+
+    python bench.py                  # CPU fp32, markdown table
+    python bench.py --json out.json  # also machine-readable results
+    python bench.py --device cuda    # fp32 and bf16 on a GPU (add --compile to compile both sides)
+
+Each row builds our module and the reference with the same weights, times them interleaved
+(median of --repeats), and reports: the largest output difference on real (non-padded)
+positions, the time ratio ours/reference, our achieved GFLOP/s (the FLOPs our code executes,
+counted by torch's FlopCounterMode, over our time) as a share of this device's matmul peak
+measured in the same run, and the peak memory of one call for both. A row is a `Case`; later models add a
+function returning their cases to CASES.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import transformer as T
+
+
+@dataclass
+class Case:
+    name: str
+    ours: nn.Module
+    ref: nn.Module
+    inputs: dict  # keyword arguments of both forwards
+    train: bool  # forward + backward, else inference under torch.inference_mode()
+    real: torch.Tensor | None = None  # bool, broadcastable to the output: positions that must agree
+    output: Callable = lambda out: out  # the tensor to compare, from a forward's result
+
+
+# ------------------------------------------------------------------------------------ cases
+
+
+def padding_mask(batch, length, min_len, device, seed=0):
+    """(B, T) bool, True at padding: lengths uniform in [min_len, T], right-padded."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_len, length + 1, (batch,), generator=g)
+    return (torch.arange(length)[None, :] >= lengths[:, None]).to(device)
+
+
+def transformer_cases(device, dtype, args):
+    """Ours vs torch.nn: TransformerEncoder and Transformer, batch-first, post-LN (the default)."""
+    d, h, ff, B, L = args.d_model, args.nhead, 4 * args.d_model, args.batch, args.seq
+    cases = []
+
+    def twin(ours_cls, ref_cls, *a, **kw):
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = ref_cls(*a, **kw).to(device, dtype)
+        ours = ours_cls(*a, **kw).to(device, dtype)
+        ours.load_state_dict(ref.state_dict())
+        return ours, ref
+
+    layer = (d, h, ff, 0.0, "relu", 1e-5, True)  # dropout 0: outputs comparable in training too
+    enc_ours, enc_ref = twin(
+        lambda *a: T.TransformerEncoder(T.TransformerEncoderLayer(*layer), args.layers, nn.LayerNorm(d)),
+        lambda *a: nn.TransformerEncoder(nn.TransformerEncoderLayer(*layer), args.layers, nn.LayerNorm(d)),
+    )
+    x = torch.randn(B, L, d, device=device, dtype=dtype)
+    pad = padding_mask(B, L, L // 8, device)
+    real = ~pad[..., None]
+    tag = f"{args.layers}L d{d} {B}x{L}"
+    cases += [
+        Case(f"TransformerEncoder {tag} train", enc_ours, enc_ref, {"src": x}, True),
+        Case(
+            f"TransformerEncoder {tag} train, padded",
+            enc_ours,
+            enc_ref,
+            {"src": x, "src_key_padding_mask": pad},
+            True,
+            real,
+        ),
+        Case(
+            f"TransformerEncoder {tag} infer, padded",
+            enc_ours,
+            enc_ref,
+            {"src": x, "src_key_padding_mask": pad},
+            False,
+            real,
+        ),
+    ]
+    tr_ours, tr_ref = twin(T.Transformer, nn.Transformer, d, h, args.layers, args.layers, ff, 0.0, batch_first=True)
+    tgt = torch.randn(B, L, d, device=device, dtype=dtype)
+    tgt_pad = padding_mask(B, L, L // 8, device, seed=1)
+    masks = {
+        "src_key_padding_mask": pad,
+        "memory_key_padding_mask": pad,
+        "tgt_key_padding_mask": tgt_pad,
+        "tgt_mask": nn.Transformer.generate_square_subsequent_mask(L, device=device, dtype=dtype).isinf(),
+        "tgt_is_causal": True,
+    }
+    tag = f"{args.layers}+{args.layers}L d{d} {B}x{L}"
+    inputs = {"src": x, "tgt": tgt, **masks}
+    cases += [
+        Case(f"Transformer {tag} train, padded", tr_ours, tr_ref, inputs, True, ~tgt_pad[..., None]),
+        Case(f"Transformer {tag} infer, padded", tr_ours, tr_ref, inputs, False, ~tgt_pad[..., None]),
+    ]
+    return cases
+
+
+CASES = [transformer_cases]  # later issues append bert_cases, gpt_cases, ...
+
+
+# ------------------------------------------------------------------------------- measuring
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_step(model, case):
+    """A function running one forward (and backward) of `model` on the case's inputs."""
+    model.train(case.train)
+    if not case.train:
+
+        def infer():
+            with torch.inference_mode():
+                return case.output(model(**case.inputs))
+
+        return infer
+    out = case.output(model(**case.inputs))
+    weight = torch.randn_like(out) * (1 if case.real is None else case.real)  # loss sees real positions
+
+    def train():
+        for p in model.parameters():
+            p.grad = None
+        out = case.output(model(**case.inputs))
+        (out * weight).sum().backward()
+        return out
+
+    return train
+
+
+def time_interleaved(fns, device, repeats, warmup=2):
+    """Median seconds per call of each function, timed in alternating order."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for r in range(repeats):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            sync(device)
+            t0 = time.perf_counter()
+            fns[i]()
+            sync(device)
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def peak_memory(fn, device):
+    """Peak bytes allocated during one call, above what was allocated before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    # CPU: replay the allocator's trace recorded by the profiler and take its running maximum.
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def count_flops(fn):
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak(device, dtype, n=None, repeats=5):
+    """Achieved FLOP/s of a large square matmul: the device's practical peak for this dtype."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    (t,) = time_interleaved([lambda: a @ b], device, repeats)
+    return 2 * n**3 / t
+
+
+def run_case(case, device, dtype, args, peak):
+    step_ours, step_ref = make_step(case.ours, case), make_step(case.ref, case)
+    if args.compile:
+        step_ours, step_ref = torch.compile(step_ours), torch.compile(step_ref)
+    out_ours, out_ref = step_ours(), step_ref()
+    real = torch.ones_like(out_ours, dtype=torch.bool) if case.real is None else case.real.expand_as(out_ours)
+    diff = (out_ours.float() - out_ref.float())[real].abs().max().item()
+    t_ours, t_ref = time_interleaved([step_ours, step_ref], device, args.repeats)
+    flops = count_flops(step_ours)
+    mem_ours, mem_ref = peak_memory(step_ours, device), peak_memory(step_ref, device)
+    return {
+        "case": case.name,
+        "dtype": str(dtype).replace("torch.", ""),
+        "max_abs_diff": diff,
+        "ours_ms": 1e3 * t_ours,
+        "ref_ms": 1e3 * t_ref,
+        "time_ratio": t_ours / t_ref,
+        "gflops_ours": flops / t_ours / 1e9,
+        "peak_fraction": flops / t_ours / peak,
+        "mem_ours_mib": mem_ours / 2**20,
+        "mem_ref_mib": mem_ref / 2**20,
+        "mem_ratio": mem_ours / max(mem_ref, 1),
+    }
+
+
+def environment(device):
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "commit": commit,
+        "torch": torch.__version__,
+        "device": f"{device.type}: {name}",
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def markdown(rows, peaks):
+    head = (
+        "| case | dtype | max abs diff | ours ms | torch ms | ours/torch | GFLOP/s ours | % of peak "
+        "| peak MiB ours | torch | mem ours/torch |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['dtype']} | {r['max_abs_diff']:.1e} | {r['ours_ms']:.1f} | {r['ref_ms']:.1f} "
+            f"| **{r['time_ratio']:.2f}** | {r['gflops_ours']:.1f} | {100 * r['peak_fraction']:.0f}% "
+            f"| {r['mem_ours_mib']:.1f} | {r['mem_ref_mib']:.1f} | {r['mem_ratio']:.2f} |"
+        )
+    lines.append("")
+    lines += [f"matmul peak ({k}): {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtypes", default=None, help="comma list; default fp32 on CPU, fp32,bf16 on CUDA")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--d-model", type=int, default=512)
+    p.add_argument("--nhead", type=int, default=8)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--compile", action="store_true", help="torch.compile both sides")
+    p.add_argument("--only", default="", help="run the cases whose name contains this text")
+    p.add_argument("--json", default=None, help="write the results here")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    names = args.dtypes or ("float32,bfloat16" if device.type == "cuda" else "float32")
+    dtypes = [getattr(torch, n.strip()) for n in names.split(",")]
+    env = environment(device)
+    print(" | ".join(f"{k}: {v}" for k, v in env.items()), "\n")
+    rows, peaks = [], {}
+    for dtype in dtypes:
+        peaks[str(dtype).replace("torch.", "")] = peak = matmul_peak(device, dtype)
+        for make_cases in CASES:
+            for case in make_cases(device, dtype, args):
+                if args.only in case.name:
+                    rows.append(run_case(case, device, dtype, args, peak))
+                    print(f"  {rows[-1]['case']} [{rows[-1]['dtype']}]: ratio {rows[-1]['time_ratio']:.2f}", flush=True)
+    print()
+    print(markdown(rows, peaks))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"env": env, "args": vars(args), "matmul_peak_flops": peaks, "rows": rows}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
