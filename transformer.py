@@ -240,23 +240,14 @@ class MultiheadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         return self.out_proj(self._merge_heads(F.scaled_dot_product_attention(q, k, v, mask, dropout_p)))
 
-    def _packed_self_attention(self, x, packing):
-        """Self-attention over real tokens only: x (N, E) holds the N real tokens of a padded
-        batch (see `_Packing`); projections skip the padding. Attention runs either on jagged
-        (variable-length) tensors, with no mask at all, or in the padded layout with a mask."""
+    def _packed_self_attention(self, x, index, B, T, mask):
+        """Self-attention over real tokens only: x (N, E) holds the N real tokens of a (B, T) batch
+        at flat positions `index`; projections skip the padding, SDPA sees the padded layout."""
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (N, 3E)
-        dropout_p = self.dropout if self.training else 0.0
-        if packing.offsets is not None:
-            q, k, v = (
-                torch.nested.nested_tensor_from_jagged(t, packing.offsets).transpose(1, 2)  # (B, H, j, hd)
-                for t in qkv.unflatten(-1, (3, self.num_heads, self.head_dim)).transpose(0, 1).contiguous()
-            )
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-            return self.out_proj(out.transpose(1, 2).values().flatten(1))  # (N, E)
-        qkv = _unpack(qkv, packing.index, packing.B, packing.T)  # (B, T, 3E), zeros at padding
+        qkv = _unpack(qkv, index, B, T)  # (B, T, 3E), zeros at padding
         q, k, v = (self._split_heads(t) for t in qkv.chunk(3, dim=-1))
-        out = F.scaled_dot_product_attention(q, k, v, packing.mask, dropout_p)
-        return self.out_proj(_pack(self._merge_heads(out), packing.index))  # (N, E)
+        out = F.scaled_dot_product_attention(q, k, v, mask, self.dropout if self.training else 0.0)
+        return self.out_proj(_pack(self._merge_heads(out), index))  # (N, E)
 
     def _check_inputs(self, query, key, value, kpm, attn_mask):
         """Shape checks with messages that name the argument; returns whether input is batched."""
@@ -288,16 +279,6 @@ class MultiheadAttention(nn.Module):
                     f"= {shapes[1]}, got {tuple(attn_mask.shape)}"
                 )
         return batched
-
-
-class _Packing(NamedTuple):
-    """Where the N real tokens of a padded (B, T) batch are, for attention over them only."""
-
-    index: Tensor  # (N,) flat positions b * T + t of the real tokens, in order
-    B: int
-    T: int
-    mask: Tensor | None  # additive mask for attention in the padded layout, or
-    offsets: Tensor | None  # (B + 1,) where each sequence starts among the N: jagged attention
 
 
 def _pack(x, index):  # (B, T, C) -> (N, C): the rows at flat positions `index`
@@ -485,25 +466,13 @@ class TransformerEncoder(nn.Module):
         attn._check_inputs(src, src, src, kpm, mask)
         x = src if attn.batch_first else src.transpose(0, 1)  # (B, T, E)
         B, T, _ = x.shape
-        real = ~bool_kpm
-        index = real.flatten().nonzero().squeeze(1)  # flat positions of the real tokens
-        lengths = real.sum(1)
-        if _use_jagged_attention(x) and mask is None and bool(lengths.min() > 0):
-            packing = _Packing(index, B, T, None, F.pad(lengths.cumsum(0), (1, 0)))
-        else:  # one mask for all layers
-            packing = _Packing(index, B, T, attn._merge_masks(mask, kpm, B, T, T), None)
+        index = (~bool_kpm).flatten().nonzero().squeeze(1)  # flat positions of the real tokens
         x = _pack(x, index)  # (N, E)
+        mask = attn._merge_masks(mask, kpm, B, T, T)  # shared by all layers
         for layer in self.layers:
-            x = layer._forward(x, partial(layer.self_attn._packed_self_attention, packing=packing))
+            x = layer._forward(x, partial(layer.self_attn._packed_self_attention, index=index, B=B, T=T, mask=mask))
         x = _unpack(x, index, B, T)  # (B, T, E), zeros at padding
         return x if attn.batch_first else x.transpose(0, 1)
-
-
-def _use_jagged_attention(x):
-    """On GPU, SDPA on jagged tensors runs variable-length flash / memory-efficient kernels and
-    needs no mask; on CPU it falls back to a slow per-sequence loop, so there the padded layout
-    with a mask is faster."""
-    return x.is_cuda
 
 
 class TransformerDecoder(nn.Module):

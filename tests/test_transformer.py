@@ -239,10 +239,7 @@ def real_positions(kpm, batch_first):
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("nested", [True, False])
 @pytest.mark.parametrize("masks", ["none", "kpm-bool", "kpm-bool+causal", "kpm-float", "kpm+mask3d"])
-@pytest.mark.parametrize("jagged", [False, True])
-def test_encoder_parity(batch_first, norm_first, nested, masks, jagged, monkeypatch):
-    # jagged: the variable-length attention used on GPU, run here through torch's CPU fallback
-    monkeypatch.setattr(T, "_use_jagged_attention", lambda x: jagged)
+def test_encoder_parity(batch_first, norm_first, nested, masks):
     layer_args = (E, H, 16, 0.0, "relu", 1e-5, batch_first, norm_first)
     torch.manual_seed(0)
     with warnings.catch_warnings():
