@@ -245,6 +245,9 @@ def markdown(rows, peaks):
     )
     lines = [head]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['dtype']} | failed: {r['error']} |")
+            continue
         lines.append(
             f"| {r['case']} | {r['dtype']} | {r['max_abs_diff']:.1e} | {r['ours_ms']:.1f} | {r['ref_ms']:.1f} "
             f"| **{r['time_ratio']:.2f}** | {r['gflops_ours']:.1f} | {100 * r['peak_fraction']:.0f}% "
@@ -279,9 +282,15 @@ def main(argv=None):
         peaks[str(dtype).replace("torch.", "")] = peak = matmul_peak(device, dtype)
         for make_cases in CASES:
             for case in make_cases(device, dtype, args):
-                if args.only in case.name:
+                if args.only not in case.name:
+                    continue
+                try:
                     rows.append(run_case(case, device, dtype, args, peak))
-                    print(f"  {rows[-1]['case']} [{rows[-1]['dtype']}]: ratio {rows[-1]['time_ratio']:.2f}", flush=True)
+                    print(f"  {case.name} [{rows[-1]['dtype']}]: ratio {rows[-1]['time_ratio']:.2f}", flush=True)
+                except Exception as e:  # e.g. a side that torch.compile cannot compile: report, go on
+                    error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+                    rows.append({"case": case.name, "dtype": str(dtype).replace("torch.", ""), "error": error})
+                    print(f"  {case.name}: FAILED {error}", flush=True)
     print()
     print(markdown(rows, peaks))
     if args.json:
