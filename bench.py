@@ -162,8 +162,11 @@ def time_interleaved(fns, device, repeats, warmup=2):
     return [statistics.median(t) for t in times]
 
 
-def peak_memory(fn, device):
-    """Peak bytes allocated during one call, above what was allocated before it."""
+def peak_memory(fn, device, model=None):
+    """Peak bytes allocated during one call above what was allocated before it, starting with the
+    model's gradients freed: activations, workspace and gradients."""
+    if model is not None:
+        model.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -213,7 +216,7 @@ def run_case(case, device, dtype, args, peak):
     diff = (out_ours.float() - out_ref.float())[real].abs().max().item()
     t_ours, t_ref = time_interleaved([step_ours, step_ref], device, args.repeats)
     flops = count_flops(step_ours)
-    mem_ours, mem_ref = peak_memory(step_ours, device), peak_memory(step_ref, device)
+    mem_ours, mem_ref = peak_memory(step_ours, device, case.ours), peak_memory(step_ref, device, case.ref)
     return {
         "case": case.name,
         "dtype": str(dtype).replace("torch.", ""),
