@@ -550,3 +550,14 @@ def test_dropout_is_active_in_training():
     assert not torch.equal(attn(x, x, x, need_weights=False)[0], attn(x, x, x, need_weights=False)[0])
     attn.eval()
     assert torch.equal(attn(x, x, x)[0], attn(x, x, x)[0])
+
+
+def test_readme_example_runs():
+    """The usage example in README.md runs as written."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    scope = {}
+    exec(re.findall(r"```python\n(.*?)```", readme, re.S)[0], scope)
+    assert scope["loss"].item() > 0 and scope["tokens"].shape[0] == 2
