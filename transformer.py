@@ -430,7 +430,7 @@ class TransformerEncoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
         self.num_layers = num_layers
         self.norm = norm
-        self.enable_nested_tensor = enable_nested_tensor
+        self.enable_nested_tensor = self.use_nested_tensor = enable_nested_tensor  # as torch.nn
         self.mask_check = mask_check  # kept for API compatibility: we accept any padding layout
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
@@ -450,7 +450,7 @@ class TransformerEncoder(nn.Module):
 
     def _can_skip_padding(self, src, kpm):
         return (
-            self.enable_nested_tensor
+            self.use_nested_tensor
             and src.dim() == 3
             and kpm is not None
             and kpm.dtype == torch.bool

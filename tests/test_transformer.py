@@ -1,6 +1,7 @@
 """transformer.py against torch.nn: a grid of options, outputs and gradients; the paper model."""
 
 import contextlib
+import inspect
 import itertools
 import math
 import warnings
@@ -334,6 +335,18 @@ def test_transformer_parity(batch_first, norm_first, activation, padding):
         kw.update(src_key_padding_mask=kpm, memory_key_padding_mask=kpm, tgt_key_padding_mask=make_kpm(B, L, "bool"))
     run_both(ours, ref, [src, tgt], kw, train=True)
     run_both(ours, ref, [src, tgt], kw, train=False, grad=False)
+
+
+TWINS = ["MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer"]
+TWINS += ["TransformerEncoder", "TransformerDecoder", "Transformer"]
+
+
+@pytest.mark.parametrize("name", TWINS)
+@pytest.mark.parametrize("method", ["__init__", "forward"])
+def test_same_signatures_as_torch(name, method):
+    """Same argument names, order, kinds and defaults as torch.nn."""
+    ours, ref = (inspect.signature(getattr(getattr(m, name), method)).parameters.values() for m in (T, torch.nn))
+    assert [(p.name, p.default, p.kind) for p in ours] == [(p.name, p.default, p.kind) for p in ref]
 
 
 def test_custom_encoder_decoder_and_defaults():
