@@ -659,6 +659,18 @@ class Seq2SeqOutput(NamedTuple):
     loss: Tensor | None  # label-smoothed cross-entropy over non-pad labels, when labels are given
 
 
+def label_smoothed_loss(logits, labels, pad_id, smoothing=0.1, reduction="mean"):
+    """Cross-entropy with label smoothing over the labels that are not pad_id, in fp32:
+    logits (B, T, V), labels (B, T) -> scalar (mean over tokens, or their sum)."""
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        labels.flatten(),
+        ignore_index=pad_id,
+        label_smoothing=smoothing,
+        reduction=reduction,
+    )
+
+
 class Seq2SeqTransformer(nn.Module):
     """The paper's encoder-decoder for translation, on the modules above (batch-first).
 
@@ -725,12 +737,7 @@ class Seq2SeqTransformer(nn.Module):
         logits = self.decode(tgt, *self.encode(src))
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits.flatten(0, 1),
-                labels.flatten(),
-                ignore_index=self.config.pad_id,
-                label_smoothing=self.config.label_smoothing,
-            )
+            loss = label_smoothed_loss(logits, labels, self.config.pad_id, self.config.label_smoothing)
         return Seq2SeqOutput(logits, loss)
 
     # ------------------------------------------------------------------------------- decoding
