@@ -310,38 +310,48 @@ class Run:
         return [s[self.rank :: self.world] for s in steps]
 
     def train_step(self, micro_batches):
+        loss, n_tokens = self.accumulate_gradients(micro_batches)
+        self.optimizer_step()
+        return loss, n_tokens
+
+    def accumulate_gradients(self, micro_batches):
+        """Forward and backward over this process's micro-batches of the step. The gradient is
+        that of the loss summed over every target token of the step, in all processes, divided
+        by their number: the same as one batch holding them all. -> (mean loss, tokens seen)."""
         c, model = self.cfg, self.train_model
         model.train()
         batches = [data.collate_translation([self.train_pairs[i] for i in b]) for b in micro_batches]
         pad = self.model.config.pad_id
-        n_target = torch.tensor(float(sum(int((labels != pad).sum()) for _, _, labels in batches)))
-        n_tokens = torch.tensor(float(sum(int((s != pad).sum()) for s, _, _ in batches))) + n_target
+        n_target = sum(int((labels != pad).sum()) for _, _, labels in batches)
+        n_source = sum(int((src != pad).sum()) for src, _, _ in batches)
+        counts = torch.tensor([n_target, n_source + n_target, 0.0], dtype=torch.float64)
         if self.ddp:  # every process divides by the global token count
-            counts = torch.stack([n_target, n_tokens]).to(self.device)
-            dist.all_reduce(counts)
-            n_target, n_tokens = counts.cpu()
-        total = 0.0
+            counts = self.all_reduce(counts)
         for i, (src, tgt_in, labels) in enumerate(batches):
             src, tgt_in, labels = src.to(self.device), tgt_in.to(self.device), labels.to(self.device)
-            sync = not self.ddp or i == len(batches) - 1
-            ctx = model.no_sync() if not sync else _nullcontext()
-            with ctx, self.autocast():
-                logits = model(src, tgt_in).logits
+            last = i == len(batches) - 1
+            with model.no_sync() if self.ddp and not last else _nullcontext():
+                with self.autocast():
+                    logits = model(src, tgt_in).logits
                 loss = T.label_smoothed_loss(logits, labels, pad, c.label_smoothing, reduction="sum")
-                # DDP averages gradients over processes: scale so that the result is a global sum / n
-                (loss * self.world / n_target).backward()
-            total += loss.item()
-        if c.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
+                # DDP averages gradients over processes, hence * world: a global sum / n
+                (loss * (self.world / counts[0].item())).backward()
+            counts[2] += loss.item()
+        total = self.all_reduce(counts[2:]) if self.ddp else counts[2:]
+        return total.item() / counts[0].item(), counts[1].item()
+
+    def optimizer_step(self):
+        if self.cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.sched.step()
         self.step += 1
-        if self.ddp:
-            t = torch.tensor([total], device=self.device)
-            dist.all_reduce(t)
-            total = t.item()
-        return total / float(n_target), float(n_tokens)
+
+    def all_reduce(self, t):
+        t = t.to(self.device)
+        dist.all_reduce(t)
+        return t.cpu()
 
     def autocast(self):
         if self.device.type == "cuda" and self.cfg.bf16:
