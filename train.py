@@ -130,6 +130,28 @@ def make_config(preset, overrides, base=None):
 # ----------------------------------------------------------------------------------- the run
 
 
+def model_config(c, tok):
+    """The model's config from the run's config and its tokenizer's vocabulary."""
+    return T.TransformerConfig(
+        src_vocab_size=tok.get_vocab_size(),
+        tgt_vocab_size=tok.get_vocab_size(),
+        d_model=c.d_model,
+        nhead=c.nhead,
+        num_encoder_layers=c.num_layers,
+        num_decoder_layers=c.num_layers,
+        dim_feedforward=c.dim_feedforward,
+        dropout=c.dropout,
+        norm_first=c.norm_first,
+        share_embeddings=c.share_embeddings,
+        tie_output=c.share_embeddings,
+        label_smoothing=c.label_smoothing,
+        max_len=max(c.max_len, 256) + 64,  # room for test sentences longer than training ones
+        pad_id=tok.token_to_id(data.PAD),
+        bos_id=tok.token_to_id(data.BOS),
+        eos_id=tok.token_to_id(data.EOS),
+    )
+
+
 class Run:
     """Everything a training run holds: config, data, model, optimizer, position, logs."""
 
@@ -168,7 +190,7 @@ class Run:
 
         # model and optimizer
         torch.manual_seed(cfg.seed)
-        self.model = T.Seq2SeqTransformer(self.model_config()).to(self.device)
+        self.model = T.Seq2SeqTransformer(model_config(cfg, self.tok)).to(self.device)
         self.opt = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay
         )
@@ -187,27 +209,6 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.writers = self.open_writers() if self.master else []
-
-    def model_config(self):
-        c, V = self.cfg, self.tok.get_vocab_size()
-        return T.TransformerConfig(
-            src_vocab_size=V,
-            tgt_vocab_size=V,
-            d_model=c.d_model,
-            nhead=c.nhead,
-            num_encoder_layers=c.num_layers,
-            num_decoder_layers=c.num_layers,
-            dim_feedforward=c.dim_feedforward,
-            dropout=c.dropout,
-            norm_first=c.norm_first,
-            share_embeddings=c.share_embeddings,
-            tie_output=c.share_embeddings,
-            label_smoothing=c.label_smoothing,
-            max_len=max(c.max_len, 256) + 64,
-            pad_id=self.tok.token_to_id(data.PAD),
-            bos_id=self.tok.token_to_id(data.BOS),
-            eos_id=self.tok.token_to_id(data.EOS),
-        )
 
     # ---- logs
 
@@ -479,9 +480,7 @@ def evaluate(out_dir, overrides=None):
     cfg = make_config(None, overrides or {}, base=TrainConfig(**load_checkpoint(paths[-1])["config"]))
     tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
     test = data.read_parallel(cfg.dataset, "test", cfg.src_lang, cfg.tgt_lang)
-    run_like = Run.__new__(Run)
-    run_like.cfg, run_like.tok = cfg, tok
-    model = T.Seq2SeqTransformer(run_like.model_config())
+    model = T.Seq2SeqTransformer(model_config(cfg, tok))
     results = {"parameters": sum(p.numel() for p in model.parameters()), "direction": f"{cfg.src_lang}-{cfg.tgt_lang}"}
     for name, weights in (
         ("last", load_checkpoint(paths[-1])["model"]),
