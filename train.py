@@ -441,13 +441,14 @@ def translate(model, tok, sentences, beam=4, length_penalty=0.6, batch_size=128)
 
 def bleu_scores(hyps, refs, lang):
     """sacreBLEU on detokenized, cased text (the standard score), and the score comparable with
-    the pytorch-seq2seq tutorial: lowercased, spaCy-tokenized (spaCy's rule-based tokenizer)."""
+    the pytorch-seq2seq tutorial: text split by spaCy's rule-based tokenizer (the one its
+    `*_core_*_sm` models use), then lowercased, as its torchtext fields did."""
     import sacrebleu
 
     standard = sacrebleu.corpus_bleu(hyps, [refs])
     tokenize = _spacy_tokenizer(lang)
     lower = sacrebleu.corpus_bleu(
-        [tokenize(h.lower()) for h in hyps], [[tokenize(r.lower()) for r in refs]], tokenize="none", force=True
+        [tokenize(h).lower() for h in hyps], [[tokenize(r).lower() for r in refs]], tokenize="none", force=True
     )
     return {"bleu": standard.score, "bleu_lc_tok": lower.score, "signature": str(standard.format(signature=True))}
 
