@@ -292,6 +292,9 @@ class Run:
         self.sched.load_state_dict(ck["scheduler"])
         pos = ck["position"]
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
+        if self.master and (self.out / "metrics.jsonl").exists():  # forget what came after the checkpoint
+            rows = [json.loads(line) for line in (self.out / "metrics.jsonl").read_text().splitlines()]
+            data.write_jsonl(self.out / "metrics.jsonl", [r for r in rows if r["step"] <= self.step])
         torch.set_rng_state(ck["rng"]["torch"])
         random.setstate(_python_rng_state(ck["rng"]["python"]))
         if "cuda" in ck["rng"] and self.device.type == "cuda":
@@ -390,6 +393,8 @@ class Run:
                 if (c.save_every and self.step % c.save_every == 0) or (not c.save_every and end_of_epoch):
                     self.save()
         bar.close()
+        if not checkpoints(self.out) or checkpoints(self.out)[-1].name != f"ckpt_{self.step:07d}.pt":
+            self.save()  # the final state, whatever save_every says
         if self.ddp:
             dist.barrier()
 
