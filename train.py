@@ -392,6 +392,8 @@ class Run:
                     self.validate()
                 if (c.save_every and self.step % c.save_every == 0) or (not c.save_every and end_of_epoch):
                     self.save()
+                if end_of_epoch:
+                    break  # the next epoch has batches of its own
         bar.close()
         if not checkpoints(self.out) or checkpoints(self.out)[-1].name != f"ckpt_{self.step:07d}.pt":
             self.save()  # the final state, whatever save_every says
