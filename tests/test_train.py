@@ -95,3 +95,18 @@ def test_bleu_scores():
     assert train.bleu_scores(refs, refs, "en")["bleu"] == pytest.approx(100)
     low = train.bleu_scores([r.upper() for r in refs], refs, "en")
     assert low["bleu"] < 10 and low["bleu_lc_tok"] == pytest.approx(100)
+
+
+def test_each_epoch_has_its_own_order_and_training_stops(tmp_path, monkeypatch):
+    cfg = {"out_dir": str(tmp_path), "max_epochs": 2, "log_every": 1000, "max_steps": 200}  # max_steps: a guard
+    run = train.Run(train.make_config("tiny", cfg))
+    run.train_pairs, run.lengths = run.train_pairs[:300], run.lengths[:300]
+    seen = []
+    monkeypatch.setattr(run, "train_step", lambda micro: seen.append(micro) or run.optimizer_step() or (0.0, 1.0))
+    monkeypatch.setattr(run, "validate", lambda: None)
+    run.train()
+    per_epoch = len(run.epoch_steps())
+    assert len(seen) == 2 * per_epoch and run.epoch == 2 and run.step == 2 * per_epoch
+    first, second = seen[:per_epoch], seen[per_epoch:]
+    assert first != second  # reshuffled
+    assert sorted(i for step in first for b in step for i in b) == sorted(i for step in second for b in step for i in b)
