@@ -108,6 +108,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
     p.add_argument("--evaluate", action="store_true", help="only evaluate --out-dir's checkpoints on the test set")
     p.add_argument("--plot", action="store_true", help="only draw --out-dir's learning curves to PNG")
+    p.add_argument("--split", default="test", help="with --evaluate: test, or valid (to choose decoding settings)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or isinstance(f.default, bool):
@@ -115,7 +116,7 @@ def parse_args(argv=None):
         else:
             p.add_argument(flag, type=type(f.default), default=argparse.SUPPRESS, help=f"default {f.default!r}")
     args = vars(p.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("preset", "resume", "evaluate", "plot")}
+    actions = {k: args.pop(k) for k in ("preset", "resume", "evaluate", "plot", "split")}
     return actions, args  # args: only the fields given explicitly
 
 
@@ -480,14 +481,15 @@ def average_checkpoints(paths):
     return {k: (v / len(paths)).to(sd[k].dtype) for k, v in avg.items()}
 
 
-def evaluate(out_dir, overrides=None):
-    """Test BLEU of the last checkpoint and of the average of the kept ones, greedy and beam."""
+def evaluate(out_dir, overrides=None, split="test"):
+    """BLEU of the last checkpoint and of the average of the kept ones, greedy and beam, on the
+    test set (or on the validation set, to choose beam size and length penalty)."""
     paths = checkpoints(Path(out_dir))
     if not paths:
         raise FileNotFoundError(f"no checkpoints in {out_dir}")
     cfg = make_config(None, overrides or {}, base=TrainConfig(**load_checkpoint(paths[-1])["config"]))
     tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
-    test = data.read_parallel(cfg.dataset, "test", cfg.src_lang, cfg.tgt_lang)
+    test = data.read_parallel(cfg.dataset, split, cfg.src_lang, cfg.tgt_lang)
     model = T.Seq2SeqTransformer(model_config(cfg, tok))
     results = {"parameters": sum(p.numel() for p in model.parameters()), "direction": f"{cfg.src_lang}-{cfg.tgt_lang}"}
     for name, weights in (
@@ -499,12 +501,12 @@ def evaluate(out_dir, overrides=None):
             t0 = time.perf_counter()
             hyps = translate(model, tok, [s for s, _ in test], beam=beam, length_penalty=cfg.length_penalty)
             scores = bleu_scores(hyps, [t for _, t in test], cfg.tgt_lang)
-            key = f"{name}_{'greedy' if beam == 1 else f'beam{beam}'}"
+            key = f"{split}_{name}_{'greedy' if beam == 1 else f'beam{beam}_lp{cfg.length_penalty}'}"
             results[key] = {**scores, "seconds": time.perf_counter() - t0}
-            data.write_jsonl(Path(out_dir) / f"test_{key}.hyp.jsonl", [{"hyp": h} for h in hyps])
+            data.write_jsonl(Path(out_dir) / f"{key}.hyp.jsonl", [{"hyp": h} for h in hyps])
             print(key, json.dumps(results[key]))
-    with open(Path(out_dir) / "test_results.json", "w") as f:
-        json.dump(results, f, indent=1)
+    path = Path(out_dir) / f"{split}_results_lp{cfg.length_penalty}.json"
+    path.write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -602,7 +604,7 @@ def main(argv=None):
         print(plot(out_dir))
         return
     if actions["evaluate"]:
-        evaluate(out_dir, {k: v for k, v in overrides.items() if k in ("beam", "length_penalty")})
+        evaluate(out_dir, {k: v for k, v in overrides.items() if k in ("beam", "length_penalty")}, actions["split"])
         return
     if actions["resume"]:
         base = TrainConfig(**load_checkpoint(latest_checkpoint(out_dir))["config"])
