@@ -453,12 +453,13 @@ def bleu_scores(hyps, refs, lang):
     `*_core_*_sm` models use), then lowercased, as its torchtext fields did."""
     import sacrebleu
 
-    standard = sacrebleu.corpus_bleu(hyps, [refs])
+    bleu = sacrebleu.BLEU()
+    standard = bleu.corpus_score(hyps, [refs])
     tokenize = _spacy_tokenizer(lang)
     lower = sacrebleu.corpus_bleu(
         [tokenize(h).lower() for h in hyps], [[tokenize(r).lower() for r in refs]], tokenize="none", force=True
     )
-    return {"bleu": standard.score, "bleu_lc_tok": lower.score, "signature": str(standard.format(signature=True))}
+    return {"bleu": standard.score, "bleu_lc_tok": lower.score, "detail": f"{standard} {bleu.get_signature()}"}
 
 
 def _spacy_tokenizer(lang):
