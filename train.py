@@ -14,6 +14,7 @@ step's total, so accumulation and DDP give the update of one big batch.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -335,7 +336,7 @@ class Run:
         for i, (src, tgt_in, labels) in enumerate(batches):
             src, tgt_in, labels = src.to(self.device), tgt_in.to(self.device), labels.to(self.device)
             last = i == len(batches) - 1
-            with model.no_sync() if self.ddp and not last else _nullcontext():
+            with model.no_sync() if self.ddp and not last else contextlib.nullcontext():
                 with self.autocast():
                     logits = model(src, tgt_in).logits
                 loss = T.label_smoothed_loss(logits, labels, pad, c.label_smoothing, reduction="sum")
@@ -361,7 +362,7 @@ class Run:
     def autocast(self):
         if self.device.type == "cuda" and self.cfg.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
-        return _nullcontext()
+        return contextlib.nullcontext()
 
     def train(self):
         from tqdm import tqdm
@@ -588,14 +589,6 @@ def _version(module):
         return __import__(module).__version__
     except Exception:
         return None
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv=None):
