@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import data
 import transformer as T
@@ -397,7 +396,7 @@ class Run:
                 if end_of_epoch:
                     break  # the next epoch has batches of its own
         bar.close()
-        if not checkpoints(self.out) or checkpoints(self.out)[-1].name != f"ckpt_{self.step:07d}.pt":
+        if not (self.out / f"ckpt_{self.step:07d}.pt").exists():
             self.save()  # the final state, whatever save_every says
         if self.ddp:
             dist.barrier()
@@ -407,7 +406,7 @@ class Run:
 
     @torch.no_grad()
     def validate(self):
-        """Validation loss (label-smoothed, per target token), perplexity and greedy BLEU."""
+        """Validation cross-entropy (no smoothing, per target token), perplexity and greedy BLEU."""
         if not self.master:
             return
         self.model.eval()
@@ -418,9 +417,7 @@ class Run:
             )
             with self.autocast():
                 logits = self.model(src, tgt_in).logits
-            total += float(
-                F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=pad, reduction="sum")
-            )
+            total += float(T.label_smoothed_loss(logits, labels, pad, smoothing=0.0, reduction="sum"))
             n += int((labels != pad).sum())
         hyps = translate(self.model, self.tok, [s for s, _ in self.valid_text], beam=1)
         bleu = bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)
