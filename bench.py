@@ -111,7 +111,49 @@ def transformer_cases(device, dtype, args):
     return cases
 
 
-CASES = [transformer_cases]  # later issues append bert_cases, gpt_cases, ...
+def bert_cases(device, dtype, args):
+    """Ours vs HF transformers: BertForPreTraining and BertModel, same weights, dropout 0 (so that
+    outputs compare in training too); a bert-small shape (4 layers x 512) by default."""
+    import transformers
+
+    import bert
+
+    config = bert.BertConfig.from_preset(args.bert_preset, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    hf_config = transformers.BertConfig(**config.to_hf("BertForPreTraining"))
+    torch.manual_seed(0)
+    hf_pre = transformers.BertForPreTraining(hf_config).to(device, dtype)
+    ours_pre = bert.BertForPreTraining(config).to(device, dtype)
+    ours_pre.load_hf_state_dict(hf_pre.state_dict())
+    hf_enc, ours_enc = hf_pre.bert, ours_pre.bert
+    B, L = args.bert_batch, args.bert_seq
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, config.vocab_size, (B, L), generator=g)
+    lengths = torch.randint(1, L + 1, (B,), generator=g)  # uniform: about half the tokens are padding
+    padded = (torch.arange(L)[None] < lengths[:, None]).long()
+    types = (torch.arange(L)[None] >= lengths[:, None] // 2).long() * padded
+    masked = (torch.rand(B, L, generator=g) < 0.15) & (padded == 1)  # 15% of the real tokens
+    labels = torch.where(masked, ids, -100)
+    nsp = torch.randint(0, 2, (B,), generator=g)
+    full = torch.ones_like(padded)
+    to = lambda *ts: [t.to(device) for t in ts]  # noqa: E731
+    ids, padded, types, labels, nsp, full = to(ids, padded, types, labels, nsp, full)
+    real = (padded == 1)[..., None]
+    tag = f"{args.bert_preset} {B}x{L}"
+    pre = lambda mask: dict(  # noqa: E731
+        input_ids=ids, attention_mask=mask, token_type_ids=types * mask, labels=labels, next_sentence_label=nsp
+    )
+    loss = lambda out: out.loss  # noqa: E731
+    hidden = lambda out: out[0]  # noqa: E731
+    enc_inputs = dict(input_ids=ids, attention_mask=padded, token_type_ids=types)
+    return [
+        Case(f"BertForPreTraining {tag} train step", ours_pre, hf_pre, pre(full), True, output=loss),
+        Case(f"BertForPreTraining {tag} train step, half padded", ours_pre, hf_pre, pre(padded), True, output=loss),
+        Case(f"BertModel {tag} train, half padded", ours_enc, hf_enc, enc_inputs, True, real, hidden),
+        Case(f"BertModel {tag} infer, half padded", ours_enc, hf_enc, enc_inputs, False, real, hidden),
+    ]
+
+
+CASES = [transformer_cases, bert_cases]  # later issues append gpt_cases, ...
 
 
 # ------------------------------------------------------------------------------- measuring
@@ -249,8 +291,8 @@ def environment(device):
 
 def markdown(rows, peaks):
     head = (
-        "| case | dtype | max abs diff | ours ms | torch ms | ours/torch | GFLOP/s ours | % of peak "
-        "| peak MiB ours | torch | mem ours/torch |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| case | dtype | max abs diff | ours ms | ref ms | ours/ref | GFLOP/s ours | % of peak "
+        "| peak MiB ours | ref | mem ours/ref |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
@@ -277,6 +319,9 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--bert-preset", default="bert-small")
+    p.add_argument("--bert-batch", type=int, default=16)
+    p.add_argument("--bert-seq", type=int, default=128)
     p.add_argument("--compile", action="store_true", help="torch.compile both sides")
     p.add_argument("--only", default="", help="run the cases whose name contains this text")
     p.add_argument("--json", default=None, help="write the results here")

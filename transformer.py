@@ -244,10 +244,10 @@ class MultiheadAttention(nn.Module):
         """Self-attention over real tokens only: x (N, E) holds the N real tokens of a (B, T) batch
         at flat positions `index`; projections skip the padding, SDPA sees the padded layout."""
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (N, 3E)
-        qkv = _unpack(qkv, index, B, T)  # (B, T, 3E), zeros at padding
+        qkv = unpack_tokens(qkv, index, B, T)  # (B, T, 3E), zeros at padding
         q, k, v = (self._split_heads(t) for t in qkv.chunk(3, dim=-1))
         out = F.scaled_dot_product_attention(q, k, v, mask, self.dropout if self.training else 0.0)
-        return self.out_proj(_pack(self._merge_heads(out), index))  # (N, E)
+        return self.out_proj(pack_tokens(self._merge_heads(out), index))  # (N, E)
 
     def _check_inputs(self, query, key, value, kpm, attn_mask):
         """Shape checks with messages that name the argument; returns whether input is batched."""
@@ -281,11 +281,11 @@ class MultiheadAttention(nn.Module):
         return batched
 
 
-def _pack(x, index):  # (B, T, C) -> (N, C): the rows at flat positions `index`
+def pack_tokens(x, index):  # (B, T, C) -> (N, C): the rows at flat positions `index`
     return x.flatten(0, 1).index_select(0, index)
 
 
-def _unpack(x, index, B, T):  # (N, C) -> (B, T, C), zeros elsewhere
+def unpack_tokens(x, index, B, T):  # (N, C) -> (B, T, C), zeros elsewhere
     return x.new_zeros(B * T, x.shape[-1]).index_copy(0, index, x).view(B, T, -1)
 
 
@@ -467,11 +467,11 @@ class TransformerEncoder(nn.Module):
         x = src if attn.batch_first else src.transpose(0, 1)  # (B, T, E)
         B, T, _ = x.shape
         index = (~bool_kpm).flatten().nonzero().squeeze(1)  # flat positions of the real tokens
-        x = _pack(x, index)  # (N, E)
+        x = pack_tokens(x, index)  # (N, E)
         mask = attn._merge_masks(mask, kpm, B, T, T)  # shared by all layers
         for layer in self.layers:
             x = layer._forward(x, partial(layer.self_attn._packed_self_attention, index=index, B=B, T=T, mask=mask))
-        x = _unpack(x, index, B, T)  # (B, T, E), zeros at padding
+        x = unpack_tokens(x, index, B, T)  # (B, T, E), zeros at padding
         return x if attn.batch_first else x.transpose(0, 1)
 
 

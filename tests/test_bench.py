@@ -20,12 +20,18 @@ def test_bench_rows_and_json(tmp_path):
         "3",
         "--seq",
         "8",
+        "--bert-preset",
+        "bert-tiny",
+        "--bert-batch",
+        "3",
+        "--bert-seq",
+        "8",
         "--repeats",
         "1",
         "--json",
     ] + [str(out)]
     rows = bench.main(args)
-    assert len(rows) == 5
+    assert len(rows) == 9 and any(r["case"].startswith("BertForPreTraining") for r in rows)
     for r in rows:
         assert r["max_abs_diff"] < 1e-4, r
         assert r["ours_ms"] > 0 and r["ref_ms"] > 0 and r["time_ratio"] > 0
