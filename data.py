@@ -12,8 +12,13 @@ read-only.
 import json
 import os
 import random
+import re
+import shutil
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -189,3 +194,538 @@ def write_jsonl(path, rows):
         for row in rows:
             f.write(json.dumps(row) + "\n")
     os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ BERT pretraining: raw text
+#
+# The seed's stages: raw text -> documents of sentences -> WordPiece ids -> truncated samples
+# ([CLS] A [SEP] B [SEP], create_pretraining_data's semantics) -> MLM/NSP training data, written
+# as JSON lines (readable) and as binary shards (uint16/uint32 .npy, memory-mapped by train.py).
+
+CLS, SEP, MASK, WP_PAD, WP_UNK = "[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]"
+WORDPIECE_SPECIALS = [WP_PAD, WP_UNK, CLS, SEP, MASK]
+
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "e.g", "i.e", "no", "vol", "fig"}
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+
+
+def split_sentences(text):
+    """A paragraph -> its sentences: a break after . ! or ? (and closing quotes) before an upper-case
+    letter or digit, except after a known abbreviation or a single initial ("J. R. R. Tolkien")."""
+    sentences, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        words = text[start : m.start()].split()
+        last = words[-1].rstrip(".!?").lower() if words else ""
+        if text[m.start() - 1] == "." and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
+            continue
+        sentences.append(text[start : m.end()].strip())
+        start = m.end()
+    tail = text[start:].strip()
+    return [s for s in [*sentences, tail] if s]
+
+
+def _paragraphs(text):
+    """Blank-line separated blocks, each joined into one line (books wrap lines at ~70 columns)."""
+    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if block.strip()]
+
+
+def _strip_gutenberg(text):
+    """The book between Project Gutenberg's '*** START OF' and '*** END OF' lines, when present."""
+    text = text.lstrip("\ufeff")
+    start = re.search(r"^\*\*\* ?START OF.*$", text, re.MULTILINE)
+    end = re.search(r"^\*\*\* ?END OF.*$", text, re.MULTILINE)
+    return text[start.end() if start else 0 : end.start() if end else len(text)]
+
+
+def iter_documents(source, root=None):
+    """Yield documents, each a list of sentences, one at a time (memory stays bounded).
+
+    source: "books" ($DATA_DIR/books/*.txt, a book per document, Gutenberg boilerplate removed),
+    "wiki" ($DATA_DIR/wiki-sample/wiki_sample.jsonl, an article per document), several joined
+    with "+" ("books+wiki"), a .txt file or folder of them in BERT's own format (one sentence per
+    line, a blank line between documents), or "hf:<dataset>[:<config>]" (an HF dataset's train
+    split, streamed; its "text" column, a row per document)."""
+    root = Path(root) if root is not None else data_dir()
+    for part in source.split("+"):
+        if part == "books":
+            files = sorted((root / "books").glob("*.txt"))
+            if not files:
+                raise FileNotFoundError(f"no books: put Project Gutenberg .txt files in {root / 'books'}")
+            for f in files:
+                text = _strip_gutenberg(f.read_text(encoding="utf-8"))
+                yield [s for p in _paragraphs(text) for s in split_sentences(p)]
+        elif part == "wiki":
+            path = root / "wiki-sample" / "wiki_sample.jsonl"
+            if not path.exists():
+                raise FileNotFoundError(f"missing {path}: JSON lines with a 'text' field, an article per line")
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    yield [s for p in _paragraphs(json.loads(line)["text"]) for s in split_sentences(p)]
+        elif part.startswith("hf:"):
+            from datasets import load_dataset
+
+            name, _, config = part[3:].partition(":")
+            for row in load_dataset(name, config or None, split="train", streaming=True):
+                yield [s for p in _paragraphs(row["text"]) for s in split_sentences(p)]
+        else:
+            path = Path(part)
+            files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+            if not path.exists() or not files:
+                raise FileNotFoundError(
+                    f"source {part!r}: not 'books', 'wiki', 'hf:<name>', or a .txt file / folder of .txt files"
+                )
+            for f in files:
+                doc = []
+                with open(f, encoding="utf-8") as lines:
+                    for line in lines:
+                        if line.strip():
+                            doc.append(line.strip())
+                        elif doc:
+                            yield doc
+                            doc = []
+                if doc:
+                    yield doc
+
+
+# ------------------------------------------------------------------ BERT pretraining: tokenizer
+
+
+def train_wordpiece(texts, vocab_size=30522, lowercase=True):
+    """A BERT WordPiece tokenizer (BERT's normalizer and pre-tokenizer, '##' continuations, the
+    specials [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0-4) trained on an iterator of texts."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token=WP_UNK))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=WORDPIECE_SPECIALS, show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    cls, sep = tok.token_to_id(CLS), tok.token_to_id(SEP)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1", special_tokens=[(CLS, cls), (SEP, sep)]
+    )
+    return tok
+
+
+def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, root=None):
+    """A WordPiece tokenizer: loaded from `path` (a tokenizer.json or vocab.txt file, or a folder
+    holding one, like an HF checkpoint), or trained on the corpus `source` (see iter_documents),
+    cached in $PREP_DIR/bert/ and reused."""
+    from tokenizers import Tokenizer
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    if path is not None:
+        path = Path(path)
+        if path.is_dir():
+            path = next((path / n for n in ("tokenizer.json", "vocab.txt") if (path / n).exists()), path)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer: {path} is not a tokenizer.json or vocab.txt (or a folder with one)")
+        if path.suffix == ".json":
+            return Tokenizer.from_file(str(path))
+        return BertWordPieceTokenizer(str(path), lowercase=lowercase)._tokenizer
+    if source is None:
+        raise ValueError("bert_tokenizer: give a tokenizer path or a corpus source to train one on")
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", source)
+    cached = prep_dir() / "bert" / f"wordpiece-{name}-{vocab_size}{'' if lowercase else '-cased'}.json"
+    if cached.exists():
+        return Tokenizer.from_file(str(cached))
+    tok = train_wordpiece((s for doc in iter_documents(source, root) for s in doc), vocab_size, lowercase)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, cached)
+    return tok
+
+
+# ------------------------------------------------------------ BERT pretraining: samples and masks
+
+
+class Vocab(NamedTuple):
+    """What sample making needs to know of a WordPiece vocabulary, as ids."""
+
+    size: int
+    cls: int
+    sep: int
+    mask: int
+    pad: int
+    continuation: tuple  # continuation[i]: token i starts with '##' (whole-word masking)
+
+    @classmethod
+    def of(cls, tokenizer):
+        vocab = tokenizer.get_vocab()
+        cont = [False] * tokenizer.get_vocab_size()
+        for token, i in vocab.items():
+            cont[i] = token.startswith("##")
+        ids = [vocab.get(t) for t in (CLS, SEP, MASK, WP_PAD)]
+        if None in ids:
+            raise ValueError(f"the tokenizer lacks one of {CLS} {SEP} {MASK} {WP_PAD}")
+        return cls(tokenizer.get_vocab_size(), *ids, tuple(cont))
+
+
+def truncate_pair(a, b, max_tokens, rng):
+    """Trim the longer of two segments, a token at a time from its front or back at random, until
+    they fit together in max_tokens (create_pretraining_data's truncate_seq_pair)."""
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        if rng.random() < 0.5:
+            del longer[0]
+        else:
+            longer.pop()
+
+
+def mask_tokens(ids, vocab, rng, masked_lm_prob=0.15, max_predictions=20, whole_word=False):
+    """BERT's masking of one sample (create_masked_lm_predictions): candidates are all but [CLS]
+    and [SEP] (whole words with whole_word), shuffled; round(len * prob) of them (at least 1, at
+    most max_predictions) are chosen; each chosen token becomes [MASK] (80%), stays (10%) or
+    becomes a random vocabulary id (10%). -> (masked ids, sorted positions, original ids there)."""
+    candidates = []
+    for i, t in enumerate(ids):
+        if t in (vocab.cls, vocab.sep):
+            continue
+        if whole_word and candidates and vocab.continuation[t]:
+            candidates[-1].append(i)
+        else:
+            candidates.append([i])
+    rng.shuffle(candidates)
+    n_predict = min(max_predictions, max(1, int(round(len(ids) * masked_lm_prob))))
+    out, chosen = list(ids), []
+    for group in candidates:
+        if len(chosen) >= n_predict:
+            break
+        if len(chosen) + len(group) > n_predict:
+            continue  # a whole word that does not fit: try the next
+        for i in group:
+            if rng.random() < 0.8:
+                out[i] = vocab.mask
+            elif rng.random() >= 0.5:  # else: keep the original token
+                out[i] = rng.randint(0, vocab.size - 1)
+            chosen.append(i)
+    chosen.sort()
+    return out, chosen, [ids[i] for i in chosen]
+
+
+def document_samples(documents, d, vocab, rng, max_seq_length=128, short_seq_prob=0.1):
+    """The (unmasked) NSP samples of document `d` (a list of sentences, each a list of ids), with
+    create_instances_from_document's semantics: a target length (max_seq_length - 3, or with
+    probability short_seq_prob a random shorter one); sentences gathered until it is reached;
+    segment A = a random number of the leading ones; B = the rest (label 0), or with probability
+    1/2 (always for a single sentence) text from a random other document (label 1), whose
+    unused sentences go back into the stream; the longer segment trimmed at random ends.
+    -> list of (ids, token_type_ids, next_sentence_label)."""
+    document, max_tokens = documents[d], max_seq_length - 3
+    target = max_tokens if rng.random() >= short_seq_prob else rng.randint(2, max_tokens)
+    samples, chunk, length, i = [], [], 0, 0
+    while i < len(document):
+        chunk.append(document[i])
+        length += len(document[i])
+        if i == len(document) - 1 or length >= target:
+            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+            a = [t for s in chunk[:a_end] for t in s]
+            b = []
+            random_next = len(chunk) == 1 or rng.random() < 0.5
+            if random_next:
+                for _ in range(10):  # another document, if one can be found in 10 tries
+                    other = rng.randint(0, len(documents) - 1)
+                    if other != d:
+                        break
+                other = documents[other]
+                for sentence in other[rng.randint(0, len(other) - 1) :]:
+                    b.extend(sentence)
+                    if len(b) >= target - len(a):
+                        break
+                i -= len(chunk) - a_end  # the sentences after A were not used: read them again
+            else:
+                b = [t for s in chunk[a_end:] for t in s]
+            truncate_pair(a, b, max_tokens, rng)
+            ids = [vocab.cls, *a, vocab.sep, *b, vocab.sep]
+            samples.append((ids, [0] * (len(a) + 2) + [1] * (len(b) + 1), int(random_next)))
+            chunk, length = [], 0
+        i += 1
+    return samples
+
+
+# ---------------------------------------------------------- BERT pretraining: the sharded pipeline
+
+
+@dataclass
+class PretrainingSpec:
+    """How pretraining samples are made (google-research/bert's flags and defaults)."""
+
+    max_seq_length: int = 128
+    short_seq_prob: float = 0.1
+    masked_lm_prob: float = 0.15
+    max_predictions_per_seq: int = 20
+    dupe_factor: int = 10  # passes over the corpus, each with new segments and new masks
+    whole_word_mask: bool = False
+    static_masking: bool = True  # False: store unmasked samples, mask at load time (RoBERTa's dynamic masking)
+    seed: int = 12345
+    valid_every: int = 50  # every 50th document is held out (the valid split, one pass)
+    shard_chars: int = 4_000_000  # a shard closes after this much text: bounds each worker's memory
+
+
+def _shards(source, spec, root):
+    """(split, shard index, documents) groups of raw documents, streamed from the source."""
+    groups = {"train": [], "valid": []}
+    sizes = {"train": 0, "valid": 0}
+    counts = {"train": 0, "valid": 0}
+    for n, doc in enumerate(iter_documents(source, root)):
+        split = "valid" if spec.valid_every and n % spec.valid_every == 0 else "train"
+        groups[split].append(doc)
+        sizes[split] += sum(map(len, doc))
+        if sizes[split] >= spec.shard_chars:
+            yield split, counts[split], groups[split]
+            groups[split], sizes[split] = [], 0
+            counts[split] += 1
+    for split in groups:
+        if groups[split]:
+            yield split, counts[split], groups[split]
+
+
+def _shard_samples(documents, tokenizer, spec, split, index):
+    """The shard's samples, as create_pretraining_data makes them from one input file: documents
+    tokenized and shuffled, dupe_factor passes over them, the samples shuffled."""
+    rng = random.Random(f"{spec.seed}-{split}-{index}")  # independent of how many workers run
+    vocab = Vocab.of(tokenizer)
+    encoded = tokenizer.encode_batch_fast([s for doc in documents for s in doc], add_special_tokens=False)
+    docs, k = [], 0
+    for doc in documents:  # sentences -> ids; sentences that tokenize to nothing are dropped
+        docs.append([e.ids for e in encoded[k : k + len(doc)] if e.ids])
+        k += len(doc)
+    del encoded
+    docs = [doc for doc in docs if doc]
+    rng.shuffle(docs)
+    samples = []
+    for _ in range(spec.dupe_factor if split == "train" else 1):
+        for d in range(len(docs)):
+            for ids, types, nsp in document_samples(docs, d, vocab, rng, spec.max_seq_length, spec.short_seq_prob):
+                if spec.static_masking:
+                    ids, pos, labels = mask_tokens(
+                        ids, vocab, rng, spec.masked_lm_prob, spec.max_predictions_per_seq, spec.whole_word_mask
+                    )
+                else:
+                    pos, labels = [], []
+                samples.append((ids, types, pos, labels, nsp))
+    rng.shuffle(samples)
+    return samples
+
+
+_WORKER = {}
+
+
+def _worker_init(tokenizer_json):
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
+    from tokenizers import Tokenizer
+
+    _WORKER["tokenizer"] = Tokenizer.from_str(tokenizer_json)
+
+
+def _write_shard(job):
+    """Make one shard's samples and write them (JSON lines and/or binary), each file atomically."""
+    documents, spec, split, index, out, formats = job
+    samples = _shard_samples(documents, _WORKER["tokenizer"], spec, split, index)
+    name = f"{split}-{index:05d}"
+    if "jsonl" in formats:
+        keys = ("input_ids", "token_type_ids", "masked_lm_positions", "masked_lm_labels", "next_sentence_label")
+        write_jsonl(Path(out) / f"{name}.jsonl", (dict(zip(keys, s, strict=True)) for s in samples))
+    if "bin" in formats:
+        _write_binary(Path(out) / name, samples, _WORKER["tokenizer"].get_vocab_size())
+    return split, index, len(samples), sum(len(s[0]) for s in samples)
+
+
+def _write_binary(folder, samples, vocab_size):
+    """A shard as .npy arrays in a folder (renamed into place when complete): token ids of all
+    samples one after another, sample offsets, where segment B starts, NSP labels, and the masked
+    positions / original ids with their own offsets."""
+    dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    arrays = {
+        "ids": np.fromiter((t for s in samples for t in s[0]), dtype, sum(len(s[0]) for s in samples)),
+        "offsets": np.cumsum([0] + [len(s[0]) for s in samples], dtype=np.int64),
+        "b_start": np.array([s[1].index(1) for s in samples], dtype=np.int32),
+        "nsp": np.array([s[4] for s in samples], dtype=np.uint8),
+        "mlm_positions": np.fromiter((p for s in samples for p in s[2]), np.int32),
+        "mlm_labels": np.fromiter((t for s in samples for t in s[3]), dtype),
+        "mlm_offsets": np.cumsum([0] + [len(s[2]) for s in samples], dtype=np.int64),
+    }
+    for k, v in arrays.items():
+        np.save(tmp / f"{k}.npy", v)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl", "bin"), workers=None, root=None):
+    """Raw corpus -> MLM/NSP samples in out_dir: `{split}-{k}.jsonl` and/or binary `{split}-{k}/`
+    shards plus meta.json. Documents stream in and are cut into shards of ~spec.shard_chars of
+    text; `workers` processes (default: every core) make and write shards, at most two shards
+    each in flight, so memory stays bounded whatever the corpus size. Finished shards are kept
+    on a rerun (resumable); the output is the same whatever the number of workers."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    spec = spec or PretrainingSpec()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "meta.json"
+    settings = {"source": source, "spec": asdict(spec), "formats": list(formats)}
+    if meta_path.exists() and json.loads(meta_path.read_text())["settings"] != settings:
+        raise ValueError(f"{out} holds data prepared with other settings; choose another out_dir")
+    tmp = out / "tokenizer.json.tmp"
+    tokenizer.save(str(tmp))
+    os.replace(tmp, out / "tokenizer.json")
+    workers = workers or os.cpu_count()
+    stats, pending = [], set()
+
+    def done(split, k):
+        return ("jsonl" not in formats or (out / f"{split}-{k:05d}.jsonl").exists()) and (
+            "bin" not in formats or (out / f"{split}-{k:05d}").is_dir()
+        )
+
+    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(tokenizer.to_str(),)) as pool:
+        for split, k, documents in _shards(source, spec, root):
+            if done(split, k):
+                stats.append(_shard_stats(out, split, k, formats))
+                continue
+            if len(pending) >= 2 * workers:  # back-pressure: never more than this many shards in memory
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                stats += [f.result() for f in finished]
+            pending.add(pool.submit(_write_shard, (documents, spec, split, k, str(out), tuple(formats))))
+        stats += [f.result() for f in wait(pending).done]
+    shards = {s: sorted(k for split, k, _, _ in stats if split == s) for s in ("train", "valid")}
+    meta = {
+        "settings": settings,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "shards": shards,
+        "samples": {s: sum(n for split, _, n, _ in stats if split == s) for s in shards},
+        "tokens": {s: sum(t for split, _, _, t in stats if split == s) for s in shards},
+    }
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, meta_path)
+    return meta
+
+
+def _shard_stats(out, split, k, formats):
+    """(split, k, samples, tokens) of a finished shard, read back from its files."""
+    if "bin" in formats:
+        offsets = np.load(out / f"{split}-{k:05d}" / "offsets.npy")
+        return split, k, len(offsets) - 1, int(offsets[-1])
+    n = t = 0
+    with open(out / f"{split}-{k:05d}.jsonl") as f:
+        for line in f:
+            n, t = n + 1, t + len(json.loads(line)["input_ids"])
+    return split, k, n, t
+
+
+class PretrainingData:
+    """The binary shards of one split of a prepared folder, memory-mapped: random access to
+    samples without loading the corpus. data[i] -> (ids, b_start, nsp, mlm_positions, mlm_labels)."""
+
+    def __init__(self, folder, split="train"):
+        folder = Path(folder)
+        meta_path = folder / "meta.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{meta_path} missing: prepare the data first (python data.py bert ...)")
+        self.meta = json.loads(meta_path.read_text())
+        if "bin" not in self.meta["settings"]["formats"]:
+            formats = self.meta["settings"]["formats"]
+            raise ValueError(f"{folder} has no binary shards (prepared with formats {formats})")
+        self.spec = PretrainingSpec(**self.meta["settings"]["spec"])
+        self.shards = []
+        for k in self.meta["shards"][split]:
+            path = folder / f"{split}-{k:05d}"
+            self.shards.append({f.stem: np.load(f, mmap_mode="r") for f in path.glob("*.npy")})
+        counts = [len(s["offsets"]) - 1 for s in self.shards]
+        self.starts = np.cumsum([0] + counts)
+
+    def __len__(self):
+        return int(self.starts[-1])
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} outside [0, {len(self)})")
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        s, j = self.shards[k], i - int(self.starts[k])
+        ids = s["ids"][s["offsets"][j] : s["offsets"][j + 1]].astype(np.int64)
+        m0, m1 = s["mlm_offsets"][j], s["mlm_offsets"][j + 1]
+        return ids, int(s["b_start"][j]), int(s["nsp"][j]), s["mlm_positions"][m0:m1], s["mlm_labels"][m0:m1]
+
+
+def collate_pretraining(samples, pad_id=0):
+    """Samples (PretrainingData items) -> right-padded batch tensors in HF's names: input_ids,
+    attention_mask, token_type_ids, labels (the original id at masked positions, -100 elsewhere)
+    and next_sentence_label."""
+    B, T = len(samples), max(len(s[0]) for s in samples)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(B, T, dtype=torch.long)
+    token_type_ids = torch.zeros(B, T, dtype=torch.long)
+    labels = torch.full((B, T), -100, dtype=torch.long)
+    for r, (ids, b_start, _, positions, originals) in enumerate(samples):
+        n = len(ids)
+        input_ids[r, :n] = torch.as_tensor(ids)
+        attention_mask[r, :n] = 1
+        token_type_ids[r, b_start:n] = 1
+        labels[r, torch.from_numpy(np.array(positions, dtype=np.int64))] = torch.from_numpy(
+            np.array(originals, dtype=np.int64)
+        )
+    nsp = torch.tensor([s[2] for s in samples], dtype=torch.long)
+    return dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        token_type_ids=token_type_ids,
+        labels=labels,
+        next_sentence_label=nsp,
+    )
+
+
+# -------------------------------------------------------------------------------- command line
+
+
+def main(argv=None):
+    """python data.py bert --source books+wiki --out data/prepared/bert-books-wiki-128 [options]"""
+    import argparse
+    import resource
+    import time
+
+    _WHO = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)  # peak RSS: this process, its largest worker
+    p = argparse.ArgumentParser(description="Prepare BERT pretraining data (MLM + NSP).")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bert", help="raw text -> WordPiece -> truncated samples -> MLM/NSP JSON lines + binary")
+    b.add_argument("--source", default="books+wiki", help="books, wiki, books+wiki, a .txt path, hf:<dataset>")
+    b.add_argument("--out", required=True)
+    b.add_argument("--tokenizer", default=None, help="tokenizer.json / vocab.txt / HF folder; default: train one")
+    b.add_argument("--vocab-size", type=int, default=30522)
+    b.add_argument("--cased", action="store_true")
+    b.add_argument("--formats", default="jsonl,bin")
+    b.add_argument("--workers", type=int, default=None)
+    for f in fields(PretrainingSpec):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            b.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            b.add_argument(flag, type=type(f.default), default=f.default)
+    a = p.parse_args(argv)
+    spec = PretrainingSpec(**{f.name: getattr(a, f.name) for f in fields(PretrainingSpec)})
+    t0 = time.time()
+    tok = bert_tokenizer(a.tokenizer, a.source, a.vocab_size, lowercase=not a.cased)
+    t1 = time.time()
+    meta = prepare_pretraining(a.source, a.out, tok, spec, tuple(a.formats.split(",")), a.workers)
+    t2 = time.time()
+    main_rss, worker_rss = (resource.getrusage(w).ru_maxrss / 1024 for w in _WHO)
+    workers = a.workers or os.cpu_count()
+    n = meta["samples"]["train"] + meta["samples"]["valid"]
+    report = {
+        **{k: meta[k] for k in ("samples", "tokens", "vocab_size")},
+        "tokenizer_s": round(t1 - t0, 1),
+        "samples_s": round(t2 - t1, 1),
+        "samples_per_s": round(n / max(t2 - t1, 1e-9)),
+        "peak_rss_mib": {"main": round(main_rss), "largest_worker": round(worker_rss), "workers": workers},
+        "peak_rss_mib_bound": round(main_rss + workers * worker_rss),  # all processes at their peaks at once
+    }
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,16 +1,23 @@
-"""train.py: the one training loop. This version trains the paper's Transformer on translation.
+"""train.py: the one training loop, for every model.
 
-    python train.py --model transformer --dataset multi30k --preset multi30k        # train
+    python train.py --model transformer --dataset multi30k --preset multi30k        # translation
+    python train.py --model bert --preset bert-mini-cpu --dataset data/prepared/bert-128
+    python train.py --model hf-bert ...        # HF's BertForPreTraining, same loop, data, init
     python train.py --out-dir out/m30k --resume                                     # continue exactly
-    torchrun --nproc_per_node=8 train.py --preset transformer-base ...              # DDP
+    torchrun --nproc_per_node=8 train.py --preset bert-base-8gpu ...                # DDP
     python train.py --out-dir out/m30k --evaluate                                   # test BLEU
     python train.py --out-dir out/m30k --plot                                       # PNG curves
 
 Every field of TrainConfig is a flag (`python train.py --help` lists them); `--preset` sets a
-group first, explicit flags win. The batch is stated in tokens per optimizer step (all processes
-and micro-batches together, padding included); each micro-batch holds batch_tokens /
-(grad_accum * world_size) of them. The loss is summed over target tokens and divided by the
-step's total, so accumulation and DDP give the update of one big batch.
+group first, explicit flags win. A model family is a Task (TranslationTask, PretrainingTask):
+its data, model, loss and validation; the Run around it is shared: DDP, accumulation, AdamW,
+warmup schedules, AMP, checkpoints with exact resume, logs and curves.
+
+The batch is stated per optimizer step, all processes and micro-batches together: in tokens for
+translation (batch_tokens, padding included), in sequences for BERT (batch_size); each
+micro-batch holds 1 / (grad_accum * world_size) of it. Losses are summed over the step's
+targets and divided by the step's totals (all-reduced), so accumulation and DDP give the update
+of one big batch.
 """
 
 import argparse
@@ -35,8 +42,8 @@ import transformer as T
 
 @dataclass
 class TrainConfig:
-    model: str = "transformer"
-    dataset: str = "multi30k"  # multi30k | iwslt14
+    model: str = "transformer"  # transformer | bert | hf-bert
+    dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert: a folder made by `python data.py bert`
     src_lang: str = "de"
     tgt_lang: str = "en"
     out_dir: str = "out/run"
@@ -53,11 +60,18 @@ class TrainConfig:
     norm_first: bool = False
     share_embeddings: bool = True  # source, target and output embeddings are one matrix
     label_smoothing: float = 0.1
-    # optimization: Adam(0.9, 0.98, 1e-9), the paper's warmup then inverse-sqrt decay
-    batch_tokens: int = 25000  # per optimizer step; the paper: ~25k source + 25k target tokens
+    # model (bert, hf-bert): a bert.PRESETS shape, optionally started from an HF checkpoint
+    arch: str = "bert-mini"
+    init_from: str = ""  # an HF folder / hub name to start from (fine-tuning, continued pretraining)
+    # optimization: AdamW, decay only on >= 2-D tensors (not biases, norms); Adam(0.9, 0.98, 1e-9)
+    # with the paper's warmup then inverse-sqrt decay for translation; linear decay for BERT
+    batch_tokens: int = 25000  # translation, per optimizer step; the paper: ~25k source + 25k target tokens
+    batch_size: int = 256  # bert, sequences per optimizer step
     grad_accum: int = 1
     lr: float = 7e-4  # peak, reached at step `warmup` (the paper's schedule peaks at d^-0.5 warmup^-0.5)
     warmup: int = 4000
+    schedule: str = "noam"  # noam (inverse sqrt) | linear (to 0 at decay_steps)
+    decay_steps: int = 0  # linear: the step where lr reaches 0 (0: max_steps)
     beta2: float = 0.98
     eps: float = 1e-9
     weight_decay: float = 0.0
@@ -79,6 +93,9 @@ class TrainConfig:
     wandb: bool = False
 
 
+_BERT_OPTIMIZER = dict(  # AdamW as in BERT; epochs do not bound a run, steps do
+    model="bert", schedule="linear", beta2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0, dropout=0.1, max_epochs=10**6
+)
 PRESETS = {
     # The run of docs/results.md: small enough for a 2-core CPU in about an hour.
     "multi30k": dict(
@@ -96,7 +113,39 @@ PRESETS = {
     "transformer-base": dict(),  # the paper's base model (8 GPUs: --grad-accum 1 under torchrun)
     "transformer-big": dict(d_model=1024, nhead=16, dim_feedforward=4096, dropout=0.3, lr=5e-4),
     "tiny": dict(d_model=32, nhead=4, num_layers=1, dim_feedforward=64, vocab_size=500, batch_tokens=512, warmup=10),
+    # BERT (Devlin et al. 2018, appendix A.2): batch 256, lr 1e-4, Adam(0.9, 0.999, 1e-6), L2 0.01,
+    # warmup 10k then linear decay, dropout 0.1, 1M steps: seq 128 for 900k, then seq 512 for 100k
+    # (continue with --resume --dataset <the seq-512 folder> --max-steps 1000000).
+    "bert-base-8gpu": dict(
+        **_BERT_OPTIMIZER,
+        arch="bert-base",
+        batch_size=256,  # 8 processes x 32
+        lr=1e-4,
+        warmup=10_000,
+        max_steps=900_000,
+        decay_steps=1_000_000,
+        eval_every=10_000,
+        save_every=10_000,
+        log_every=100,
+    ),
+    "bert-base-1gpu": dict(grad_accum=8),  # applied on top of bert-base-8gpu: the same batch of 256
+    # The run of docs/results.md: bert-mini (4 layers x 256) from scratch on books + wiki, 2 CPU cores.
+    "bert-mini-cpu": dict(
+        **_BERT_OPTIMIZER,
+        arch="bert-mini",
+        batch_size=128,
+        lr=1e-3,
+        warmup=150,
+        max_steps=1500,
+        eval_every=100,
+        save_every=100,
+        log_every=10,
+    ),
+    "bert-tiny-test": dict(
+        model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
+    ),
 }
+PRESETS["bert-base-1gpu"] = {**PRESETS["bert-base-8gpu"], **PRESETS["bert-base-1gpu"]}
 
 
 # -------------------------------------------------------------------------------- command line
@@ -109,6 +158,7 @@ def parse_args(argv=None):
     p.add_argument("--evaluate", action="store_true", help="only evaluate --out-dir's checkpoints on the test set")
     p.add_argument("--plot", action="store_true", help="only draw --out-dir's learning curves to PNG")
     p.add_argument("--split", default="test", help="with --evaluate: test, or valid (to choose decoding settings)")
+    p.add_argument("--compare", nargs="*", default=[], help="with --plot: other runs to draw on the same axes")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or isinstance(f.default, bool):
@@ -116,7 +166,7 @@ def parse_args(argv=None):
         else:
             p.add_argument(flag, type=type(f.default), default=argparse.SUPPRESS, help=f"default {f.default!r}")
     args = vars(p.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("preset", "resume", "evaluate", "plot", "split")}
+    actions = {k: args.pop(k) for k in ("preset", "resume", "evaluate", "plot", "split", "compare")}
     return actions, args  # args: only the fields given explicitly
 
 
@@ -153,8 +203,229 @@ def model_config(c, tok):
     )
 
 
+class TranslationTask:
+    """--model transformer: the paper's model on a translation dataset. Batches of pairs cut by
+    token count; label-smoothed loss per target token; validation loss, perplexity, greedy BLEU."""
+
+    def __init__(self, cfg, world):
+        self.cfg = cfg
+        self.micro_size = cfg.batch_tokens // (cfg.grad_accum * world)  # tokens per micro-batch
+        self.tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
+        self.train_pairs = data.encode_pairs(
+            self.tok, data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang), cfg.max_len
+        )
+        self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
+        self.valid_pairs = data.encode_pairs(self.tok, self.valid_text)
+        self.lengths = [max(len(s), len(t)) for s, t in self.train_pairs]
+        self.pad = self.tok.token_to_id(data.PAD)
+        self.info = {"train_pairs": len(self.train_pairs)}
+
+    def build_model(self):
+        return T.Seq2SeqTransformer(model_config(self.cfg, self.tok))
+
+    def epoch_batches(self, epoch):
+        """Micro-batches (index lists) of one epoch, by token count, shuffled per epoch."""
+        return data.token_batches(self.lengths, self.micro_size, seed=self.cfg.seed, epoch=epoch)
+
+    def collate(self, indices):
+        return data.collate_translation([self.train_pairs[i] for i in indices])
+
+    def counts(self, batch):
+        """[target tokens (the loss's divisor), all real tokens (for tokens/s)]"""
+        src, _, labels = batch
+        targets = int((labels != self.pad).sum())
+        return [targets, int((src != self.pad).sum()) + targets]
+
+    def loss(self, model, batch, totals, device):
+        """-> (this micro-batch's share of the step's mean loss, [summed loss]) ."""
+        src, tgt_in, labels = (x.to(device) for x in batch)
+        logits = model(src, tgt_in).logits
+        loss = T.label_smoothed_loss(logits, labels, self.pad, self.cfg.label_smoothing, reduction="sum")
+        return loss / totals[0], [loss.item()]
+
+    def row(self, stats, totals):
+        return {"loss": stats[0] / totals[0]}
+
+    @torch.no_grad()
+    def validate(self, model, autocast):
+        """Validation cross-entropy (no smoothing, per target token), perplexity and greedy BLEU."""
+        device = next(model.parameters()).device
+        pad, total, n = model.config.pad_id, 0.0, 0
+        for b in data.token_batches([max(len(s), len(t)) for s, t in self.valid_pairs], 8192, shuffle=False):
+            src, tgt_in, labels = (x.to(device) for x in data.collate_translation([self.valid_pairs[i] for i in b]))
+            with autocast():
+                logits = model(src, tgt_in).logits
+            total += float(T.label_smoothed_loss(logits, labels, pad, smoothing=0.0, reduction="sum"))
+            n += int((labels != pad).sum())
+        hyps = translate(model, self.tok, [s for s, _ in self.valid_text], beam=1)
+        bleu = bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)
+        return {"val_loss": total / n, "val_ppl": math.exp(total / n), "val_bleu": bleu["bleu"]}
+
+
+class PretrainingTask:
+    """--model bert (ours) or hf-bert (HF's BertForPreTraining, same initial weights): masked-LM +
+    next-sentence prediction on the binary shards of `python data.py bert`. The loss is the mean
+    MLM cross-entropy over the step's masked tokens plus the mean NSP cross-entropy over its
+    sequences; logs MLM / NSP accuracy; validates on the held-out split (fixed masks)."""
+
+    def __init__(self, cfg, world):
+        self.cfg = cfg
+        if cfg.batch_size % (cfg.grad_accum * world):
+            raise ValueError(
+                f"batch_size ({cfg.batch_size}) must be divisible by grad_accum * world_size "
+                f"({cfg.grad_accum} * {world})"
+            )
+        self.micro_size = cfg.batch_size // (cfg.grad_accum * world)  # sequences per micro-batch
+        self.train_data = data.PretrainingData(cfg.dataset, "train")
+        self.valid_data = data.PretrainingData(cfg.dataset, "valid")
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(Path(cfg.dataset) / "tokenizer.json"))
+        self.vocab = data.Vocab.of(self.tok)
+        self.spec = self.train_data.spec
+        self.info = {
+            "train_samples": len(self.train_data),
+            "valid_samples": len(self.valid_data),
+            "spec": asdict(self.spec),
+        }
+        self.epoch = 0  # dynamic masking draws new masks each epoch
+
+    def build_model(self):
+        import bert
+
+        c = self.cfg
+        if c.init_from:
+            config = bert.BertConfig.from_hf(json.loads((Path(bert._resolve(c.init_from)) / "config.json").read_text()))
+        else:
+            config = bert.BertConfig.from_preset(
+                c.arch,
+                vocab_size=self.vocab.size,
+                pad_token_id=self.vocab.pad,
+                hidden_dropout_prob=c.dropout,
+                attention_probs_dropout_prob=c.dropout,
+                max_position_embeddings=max(512, self.spec.max_seq_length),
+            )
+        if config.vocab_size != self.vocab.size:
+            raise ValueError(
+                f"the model's vocabulary ({config.vocab_size}) differs from the data's ({self.vocab.size})"
+            )
+        ours = bert.BertForPreTraining.from_pretrained(c.init_from) if c.init_from else bert.BertForPreTraining(config)
+        if c.model == "bert":
+            return ours
+        import transformers  # hf-bert: HF's model, starting from exactly our initial weights
+
+        hf = transformers.BertForPreTraining(transformers.BertConfig(**config.to_hf("BertForPreTraining")))
+        missing, unexpected = hf.load_state_dict(ours.hf_state_dict(), strict=False)
+        if unexpected or any("decoder" not in k for k in missing):
+            raise RuntimeError(f"hf-bert: weights did not map: missing {missing}, unexpected {unexpected}")
+        return hf
+
+    def epoch_batches(self, epoch):
+        """Micro-batches of sample indices: a permutation seeded by (seed, epoch), cut in order."""
+        order = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
+        self.epoch = epoch
+        n = len(order) // self.micro_size * self.micro_size
+        return order[:n].view(-1, self.micro_size).tolist()
+
+    def collate(self, indices, dataset=None):
+        """Samples -> a batch; samples stored unmasked get masks seeded by (seed, epoch, sample index)
+        (dynamic masking: new masks every epoch, the same ones after a resume)."""
+        dataset = dataset or self.train_data
+        samples = [dataset[i] for i in indices]
+        s = self.spec
+        for k, (i, (ids, b_start, nsp, positions, _)) in enumerate(zip(indices, samples, strict=True)):
+            if len(positions) == 0:
+                rng = random.Random(f"{self.cfg.seed}-{self.epoch}-{i}")
+                ids, positions, labels = data.mask_tokens(
+                    ids.tolist(), self.vocab, rng, s.masked_lm_prob, s.max_predictions_per_seq, s.whole_word_mask
+                )
+                samples[k] = (ids, b_start, nsp, positions, labels)
+        return data.collate_pretraining(samples, self.vocab.pad)
+
+    def counts(self, batch):
+        """[masked tokens, sequences (the two losses' divisors), real tokens (for tokens/s)]"""
+        return [int((batch["labels"] != -100).sum()), len(batch["labels"]), int(batch["attention_mask"].sum())]
+
+    def outputs(self, model, batch, device):
+        """-> (MLM logits at the masked positions (M, V), their targets (M,), NSP logits (B, 2))."""
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch["labels"]
+        if self.cfg.model == "bert":  # ours projects only the masked positions to the vocabulary
+            out = model(**batch)
+            return out.mlm_logits, labels[labels != -100], out.nsp_logits
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        out = model(**inputs)
+        return out.prediction_logits[labels != -100], labels[labels != -100], out.seq_relationship_logits
+
+    def loss(self, model, batch, totals, device):
+        import torch.nn.functional as F
+
+        mlm_logits, targets, nsp_logits = self.outputs(model, batch, device)
+        mlm = F.cross_entropy(mlm_logits.float(), targets, reduction="sum")
+        nsp = F.cross_entropy(nsp_logits.float(), batch["next_sentence_label"].to(device), reduction="sum")
+        stats = [
+            mlm.item(),
+            nsp.item(),
+            int((mlm_logits.argmax(-1) == targets).sum()),
+            int((nsp_logits.argmax(-1).cpu() == batch["next_sentence_label"]).sum()),
+        ]
+        return mlm / totals[0] + nsp / totals[1], stats
+
+    def row(self, stats, totals):
+        mlm, nsp = stats[0] / totals[0], stats[1] / totals[1]
+        return {
+            "loss": mlm + nsp,
+            "mlm_loss": mlm,
+            "nsp_loss": nsp,
+            "mlm_acc": stats[2] / totals[0],
+            "nsp_acc": stats[3] / totals[1],
+        }
+
+    @torch.no_grad()
+    def validate(self, model, autocast):
+        """Held-out MLM loss / accuracy and NSP loss / accuracy (its masks were fixed at preparation)."""
+        device = next(model.parameters()).device
+        sums, totals = [0.0] * 4, [0, 0, 0]
+        for k in range(0, len(self.valid_data), 64):
+            batch = self.collate(list(range(k, min(k + 64, len(self.valid_data)))), self.valid_data)
+            counts = self.counts(batch)
+            with autocast():
+                _, stats = self.loss(model, batch, [1, 1], device)
+            sums = [a + b for a, b in zip(sums, stats, strict=True)]
+            totals = [a + b for a, b in zip(totals, counts, strict=True)]
+        return {"val_" + k: v for k, v in self.row(sums, totals).items()}
+
+
+def make_task(cfg, world):
+    if cfg.model == "transformer":
+        return TranslationTask(cfg, world)
+    if cfg.model in ("bert", "hf-bert"):
+        return PretrainingTask(cfg, world)
+    raise ValueError(f"--model must be transformer, bert or hf-bert, got {cfg.model!r}")
+
+
+def lr_factor(cfg, d_model):
+    """The learning rate at optimizer step i (0-based) as a fraction of cfg.lr."""
+    if cfg.schedule == "noam":  # the paper: linear warmup, then inverse square root, peak at `warmup`
+        peak = T.noam_lr(cfg.warmup, d_model, cfg.warmup)
+        return lambda i: T.noam_lr(i + 1, d_model, cfg.warmup) / peak
+    if cfg.schedule == "linear":  # BERT: linear warmup, then linear decay to 0
+        total = cfg.decay_steps or cfg.max_steps
+        if total <= cfg.warmup:
+            raise ValueError(f"schedule linear: decay_steps or max_steps ({total}) must exceed warmup ({cfg.warmup})")
+        return lambda i: min((i + 1) / max(cfg.warmup, 1), max(0.0, (total - i - 1) / (total - cfg.warmup)))
+    raise ValueError(f"--schedule must be noam or linear, got {cfg.schedule!r}")
+
+
+def param_groups(model, weight_decay):
+    """AdamW groups: weight decay on matrices and embeddings (>= 2-D), none on biases and norms."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
 class Run:
-    """Everything a training run holds: config, data, model, optimizer, position, logs."""
+    """Everything a training run holds: config, task (data + model + loss), optimizer, position, logs."""
 
     def __init__(self, cfg, resume=False):
         self.cfg = cfg
@@ -173,32 +444,21 @@ class Run:
         self.master = self.rank == 0
         if self.master:
             self.out.mkdir(parents=True, exist_ok=True)
-        if cfg.batch_tokens % (cfg.grad_accum * self.world):
+        if cfg.model == "transformer" and cfg.batch_tokens % (cfg.grad_accum * self.world):
             raise ValueError(
                 f"batch_tokens ({cfg.batch_tokens}) must be divisible by grad_accum * world_size "
                 f"({cfg.grad_accum} * {self.world})"
             )
-        self.micro_tokens = cfg.batch_tokens // (cfg.grad_accum * self.world)
-
-        # data
-        self.tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
-        self.train_pairs = data.encode_pairs(
-            self.tok, data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang), cfg.max_len
-        )
-        self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
-        self.valid_pairs = data.encode_pairs(self.tok, self.valid_text)
-        self.lengths = [max(len(s), len(t)) for s, t in self.train_pairs]
+        self.task = make_task(cfg, self.world)
 
         # model and optimizer
         torch.manual_seed(cfg.seed)
-        self.model = T.Seq2SeqTransformer(model_config(cfg, self.tok)).to(self.device)
-        self.opt = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay
+        self.model = self.task.build_model().to(self.device)
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.opt = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=cfg.eps, **fused
         )
-        peak = T.noam_lr(cfg.warmup, cfg.d_model, cfg.warmup)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda i: T.noam_lr(i + 1, cfg.d_model, cfg.warmup) / peak
-        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model))
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         random.seed(cfg.seed)
         if resume:
@@ -253,7 +513,7 @@ class Run:
             "hardware": hardware(self.device),
             "world_size": self.world,
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "train_pairs": len(self.train_pairs),
+            **self.task.info,
             "command": " ".join(sys.argv),
         }
         text = json.dumps(info, indent=1)
@@ -306,44 +566,41 @@ class Run:
     def epoch_steps(self):
         """This epoch's optimizer steps: each a list of this process's micro-batches (index lists).
 
-        Batches are cut by token count and shuffled per epoch (data.token_batches); step s takes
-        the next grad_accum * world_size of them, and process r every world_size-th from r."""
-        c = self.cfg
-        batches = data.token_batches(self.lengths, self.micro_tokens, seed=c.seed, epoch=self.epoch)
-        per_step = c.grad_accum * self.world
+        The task cuts the epoch into micro-batches (shuffled per epoch); step s takes the next
+        grad_accum * world_size of them, and process r every world_size-th from r."""
+        batches = self.task.epoch_batches(self.epoch)
+        per_step = self.cfg.grad_accum * self.world
         steps = [batches[i : i + per_step] for i in range(0, len(batches) - per_step + 1, per_step)]
         return [s[self.rank :: self.world] for s in steps]
 
     def train_step(self, micro_batches):
-        loss, n_tokens = self.accumulate_gradients(micro_batches)
+        row, n_tokens = self.accumulate_gradients(micro_batches)
         self.optimizer_step()
-        return loss, n_tokens
+        return row, n_tokens
 
     def accumulate_gradients(self, micro_batches):
         """Forward and backward over this process's micro-batches of the step. The gradient is
-        that of the loss summed over every target token of the step, in all processes, divided
-        by their number: the same as one batch holding them all. -> (mean loss, tokens seen)."""
-        c, model = self.cfg, self.train_model
+        that of the losses summed over every target of the step, in all processes, divided by
+        their number: the same as one batch holding them all. -> (metrics row, tokens seen)."""
+        model = self.train_model
         model.train()
-        batches = [data.collate_translation([self.train_pairs[i] for i in b]) for b in micro_batches]
-        pad = self.model.config.pad_id
-        n_target = sum(int((labels != pad).sum()) for _, _, labels in batches)
-        n_source = sum(int((src != pad).sum()) for src, _, _ in batches)
-        counts = torch.tensor([n_target, n_source + n_target, 0.0], dtype=torch.float64)
-        if self.ddp:  # every process divides by the global token count
+        batches = [self.task.collate(b) for b in micro_batches]
+        counts = torch.tensor([sum(c) for c in zip(*map(self.task.counts, batches), strict=True)], dtype=torch.float64)
+        if self.ddp:  # every process divides by the global counts
             counts = self.all_reduce(counts)
-        for i, (src, tgt_in, labels) in enumerate(batches):
-            src, tgt_in, labels = src.to(self.device), tgt_in.to(self.device), labels.to(self.device)
+        totals = counts.tolist()
+        stats = None
+        for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with model.no_sync() if self.ddp and not last else contextlib.nullcontext():
                 with self.autocast():
-                    logits = model(src, tgt_in).logits
-                loss = T.label_smoothed_loss(logits, labels, pad, c.label_smoothing, reduction="sum")
-                # DDP averages gradients over processes, hence * world: a global sum / n
-                (loss * (self.world / counts[0].item())).backward()
-            counts[2] += loss.item()
-        total = self.all_reduce(counts[2:]) if self.ddp else counts[2:]
-        return total.item() / counts[0].item(), counts[1].item()
+                    loss, s = self.task.loss(model, batch, totals, self.device)
+                (loss * self.world).backward()  # DDP averages gradients over processes: * world gives the sum
+            stats = s if stats is None else [a + b for a, b in zip(stats, s, strict=True)]
+        stats = torch.tensor(stats, dtype=torch.float64)
+        if self.ddp:
+            stats = self.all_reduce(stats)
+        return self.task.row(stats.tolist(), totals), totals[-1]
 
     def optimizer_step(self):
         if self.cfg.clip > 0:
@@ -377,14 +634,14 @@ class Run:
             bar.update(self.batch_in_epoch)
             while self.batch_in_epoch < len(steps) and not self.done():
                 t0 = time.perf_counter()
-                loss, n_tokens = self.train_step(steps[self.batch_in_epoch])
+                row, n_tokens = self.train_step(steps[self.batch_in_epoch])
                 seconds, tokens = seconds + time.perf_counter() - t0, tokens + n_tokens
                 self.batch_in_epoch += 1
                 bar.update(1)
                 if self.step % c.log_every == 0:
                     lr = self.sched.get_last_lr()[0]
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / seconds:.0f}", lr=f"{lr:.2e}")
-                    self.log({"loss": loss, "lr": lr, "tokens_per_s": tokens / seconds})
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tokens / seconds:.0f}", lr=f"{lr:.2e}")
+                    self.log({**row, "lr": lr, "tokens_per_s": tokens / seconds})
                     seconds, tokens = 0.0, 0.0
                 end_of_epoch = self.batch_in_epoch == len(steps)
                 if end_of_epoch:
@@ -404,24 +661,10 @@ class Run:
     def done(self):
         return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
 
-    @torch.no_grad()
     def validate(self):
-        """Validation cross-entropy (no smoothing, per target token), perplexity and greedy BLEU."""
-        if not self.master:
-            return
-        self.model.eval()
-        pad, total, n = self.model.config.pad_id, 0.0, 0
-        for b in data.token_batches([max(len(s), len(t)) for s, t in self.valid_pairs], 8192, shuffle=False):
-            src, tgt_in, labels = (
-                x.to(self.device) for x in data.collate_translation([self.valid_pairs[i] for i in b])
-            )
-            with self.autocast():
-                logits = self.model(src, tgt_in).logits
-            total += float(T.label_smoothed_loss(logits, labels, pad, smoothing=0.0, reduction="sum"))
-            n += int((labels != pad).sum())
-        hyps = translate(self.model, self.tok, [s for s, _ in self.valid_text], beam=1)
-        bleu = bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)
-        self.log({"val_loss": total / n, "val_ppl": math.exp(total / n), "val_bleu": bleu["bleu"]})
+        if self.master:
+            self.model.eval()
+            self.log(self.task.validate(self.model, self.autocast))
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -509,26 +752,41 @@ def evaluate(out_dir, overrides=None, split="test"):
     return results
 
 
-def plot(out_dir):
-    """metrics.jsonl -> curves.png: training and validation loss, validation BLEU, against step."""
+def plot(out_dir, compare=()):
+    """metrics.jsonl -> curves.png against step: training and validation loss, and validation BLEU
+    (translation) or MLM / NSP accuracy (BERT). Runs in `compare` are drawn dashed on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if "loss" in r]
-    val = [r for r in rows if "val_loss" in r]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot([r["step"] for r in train], [r["loss"] for r in train], label="train (label-smoothed)")
-    ax1.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation (cross-entropy)")
+    for n, run in enumerate([out_dir, *compare]):
+        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in rows if "loss" in r]
+        val = [r for r in rows if "val_loss" in r]
+        style, name = ("-" if n == 0 else "--"), Path(run).name
+
+        def curve(ax, rs, key, label, marker="", style=style, name=name):
+            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {label}")
+
+        curve(ax1, train, "loss", "train")
+        curve(ax1, val, "val_loss", "validation", "o")
+        if any("val_bleu" in r for r in val):
+            curve(ax2, val, "val_bleu", "validation BLEU (greedy)", "o")
+        else:
+            for key in ("mlm_acc", "nsp_acc"):
+                curve(ax2, train, key, f"train {key}")
+                curve(ax2, val, "val_" + key, f"held-out {key}", "o")
     ax1.set_xlabel("step")
-    ax1.set_ylabel("loss per target token")
-    ax1.legend()
-    ax2.plot([r["step"] for r in val], [r["val_bleu"] for r in val], "o-")
+    ax1.set_ylabel("loss (translation: per target token, label-smoothed in training)")
     ax2.set_xlabel("step")
-    ax2.set_ylabel("validation BLEU (greedy, sacreBLEU)")
-    fig.suptitle(str(out_dir))
+    ax2.set_ylabel(
+        "validation BLEU (sacreBLEU)" if any("bleu" in line.get_label() for line in ax2.lines) else "accuracy"
+    )
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
     fig.tight_layout()
     path = Path(out_dir) / "curves.png"
     fig.savefig(path, dpi=100)
@@ -592,7 +850,7 @@ def main(argv=None):
     actions, overrides = parse_args(argv)
     out_dir = overrides.get("out_dir", TrainConfig.out_dir)
     if actions["plot"]:
-        print(plot(out_dir))
+        print(plot(out_dir, actions["compare"]))
         return
     if actions["evaluate"]:
         evaluate(out_dir, {k: v for k, v in overrides.items() if k in ("beam", "length_penalty")}, actions["split"])
@@ -602,8 +860,6 @@ def main(argv=None):
         cfg = make_config(actions["preset"], overrides, base=base)
     else:
         cfg = make_config(actions["preset"], overrides)
-    if cfg.model != "transformer":
-        raise ValueError(f"--model: this version trains 'transformer' only, got {cfg.model!r}")
     run = Run(cfg, resume=actions["resume"])
     run.train()
     if run.ddp:

@@ -75,3 +75,205 @@ def test_write_jsonl_atomic(tmp_path):
     path = tmp_path / "a" / "rows.jsonl"
     data.write_jsonl(path, [{"x": 1}, {"x": 2}])
     assert path.read_text() == '{"x": 1}\n{"x": 2}\n' and not list(path.parent.glob("*.tmp"))
+
+
+# ------------------------------------------------------------------------- BERT pretraining data
+
+wiki = require("wiki-sample/wiki_sample.jsonl")
+
+
+def test_split_sentences():
+    text = 'Mr. Smith met Dr. Watson in St. Louis. "Really?" she asked. J. R. R. Tolkien wrote it in 1937. The end'
+    assert data.split_sentences(text) == [
+        "Mr. Smith met Dr. Watson in St. Louis.",
+        '"Really?" she asked.',
+        "J. R. R. Tolkien wrote it in 1937.",
+        "The end",
+    ]
+
+
+def corpus_file(tmp_path, n_docs=12, seed=0):
+    """A BERT-format corpus (a sentence per line, blank line between documents) of distinct words,
+    so that where a token came from can be traced back."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for d in range(n_docs):
+        for s in range(rng.randint(1, 12)):
+            lines.append(" ".join(f"d{d}s{s}w{w}" for w in range(rng.randint(2, 9))) + " .")
+        lines.append("")
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines))
+    return path
+
+
+@require("books/pg11.txt")
+def test_documents_from_books_wiki_and_txt(tmp_path):
+    books = data.iter_documents("books")
+    alice = next(books)
+    assert all(isinstance(s, str) and s for s in alice) and len(alice) > 500
+    assert not any("PROJECT GUTENBERG" in s.upper() for s in next(books)[:3] + next(books)[-3:])
+    path = corpus_file(tmp_path, n_docs=3)
+    docs = list(data.iter_documents(str(path)))
+    assert len(docs) == 3 and docs[0][0].startswith("d0s0w0")
+    with pytest.raises(FileNotFoundError, match="source"):
+        list(data.iter_documents(str(tmp_path / "nope.txt")))
+
+
+@wiki
+def test_wiki_documents_and_wordpiece_round_trip():
+    import itertools
+
+    docs = list(itertools.islice(data.iter_documents("wiki"), 30))
+    assert len(docs) == 30 and all(len(d) > 3 for d in docs)
+    tok = data.train_wordpiece((s for d in docs for s in d), vocab_size=2000)
+    assert [tok.token_to_id(t) for t in data.WORDPIECE_SPECIALS] == [0, 1, 2, 3, 4]
+    sentence = docs[0][0]
+    enc = tok.encode(sentence)
+    assert enc.tokens[0] == "[CLS]" and enc.tokens[-1] == "[SEP]"
+    # decoding gives the normalized (lowercased, accents stripped) text back, up to spacing
+    assert tok.decode(enc.ids).replace(" ", "") == tok.normalizer.normalize_str(sentence).replace(" ", "")
+
+
+def toy_vocab(size=50):
+    cont = tuple(i >= 40 for i in range(size))  # ids 40.. are '##' continuations
+    return data.Vocab(size=size, cls=2, sep=3, mask=4, pad=0, continuation=cont)
+
+
+def test_document_samples_semantics():
+    """create_instances_from_document: lengths, [CLS] A [SEP] B [SEP], segment ids; label 0: B is
+    the text that follows A in the same document; label 1: B comes from another document."""
+    import random
+
+    rng = random.Random(0)
+    vocab = toy_vocab(10_000)
+    # document d, sentence s, token t -> the unique id 100 + 1000 * d + 10 * s + t (t < 10, s < 100)
+    docs = [
+        [[100 + 1000 * d + 10 * s + t for t in range(rng.randint(1, 9))] for s in range(rng.randint(1, 60))]
+        for d in range(9)
+    ]
+    samples = []
+    for _ in range(5):
+        for d in range(len(docs)):
+            for ids, types, nsp in data.document_samples(docs, d, vocab, rng, max_seq_length=40, short_seq_prob=0.1):
+                samples.append((d, ids, types, nsp))
+    assert len(samples) > 200
+    short = 0
+    for d, ids, types, nsp in samples:
+        assert len(ids) <= 40 and ids[0] == vocab.cls and ids.count(vocab.sep) == 2 and ids[-1] == vocab.sep
+        sep = ids.index(vocab.sep)
+        a, b = ids[1:sep], ids[sep + 1 : -1]
+        assert a and b and types == [0] * (len(a) + 2) + [1] * (len(b) + 1)
+        assert all((t - 100) // 1000 == d for t in a)  # A: this document
+        b_docs = {(t - 100) // 1000 for t in b}
+        if nsp == 0:
+            assert b_docs == {d} and min(b) > max(a)  # B follows A
+        else:
+            assert d not in b_docs  # B from another document
+        short += len(ids) < 30
+    labels = [s[3] for s in samples]
+    assert 0.35 < sum(labels) / len(labels) < 0.75  # about half random (single-sentence chunks add some)
+    assert short > 0  # short_seq_prob makes some shorter targets
+
+
+def test_mask_tokens():
+    import random
+
+    vocab = toy_vocab(50)
+    rng = random.Random(0)
+    kinds = {"mask": 0, "same": 0, "random": 0}
+    for _ in range(2000):
+        ids = [vocab.cls] + [rng.randint(5, 39) for _ in range(rng.randint(3, 60))] + [vocab.sep]
+        out, pos, labels = data.mask_tokens(ids, vocab, rng, masked_lm_prob=0.15, max_predictions=5)
+        assert len(pos) == min(5, max(1, round(len(ids) * 0.15))) and pos == sorted(set(pos))
+        assert labels == [ids[p] for p in pos] and 0 not in pos and len(ids) - 1 not in pos
+        assert all(out[i] == ids[i] for i in range(len(ids)) if i not in pos)
+        for p in pos:
+            kinds["mask" if out[p] == vocab.mask else "same" if out[p] == ids[p] else "random"] += 1
+    total = sum(kinds.values())
+    assert abs(kinds["mask"] / total - 0.8) < 0.02
+    assert abs(kinds["same"] / total - 0.1) < 0.02  # (random can hit the same id: 1/50 of 10%)
+    assert abs(kinds["random"] / total - 0.1) < 0.02
+
+
+def test_whole_word_masking_masks_whole_words():
+    import random
+
+    vocab = toy_vocab(50)
+    rng = random.Random(1)
+    for _ in range(500):
+        ids = [vocab.cls] + [rng.choice([rng.randint(5, 39), rng.randint(40, 49)]) for _ in range(30)] + [vocab.sep]
+        ids[1] = 7  # a sample starts with a word start
+        _, pos, _ = data.mask_tokens(ids, vocab, rng, 0.15, 20, whole_word=True)
+        chosen = set(pos)
+        for p in pos:  # every chosen token's whole word is chosen: back to its start, on to its end
+            start = p
+            while vocab.continuation[ids[start]]:
+                start -= 1
+            end = p + 1
+            while end < len(ids) - 1 and vocab.continuation[ids[end]]:
+                end += 1
+            assert set(range(start, end)) <= chosen
+
+
+_TOKENIZERS = {}  # WordPiece training breaks frequency ties in any order: train once per corpus
+
+
+def prepare(tmp_path, name, workers=1, **spec):
+    path = corpus_file(tmp_path)
+    if path not in _TOKENIZERS:
+        _TOKENIZERS[path] = data.train_wordpiece((s for d in data.iter_documents(str(path)) for s in d), 300)
+    tok = _TOKENIZERS[path]
+    spec = data.PretrainingSpec(
+        **{"max_seq_length": 32, "dupe_factor": 2, "valid_every": 5, "shard_chars": 600, **spec}
+    )
+    return data.prepare_pretraining(str(path), tmp_path / name, tok, spec, workers=workers), tmp_path / name
+
+
+def test_pipeline_formats_agree_and_workers_do_not_change_the_output(tmp_path):
+    import json
+
+    meta, out = prepare(tmp_path, "one", workers=1)
+    assert meta["samples"]["train"] > 50 and meta["samples"]["valid"] > 0 and len(meta["shards"]["train"]) > 2
+    ds = data.PretrainingData(out, "train")
+    rows = [json.loads(line) for k in meta["shards"]["train"] for line in (out / f"train-{k:05d}.jsonl").open()]
+    assert len(ds) == len(rows) == meta["samples"]["train"]
+    for i, row in enumerate(rows):
+        ids, b_start, nsp, pos, labels = ds[i]
+        assert ids.tolist() == row["input_ids"] and nsp == row["next_sentence_label"]
+        assert row["token_type_ids"].index(1) == b_start and pos.tolist() == row["masked_lm_positions"]
+        assert labels.tolist() == row["masked_lm_labels"] and len(ids) <= 32
+    _, out2 = prepare(tmp_path, "two", workers=2)
+    for k in meta["shards"]["train"] + [f"v{k}" for k in meta["shards"]["valid"]]:
+        name = f"valid-{int(k[1:]):05d}.jsonl" if isinstance(k, str) else f"train-{k:05d}.jsonl"
+        assert (out / name).read_text() == (out2 / name).read_text()
+
+
+def test_pipeline_resumes_without_redoing_finished_shards(tmp_path):
+    meta, out = prepare(tmp_path, "run")
+    first = out / "train-00000.jsonl"
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.jsonl")}
+    text = (out / "train-00001.jsonl").read_text()
+    (out / "train-00001.jsonl").unlink()  # as if interrupted before this shard was written
+    again, _ = prepare(tmp_path, "run")
+    assert again["samples"] == meta["samples"] and (out / "train-00001.jsonl").read_text() == text
+    assert first.stat().st_mtime_ns == before[first.name]  # finished shards untouched
+    assert not list(out.glob("*.tmp"))
+    with pytest.raises(ValueError, match="other settings"):
+        prepare(tmp_path, "run", dupe_factor=3)
+
+
+def test_collate_pretraining_and_missing_data(tmp_path):
+    samples = [
+        (torch.tensor([2, 7, 4, 3, 9, 3]), 4, 1, [2], [8]),
+        (torch.tensor([2, 4, 3, 6, 3]), 3, 0, [1], [5]),
+    ]
+    b = data.collate_pretraining(samples, pad_id=0)
+    assert b["input_ids"].tolist() == [[2, 7, 4, 3, 9, 3], [2, 4, 3, 6, 3, 0]]
+    assert b["attention_mask"].tolist() == [[1] * 6, [1] * 5 + [0]]
+    assert b["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 0]]
+    assert b["labels"].tolist() == [[-100, -100, 8, -100, -100, -100], [-100, 5, -100, -100, -100, -100]]
+    assert b["next_sentence_label"].tolist() == [1, 0]
+    with pytest.raises(FileNotFoundError, match="prepare the data first"):
+        data.PretrainingData(tmp_path)
