@@ -135,8 +135,8 @@ PRESETS = {
         arch="bert-mini",
         batch_size=128,
         lr=1e-3,
-        warmup=150,
-        max_steps=1500,
+        warmup=100,
+        max_steps=1000,
         eval_every=100,
         save_every=100,
         log_every=10,
@@ -159,6 +159,9 @@ def parse_args(argv=None):
     p.add_argument("--plot", action="store_true", help="only draw --out-dir's learning curves to PNG")
     p.add_argument("--split", default="test", help="with --evaluate: test, or valid (to choose decoding settings)")
     p.add_argument("--compare", nargs="*", default=[], help="with --plot: other runs to draw on the same axes")
+    p.add_argument(
+        "--export-hf", default=None, metavar="DIR", help="write a BERT run's last checkpoint as an HF folder"
+    )
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or isinstance(f.default, bool):
@@ -166,7 +169,7 @@ def parse_args(argv=None):
         else:
             p.add_argument(flag, type=type(f.default), default=argparse.SUPPRESS, help=f"default {f.default!r}")
     args = vars(p.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("preset", "resume", "evaluate", "plot", "split", "compare")}
+    actions = {k: args.pop(k) for k in ("preset", "resume", "evaluate", "plot", "split", "compare", "export_hf")}
     return actions, args  # args: only the fields given explicitly
 
 
@@ -730,6 +733,8 @@ def evaluate(out_dir, overrides=None, split="test"):
     if not paths:
         raise FileNotFoundError(f"no checkpoints in {out_dir}")
     cfg = make_config(None, overrides or {}, base=TrainConfig(**load_checkpoint(paths[-1])["config"]))
+    if cfg.model != "transformer":
+        return evaluate_pretraining(cfg, paths[-1])
     tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
     test = data.read_parallel(cfg.dataset, split, cfg.src_lang, cfg.tgt_lang)
     model = T.Seq2SeqTransformer(model_config(cfg, tok))
@@ -750,6 +755,35 @@ def evaluate(out_dir, overrides=None, split="test"):
     path = Path(out_dir) / f"{split}_results_lp{cfg.length_penalty}.json"
     path.write_text(json.dumps(results, indent=1))
     return results
+
+
+def evaluate_pretraining(cfg, path):
+    """Held-out MLM / NSP loss and accuracy of a BERT run's checkpoint."""
+    task = PretrainingTask(cfg, world=1)
+    model = task.build_model()
+    model.load_state_dict(load_checkpoint(path)["model"])
+    model.eval()
+    results = {"checkpoint": str(path), **task.validate(model, contextlib.nullcontext)}
+    print(json.dumps(results, indent=1))
+    (Path(cfg.out_dir) / "valid_results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def export_hf(out_dir, folder):
+    """A BERT run's last checkpoint -> an HF folder (config.json, model.safetensors, tokenizer.json)
+    that transformers, bert.BertForPreTraining.from_pretrained and finetune_glue.py load."""
+    import shutil
+
+    path = latest_checkpoint(out_dir)
+    cfg = TrainConfig(**load_checkpoint(path)["config"])
+    if cfg.model != "bert":
+        raise ValueError(f"--export-hf: only --model bert runs export (this one: {cfg.model})")
+    task = PretrainingTask(cfg, world=1)
+    model = task.build_model()
+    model.load_state_dict(load_checkpoint(path)["model"])
+    model.save_pretrained(folder)
+    shutil.copy(Path(cfg.dataset) / "tokenizer.json", Path(folder) / "tokenizer.json")
+    return folder
 
 
 def plot(out_dir, compare=()):
@@ -852,9 +886,12 @@ def main(argv=None):
     if actions["plot"]:
         print(plot(out_dir, actions["compare"]))
         return
-    if actions["evaluate"]:
-        evaluate(out_dir, {k: v for k, v in overrides.items() if k in ("beam", "length_penalty")}, actions["split"])
+    if actions["export_hf"]:
+        print(export_hf(out_dir, actions["export_hf"]))
         return
+    if actions["evaluate"]:
+        keep = ("beam", "length_penalty")
+        return evaluate(out_dir, {k: v for k, v in overrides.items() if k in keep}, actions["split"])
     if actions["resume"]:
         base = TrainConfig(**load_checkpoint(latest_checkpoint(out_dir))["config"])
         cfg = make_config(actions["preset"], overrides, base=base)

@@ -163,6 +163,26 @@ def test_bert_pretraining_matches_hf_bert_through_the_same_loop(bert_data, tmp_p
     loss = rows(tmp_path / "bert", "loss")
     assert len(loss) == 12 and sum(loss[-3:]) < sum(loss[:3])
     assert train.plot(tmp_path / "bert", [tmp_path / "hf-bert"]).exists()
+    final = train.main(["--out-dir", str(tmp_path / "bert"), "--evaluate"])
+    assert final["val_mlm_acc"] == pytest.approx(rows(tmp_path / "bert", "val_mlm_acc")[-1])
+    # exported to HF's format: transformers gives the same held-out MLM logits
+    import transformers
+
+    import bert
+
+    train.main(["--out-dir", str(tmp_path / "bert"), "--export-hf", str(tmp_path / "hf")])
+    ours, hf = (
+        bert.BertForPreTraining.from_pretrained(tmp_path / "hf"),
+        transformers.BertForPreTraining.from_pretrained(tmp_path / "hf"),
+    )
+    batch = train.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": bert_data["static"]}), 1).collate(
+        [0, 1]
+    )
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        a, b = ours.eval()(**inputs).mlm_logits, hf.eval()(**inputs).prediction_logits
+    real = batch["attention_mask"].bool()
+    assert (a - b)[real].abs().max() < 1e-4
 
 
 def test_bert_accumulation_equals_one_big_batch(bert_data, tmp_path):
