@@ -22,7 +22,6 @@ padding, `token_type_ids` (B, T). This file imports only torch (and transformer.
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer import pack_tokens, unpack_tokens
+from transformer import atomic_write, pack_tokens, read_hf_weights, resolve_checkpoint, unpack_tokens, write_text
 
 # ----------------------------------------------------------------------------------- config
 
@@ -212,11 +211,11 @@ class _HFCheckpoint:
         dropout...). The encoder's weights must all be there; a head the checkpoint lacks (a new
         classifier, or the pretraining heads of a bare encoder) keeps its fresh initialization and
         is named in a warning."""
-        folder = _resolve(name_or_dir)
+        folder = resolve_checkpoint(name_or_dir)
         with open(os.path.join(folder, "config.json")) as f:
             config = BertConfig.from_hf(json.load(f), **overrides)
         model = cls(config)
-        model.load_hf_state_dict(_read_weights(folder))
+        model.load_hf_state_dict(read_hf_weights(folder))
         return model
 
     def load_hf_state_dict(self, sd):
@@ -267,9 +266,9 @@ class _HFCheckpoint:
             raise ValueError(f"{type(self).__name__} has no HF counterpart for model_type {self.config.model_type!r}")
         os.makedirs(folder, exist_ok=True)
         config = self.config.to_hf(self.hf_architectures[self.config.model_type])
-        _atomic_write(folder, "config.json", lambda p: _write_text(p, json.dumps(config, indent=2)))
+        atomic_write(folder, "config.json", lambda p: write_text(p, json.dumps(config, indent=2)))
         tensors = self.hf_state_dict()
-        _atomic_write(folder, "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        atomic_write(folder, "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
 
 
 _HF_LAYER_FLAT = {x for v in HF_LAYER_KEYS.values() for x in (v if isinstance(v, tuple) else (v,))}
@@ -289,56 +288,6 @@ def _known_hf_key(key, c):
         and int(parts[2]) < c.num_hidden_layers
         and parts[3] in _HF_LAYER_FLAT
     )
-
-
-def _write_text(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def _resolve(name_or_dir):
-    if os.path.isdir(name_or_dir):
-        return name_or_dir
-    if os.path.exists(name_or_dir):
-        raise ValueError(f"name_or_dir: {name_or_dir!r} is a file; pass the folder holding config.json")
-    try:
-        from huggingface_hub import snapshot_download
-
-        patterns = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
-        return snapshot_download(name_or_dir, allow_patterns=patterns)
-    except Exception as e:
-        raise ValueError(
-            f"name_or_dir: {name_or_dir!r} is not a local folder and could not be fetched from the HF hub ({e})"
-        ) from e
-
-
-def _read_weights(folder):
-    """An HF state dict from model.safetensors (possibly sharded) or pytorch_model.bin, never unpickling code."""
-    from safetensors.torch import load_file
-
-    path = os.path.join(folder, "model.safetensors")
-    index = path + ".index.json"
-    if os.path.exists(path):
-        return load_file(path)
-    if os.path.exists(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        return {k: v for s in shards for k, v in load_file(os.path.join(folder, s)).items()}
-    path = os.path.join(folder, "pytorch_model.bin")
-    if os.path.exists(path):
-        return torch.load(path, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{folder} holds neither model.safetensors nor pytorch_model.bin")
-
-
-def _atomic_write(folder, name, write):
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, os.path.join(folder, name))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # -------------------------------------------------------------------------------- the model

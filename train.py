@@ -298,7 +298,9 @@ class PretrainingTask:
 
         c = self.cfg
         if c.init_from:
-            config = bert.BertConfig.from_hf(json.loads((Path(bert._resolve(c.init_from)) / "config.json").read_text()))
+            config = bert.BertConfig.from_hf(
+                json.loads((Path(T.resolve_checkpoint(c.init_from)) / "config.json").read_text())
+            )
         else:
             config = bert.BertConfig.from_preset(
                 c.arch,

@@ -13,11 +13,15 @@ Part 2 is the paper's translation model on those modules: scaled embeddings, sin
 learned) positions, shared embeddings, label-smoothed loss, the warmup learning-rate schedule,
 and greedy / beam search with a key-value cache.
 
-This file imports only torch; the other model files may import its building blocks.
+This file imports only torch; the other model files may import its building blocks (token
+packing, and the helpers at the end that read and write Hugging Face checkpoint files).
 """
 
 import copy
+import json
 import math
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -899,3 +903,57 @@ def noam_lr(step, d_model, warmup=4000):
 def noam_scheduler(optimizer, d_model, warmup=4000):
     """LambdaLR multiplying the optimizer's lr (set it to 1.0, or a scale factor) by noam_lr."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: noam_lr(i + 1, d_model, warmup))
+
+
+# ------------------------------------------------- shared: Hugging Face checkpoint files (bert.py, gpt.py)
+
+
+def resolve_checkpoint(name_or_dir):
+    """A local checkpoint folder as is, or a hub name downloaded (config and weights only)."""
+    if os.path.isdir(name_or_dir):
+        return name_or_dir
+    if os.path.exists(name_or_dir):
+        raise ValueError(f"name_or_dir: {name_or_dir!r} is a file; pass the folder holding config.json")
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
+        return snapshot_download(name_or_dir, allow_patterns=patterns)
+    except Exception as e:
+        raise ValueError(
+            f"name_or_dir: {name_or_dir!r} is not a local folder and could not be fetched from the HF hub ({e})"
+        ) from e
+
+
+def read_hf_weights(folder):
+    """An HF state dict from model.safetensors (possibly sharded) or pytorch_model.bin, never unpickling code."""
+    from safetensors.torch import load_file
+
+    path = os.path.join(folder, "model.safetensors")
+    index = path + ".index.json"
+    if os.path.exists(path):
+        return load_file(path)
+    if os.path.exists(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        return {k: v for s in shards for k, v in load_file(os.path.join(folder, s)).items()}
+    path = os.path.join(folder, "pytorch_model.bin")
+    if os.path.exists(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder} holds neither model.safetensors nor pytorch_model.bin")
+
+
+def atomic_write(folder, name, write):
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, os.path.join(folder, name))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,392 @@
+"""GPT-1 (Radford et al. 2018) and GPT-2 (Radford et al. 2019), from scratch.
+
+One decoder-only Transformer for both: GPT-2 normalizes before each sub-layer (pre-LN) and after
+the last block (`ln_f`), GPT-1 after each residual sum (post-LN) with no final norm. Both tie
+the language-model head to the token embeddings. Generation runs through a key/value cache
+preallocated for the whole sequence (no re-allocation per token).
+
+Checkpoints are read from and written to Hugging Face's format (`GPT2LMHeadModel`,
+`OpenAIGPTLMHeadModel`) through an explicit key map; HF stores the projections as `Conv1D`
+(weight shape (in, out), y = x W + b), so every projection matrix is transposed on the way in
+and out. This file imports only torch (and bert.py's checkpoint-file helpers).
+"""
+
+import json
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transformer import atomic_write, read_hf_weights, resolve_checkpoint, write_text
+
+# ----------------------------------------------------------------------------------- config
+
+
+@dataclass
+class GPTConfig:
+    """Field names follow HF's GPT2Config (GPT-1's `afn` maps to activation_function)."""
+
+    vocab_size: int = 50257  # GPT-2's byte-level BPE (50,000 merges + 256 bytes + <|endoftext|>)
+    n_positions: int = 1024  # the context length
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # None: 4 * n_embd
+    activation_function: str = "gelu_new"  # the tanh approximation of GELU, as OpenAI's code
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    model_type: str = "gpt2"  # "gpt2": pre-LN + final norm; "openai-gpt": post-LN, no final norm
+    bos_token_id: int | None = 50256  # <|endoftext|>: GPT-2 starts and ends documents with it
+    eos_token_id: int | None = 50256
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.model_type not in ("gpt2", "openai-gpt"):
+            raise ValueError(f"model_type must be 'gpt2' or 'openai-gpt', got {self.model_type!r}")
+        if self.activation_function not in _ACTIVATIONS:
+            raise ValueError(f"activation_function must be one of {sorted(_ACTIVATIONS)}")
+
+    @property
+    def pre_ln(self):
+        return self.model_type == "gpt2"
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_hf(cls, hf: dict, **overrides):
+        """From the dict of an HF config.json (GPT2Config or OpenAIGPTConfig)."""
+        if hf.get("model_type") not in ("gpt2", "openai-gpt"):
+            raise ValueError(f"config.json: model_type must be 'gpt2' or 'openai-gpt', got {hf.get('model_type')!r}")
+        for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+            if hf.get(flag):
+                raise ValueError(f"config.json: {flag}=true is not supported")
+        hf = {**hf, "activation_function": hf.get("afn", hf.get("activation_function", "gelu_new"))}
+        if hf["model_type"] == "openai-gpt" and hf["activation_function"] == "gelu":
+            hf["activation_function"] = "gelu_new"  # HF's OpenAI GPT maps "gelu" to the tanh form
+        kw = {f.name: hf[f.name] for f in fields(cls) if f.name in hf}
+        return cls(**{**kw, **overrides})
+
+    def to_hf(self):
+        hf = asdict(self)
+        if self.model_type == "openai-gpt":
+            hf["afn"] = "gelu" if hf.pop("activation_function") == "gelu_new" else self.activation_function
+            hf.pop("bos_token_id"), hf.pop("eos_token_id")
+            hf["architectures"] = ["OpenAIGPTLMHeadModel"]
+        else:
+            hf["architectures"] = ["GPT2LMHeadModel"]
+        return hf
+
+
+PRESETS = {
+    "gpt2": {},  # 124M
+    "gpt2-medium": dict(n_embd=1024, n_layer=24, n_head=16),  # 350M
+    "gpt2-large": dict(n_embd=1280, n_layer=36, n_head=20),  # 774M
+    "gpt2-xl": dict(n_embd=1600, n_layer=48, n_head=25),  # 1558M
+    "openai-gpt": dict(  # GPT-1: 117M, BPE of 40,478 tokens, 512 positions, post-LN
+        vocab_size=40478, n_positions=512, model_type="openai-gpt", bos_token_id=None, eos_token_id=None
+    ),
+    # nanoGPT's Tiny Shakespeare recipes (character level; vocab_size set from the data)
+    "shakespeare-char-cpu": dict(
+        vocab_size=65, n_positions=64, n_embd=128, n_layer=4, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    ),
+    "shakespeare-char": dict(
+        vocab_size=65, n_positions=256, n_embd=384, n_layer=6, n_head=6, resid_pdrop=0.2, embd_pdrop=0.2, attn_pdrop=0.2
+    ),
+}
+
+_ACTIVATIONS = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "relu": F.relu,
+}
+
+# -------------------------------------------------------------------------------- the model
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.n_head = c.n_head
+        self.c_attn = nn.Linear(c.n_embd, 3 * c.n_embd)  # query, key, value in one matmul
+        self.c_proj = nn.Linear(c.n_embd, c.n_embd)
+        self.attn_pdrop = c.attn_pdrop
+        self.resid_dropout = nn.Dropout(c.resid_pdrop)
+
+    def forward(self, x, mask=None, cache=None, pos=0):
+        """x (B, T, C). mask: None (causal) or (B, 1, T, S) bool, True where a query may look.
+        cache: this layer's (k, v) buffers (B, H, max_len, hd) to write positions pos..pos+T-1
+        into and attend over 0..pos+T-1."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        if cache is not None:
+            cache[0][:, :, pos : pos + T] = k
+            cache[1][:, :, pos : pos + T] = v
+            k, v = cache[0][:, :, : pos + T], cache[1][:, :, : pos + T]
+        p = self.attn_pdrop if self.training else 0.0
+        if mask is None and (cache is None or pos == 0):
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1)
+        else:  # new queries see every cached key and the causal part of their own block
+            if mask is None:
+                mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(pos)
+            y = F.scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(c.n_embd, c.n_inner or 4 * c.n_embd)
+        self.c_proj = nn.Linear(c.n_inner or 4 * c.n_embd, c.n_embd)
+        self.act = _ACTIVATIONS[c.activation_function]
+        self.dropout = nn.Dropout(c.resid_pdrop)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.pre_ln = c.pre_ln
+        self.ln_1 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(c)
+        self.ln_2 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
+        self.mlp = MLP(c)
+
+    def forward(self, x, mask=None, cache=None, pos=0):
+        if self.pre_ln:  # GPT-2
+            x = x + self.attn(self.ln_1(x), mask, cache, pos)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, mask, cache, pos))  # GPT-1
+        return self.ln_2(x + self.mlp(x))
+
+
+class CausalLMOutput(NamedTuple):
+    logits: Tensor  # (B, T, V)
+    loss: Tensor | None = None  # mean cross-entropy of next-token prediction over labels != -100
+
+
+class GPT(nn.Module):
+    """The decoder and its language-model head (tied to the token embeddings).
+
+    forward(input_ids, labels=None, attention_mask=None) -> CausalLMOutput. `labels` are the
+    targets aligned with the inputs (HF's convention: the model shifts them, so labels =
+    input_ids trains next-token prediction); -100 positions are ignored. `attention_mask`
+    (B, T), 1 = real token, hides padding from the queries (right padding keeps positions).
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = nn.Embedding(c.n_positions, c.n_embd)
+        self.drop = nn.Dropout(c.embd_pdrop)
+        self.h = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon) if c.pre_ln else None
+        self._init_weights()
+
+    def _init_weights(self):
+        """N(0, 0.02) everywhere; GPT-2 scales the projections into the residual stream by
+        1/sqrt(2 n_layer) (two residual additions per block)."""
+        c = self.config
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p) if ".ln_" in name or name.startswith("ln_f") else nn.init.zeros_(p)
+            elif c.pre_ln and name.endswith("c_proj.weight"):
+                nn.init.normal_(p, std=c.initializer_range / math.sqrt(2 * c.n_layer))
+            else:
+                nn.init.normal_(p, std=c.initializer_range)
+
+    def forward(self, input_ids, labels=None, attention_mask=None, cache=None, pos=0):
+        B, T = _check_ids(self.config, input_ids, pos)
+        x = self.drop(self.wte(input_ids) + self.wpe(torch.arange(pos, pos + T, device=input_ids.device)))
+        mask = None
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != (B, pos + T):
+                raise ValueError(f"attention_mask must be (batch, length) = {(B, pos + T)}, got {attention_mask.shape}")
+            causal = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(pos)
+            mask = causal & attention_mask.bool()[:, None, None, :]  # (B, 1, T, S)
+            mask = mask | ~mask.any(-1, keepdim=True)  # a query at padding that sees nothing: let it see all
+        for i, block in enumerate(self.h):
+            x = block(x, mask, None if cache is None else cache[i], pos)
+        if self.ln_f is not None:
+            x = self.ln_f(x)
+        logits = F.linear(x, self.wte.weight)  # (B, T, V)
+        if labels is None:
+            return CausalLMOutput(logits)
+        if tuple(labels.shape) != (B, T):
+            raise ValueError(f"labels must have the shape of input_ids {(B, T)}, got {tuple(labels.shape)}")
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        return CausalLMOutput(logits, loss)
+
+    # ------------------------------------------------------------------------- generation
+
+    def new_cache(self, batch, length, dtype=None, device=None):
+        """Key/value buffers for `length` positions: a (k, v) pair of (B, H, length, hd) per layer."""
+        c, p = self.config, self.wte.weight
+        shape = (batch, c.n_head, length, c.n_embd // c.n_head)
+        return [
+            tuple(torch.empty(shape, dtype=dtype or p.dtype, device=device or p.device) for _ in range(2))
+            for _ in range(c.n_layer)
+        ]
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, generator=None):
+        """Continue the prompts idx (B, T) by max_new_tokens tokens -> (B, T + max_new_tokens).
+
+        temperature 0 is greedy decoding; otherwise sampling from softmax(logits / temperature)
+        restricted to the top_k most likely tokens and/or the smallest set whose probability
+        reaches top_p. A prompt longer than the context is an error; once prompt + new tokens
+        outgrow the context, each step sees only the last n_positions tokens (recomputed
+        without the cache, as nanoGPT does)."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        ctx = self.config.n_positions
+        _check_ids(self.config, idx, 0)
+        B, T = idx.shape
+        cache = self.new_cache(B, ctx) if use_cache else None
+        out = torch.empty(B, T + max_new_tokens, dtype=idx.dtype, device=idx.device)
+        out[:, :T] = idx
+        pos = 0  # tokens already in the cache
+        for n in range(T, T + max_new_tokens):
+            if cache is not None and n <= ctx:
+                logits = self(out[:, pos:n], cache=cache, pos=pos).logits[:, -1]
+                pos = n
+            else:  # no cache, or the context is full: the last ctx tokens from scratch
+                logits = self(out[:, max(0, n - ctx) : n]).logits[:, -1]
+            out[:, n] = _next_token(logits.float(), temperature, top_k, top_p, generator)
+        return out
+
+    # ------------------------------------------------------------------- HF checkpoints
+
+    def hf_key_map(self):
+        """{our key: (HF key, transposed)}: HF's Conv1D weights are (in, out)."""
+        gpt2 = self.config.model_type == "gpt2"
+        keys = {
+            "wte.weight": "transformer." + ("wte.weight" if gpt2 else "tokens_embed.weight"),
+            "wpe.weight": "transformer." + ("wpe.weight" if gpt2 else "positions_embed.weight"),
+        }
+        if gpt2:
+            keys.update({"ln_f.weight": "transformer.ln_f.weight", "ln_f.bias": "transformer.ln_f.bias"})
+        out = {k: (v, False) for k, v in keys.items()}
+        for i in range(self.config.n_layer):
+            for ours, (hf, transposed) in HF_BLOCK_KEYS.items():
+                out[f"h.{i}.{ours}"] = (f"transformer.h.{i}.{hf}", transposed)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir, **overrides):
+        """An HF GPT-2 or GPT-1 checkpoint: a local folder (config.json + model.safetensors or
+        pytorch_model.bin) or a hub name ("gpt2", "openai-community/openai-gpt"; needs internet)."""
+        folder = resolve_checkpoint(name_or_dir)
+        with open(os.path.join(folder, "config.json")) as f:
+            model = cls(GPTConfig.from_hf(json.load(f), **overrides))
+        model.load_hf_state_dict(read_hf_weights(folder))
+        return model
+
+    def load_hf_state_dict(self, sd):
+        """Strict: every tensor present with the right shape; no unknown keys."""
+        if not any(k.startswith("transformer.") for k in sd):  # saved from GPT2Model: no prefix
+            sd = {"transformer." + k: v for k, v in sd.items()}
+        ignorable = ("lm_head.weight", ".attn.bias", ".attn.masked_bias", "position_ids")  # tied / buffers
+        mapping = self.hf_key_map()
+        known = {hf for hf, _ in mapping.values()}
+        unknown = [k for k in sd if k not in known and not k.endswith(ignorable)]
+        if unknown:
+            raise ValueError(
+                f"checkpoint has {len(unknown)} keys a {self.config.model_type} model does not know: {unknown[:4]}"
+            )
+        state, new = self.state_dict(), {}
+        missing = [hf for hf, _ in mapping.values() if hf not in sd]
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+        for ours, (hf, transposed) in mapping.items():
+            new[ours] = sd[hf].t() if transposed else sd[hf]
+            if new[ours].shape != state[ours].shape:
+                raise ValueError(
+                    f"{hf} gives {ours} the shape {tuple(new[ours].shape)}, expected {tuple(state[ours].shape)}"
+                )
+        if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], new["wte.weight"]):
+            warnings.warn(
+                "the checkpoint's lm_head differs from its token embeddings; using the embeddings (tied)", stacklevel=2
+            )
+        self.load_state_dict(new)
+
+    def hf_state_dict(self):
+        state = self.state_dict()
+        return {
+            hf: (state[k].t() if t else state[k]).detach().cpu().contiguous()
+            for k, (hf, t) in self.hf_key_map().items()
+        }
+
+    def save_pretrained(self, folder):
+        """config.json + model.safetensors in HF's format (each written atomically)."""
+        from safetensors.torch import save_file
+
+        os.makedirs(folder, exist_ok=True)
+        config = json.dumps({**self.config.to_hf(), "model_type": self.config.model_type}, indent=2)
+        atomic_write(folder, "config.json", lambda p: write_text(p, config))
+        tensors = self.hf_state_dict()
+        atomic_write(folder, "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+
+
+HF_BLOCK_KEYS = {  # ours h.{i}.* -> (HF transformer.h.{i}.*, transposed: HF's Conv1D)
+    "ln_1.weight": ("ln_1.weight", False),
+    "ln_1.bias": ("ln_1.bias", False),
+    "attn.c_attn.weight": ("attn.c_attn.weight", True),
+    "attn.c_attn.bias": ("attn.c_attn.bias", False),
+    "attn.c_proj.weight": ("attn.c_proj.weight", True),
+    "attn.c_proj.bias": ("attn.c_proj.bias", False),
+    "ln_2.weight": ("ln_2.weight", False),
+    "ln_2.bias": ("ln_2.bias", False),
+    "mlp.c_fc.weight": ("mlp.c_fc.weight", True),
+    "mlp.c_fc.bias": ("mlp.c_fc.bias", False),
+    "mlp.c_proj.weight": ("mlp.c_proj.weight", True),
+    "mlp.c_proj.bias": ("mlp.c_proj.bias", False),
+}
+
+
+def _check_ids(c, ids, pos):
+    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
+        got = f"{ids.dtype} of shape {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
+        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {got}")
+    B, T = ids.shape
+    if pos + T > c.n_positions:
+        raise ValueError(f"input of length {pos + T} is longer than the context (n_positions={c.n_positions})")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= c.vocab_size):
+        raise ValueError(f"input_ids has token ids outside [0, vocab_size={c.vocab_size})")
+    return B, T
+
+
+def _next_token(logits, temperature, top_k, top_p, generator):
+    """logits (B, V) -> the next token (B,): argmax at temperature 0, else a filtered sample."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # tokens after the nucleus is complete (the first always stays)
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
