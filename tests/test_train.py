@@ -237,3 +237,52 @@ def test_bert_presets_run_under_torchrun_8_processes(bert_data, tmp_path):
     assert train.make_config("bert-base-1gpu", {}).grad_accum == 8
     ddp_loss, one_loss = rows(tmp_path / "ddp", "loss"), rows(tmp_path / "one", "loss")
     assert len(ddp_loss) == 2 and ddp_loss == pytest.approx(one_loss, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- GPT language modeling
+
+
+@pytest.fixture(scope="module")
+def lm_data(tmp_path_factory):
+    import data
+
+    root = tmp_path_factory.mktemp("lm")
+    text = "".join(f"line {i % 97}: the quick brown fox {i % 13} jumps.\n" for i in range(3000))
+    (root / "t.txt").write_text(text)
+    return str(data.prepare_lm(str(root / "t.txt"), "char", root / "char"))
+
+
+GPT = ["--preset", "shakespeare-char-cpu", "--log-every", "1", "--eval-every", "5", "--eval-iters", "2"]
+
+
+def test_gpt_training_matches_hf_gpt2_and_resumes_exactly(lm_data, tmp_path):
+    """--model gpt and --model hf-gpt2 from the same init on the same windows log the same losses;
+    a run stopped at step 5 and resumed equals the uninterrupted one (dropout on)."""
+    for model in ("gpt", "hf-gpt2"):
+        train.main(
+            [*GPT, "--model", model, "--dataset", lm_data, "--max-steps", "10", "--out-dir", str(tmp_path / model)]
+        )
+    for key in ("loss", "val_loss", "train_eval_loss"):
+        ours, hf = rows(tmp_path / "gpt", key), rows(tmp_path / "hf-gpt2", key)
+        assert len(ours) == len(hf) > 0 and ours == pytest.approx(hf, rel=1e-4), key
+    assert (
+        rows(tmp_path / "gpt", "mfu")[-1] > 0 and rows(tmp_path / "gpt", "loss")[-1] < rows(tmp_path / "gpt", "loss")[0]
+    )
+    common = [*GPT, "--dataset", lm_data, "--dropout", "0.1", "--save-every", "5", "--decay-steps", "12"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    train.main([*common, "--out-dir", str(a), "--max-steps", "8"])
+    train.main([*common, "--out-dir", str(b), "--max-steps", "7"])
+    (b / "ckpt_0000007.pt").unlink()  # killed before the final save: resume from step 5
+    train.main(["--out-dir", str(b), "--resume", "--max-steps", "8"])
+    assert rows(a, "loss") == rows(b, "loss") and len(rows(a, "loss")) == 8
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_cosine_schedule_is_nanogpts():
+    cfg = train.make_config("shakespeare-char-cpu", {})
+    f = train.lr_factor(cfg, 0)
+    lr = lambda i: cfg.lr * f(i)  # noqa: E731
+    assert lr(0) == pytest.approx(1e-3 / 101) and lr(99) == pytest.approx(1e-3 * 100 / 101)
+    assert lr(100) == pytest.approx(1e-3) and lr(1050) == pytest.approx(5.5e-4)
+    assert lr(2000) == pytest.approx(1e-4) and lr(5000) == pytest.approx(1e-4)
