@@ -201,6 +201,11 @@ def parse_args(argv=None):
     p.add_argument(
         "--export-hf", default=None, metavar="DIR", help="write a BERT run's last checkpoint as an HF folder"
     )
+    p.add_argument("--sample", metavar="PROMPT", help="print text a GPT run (or --init-from an HF GPT) writes")
+    p.add_argument("--max-new-tokens", type=int, default=500, help="with --sample")
+    p.add_argument("--temperature", type=float, default=0.8, help="with --sample (0: greedy)")
+    p.add_argument("--top-k", type=int, default=200, help="with --sample")
+    p.add_argument("--top-p", type=float, default=None, help="with --sample")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or isinstance(f.default, bool):
@@ -208,7 +213,9 @@ def parse_args(argv=None):
         else:
             p.add_argument(flag, type=type(f.default), default=argparse.SUPPRESS, help=f"default {f.default!r}")
     args = vars(p.parse_args(argv))
-    actions = {k: args.pop(k) for k in ("preset", "resume", "evaluate", "plot", "split", "compare", "export_hf")}
+    names = ("preset", "resume", "evaluate", "plot", "split", "compare", "export_hf", "sample")
+    names += ("max_new_tokens", "temperature", "top_k", "top_p")
+    actions = {k: args.pop(k) for k in names}
     return actions, args  # args: only the fields given explicitly
 
 
@@ -938,6 +945,36 @@ def export_hf(out_dir, folder):
     return folder
 
 
+def sample(out_dir, prompt, init_from="", max_new_tokens=500, temperature=0.8, top_k=200, top_p=None, seed=1337):
+    """Text from a GPT: the last checkpoint of a --model gpt run (with its data's tokenizer), or an
+    HF GPT-2 / GPT-1 folder or hub name (its tokenizer.json, else tiktoken's gpt2)."""
+    import gpt
+
+    if init_from:
+        model = gpt.GPT.from_pretrained(init_from)
+        folder = Path(T.resolve_checkpoint(init_from))
+        if (folder / "tokenizer.json").exists():
+            from tokenizers import Tokenizer
+
+            tok = data.HFBPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
+        else:
+            tok = data.TiktokenTokenizer("gpt2")
+    else:
+        path = latest_checkpoint(out_dir)
+        cfg = TrainConfig(**load_checkpoint(path)["config"])
+        if cfg.model != "gpt":
+            raise ValueError(f"--sample: {out_dir} is a {cfg.model} run; sampling needs a --model gpt run")
+        task = LMTask(cfg, world=1)
+        model, tok = task.build_model(), task.tok
+        model.load_state_dict(load_checkpoint(path)["model"])
+    ids = tok.encode(prompt) or [tok.eot if tok.eot is not None else 0]
+    g = torch.Generator().manual_seed(seed)
+    out = model.eval().generate(
+        torch.tensor([ids]), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=g
+    )
+    return tok.decode(out[0].tolist())
+
+
 def plot(out_dir, compare=()):
     """metrics.jsonl -> curves.png against step: training and validation loss, and validation BLEU
     (translation) or MLM / NSP accuracy (BERT). Runs in `compare` are drawn dashed on the same axes."""
@@ -1038,6 +1075,11 @@ def main(argv=None):
     if actions["plot"]:
         print(plot(out_dir, actions["compare"]))
         return
+    if actions["sample"] is not None:
+        keys = ("max_new_tokens", "temperature", "top_k", "top_p")
+        text = sample(out_dir, actions["sample"], overrides.get("init_from", ""), **{k: actions[k] for k in keys})
+        print(text)
+        return text
     if actions["export_hf"]:
         print(export_hf(out_dir, actions["export_hf"]))
         return
