@@ -496,6 +496,7 @@ def _shard_samples(documents, tokenizer, spec, split, index):
     del encoded
     docs = [doc for doc in docs if doc]
     rng.shuffle(docs)
+    dtype = np.uint16 if max(vocab.size, spec.max_seq_length) <= 2**16 else np.uint32
     samples = []
     for _ in range(spec.dupe_factor if split == "train" else 1):
         for d in range(len(docs)):
@@ -506,9 +507,17 @@ def _shard_samples(documents, tokenizer, spec, split, index):
                     )
                 else:
                     pos, labels = [], []
-                samples.append((ids, types, pos, labels, nsp))
+                # one small array per sample (~10x less memory than Python lists): what bounds a worker
+                samples.append(np.array([len(ids), types.index(1), nsp, *ids, *pos, *labels], dtype=dtype))
     rng.shuffle(samples)
     return samples
+
+
+def _unpack_sample(a):
+    """A packed sample -> (ids, b_start, nsp, masked positions, original ids), numpy arrays and ints."""
+    n, b_start, nsp = int(a[0]), int(a[1]), int(a[2])
+    m = (len(a) - 3 - n) // 2
+    return a[3 : 3 + n], b_start, nsp, a[3 + n : 3 + n + m], a[3 + n + m :]
 
 
 _WORKER = {}
@@ -527,11 +536,21 @@ def _write_shard(job):
     samples = _shard_samples(documents, _WORKER["tokenizer"], spec, split, index)
     name = f"{split}-{index:05d}"
     if "jsonl" in formats:
-        keys = ("input_ids", "token_type_ids", "masked_lm_positions", "masked_lm_labels", "next_sentence_label")
-        write_jsonl(Path(out) / f"{name}.jsonl", (dict(zip(keys, s, strict=True)) for s in samples))
+        write_jsonl(Path(out) / f"{name}.jsonl", map(_json_sample, samples))
     if "bin" in formats:
         _write_binary(Path(out) / name, samples, _WORKER["tokenizer"].get_vocab_size())
-    return split, index, len(samples), sum(len(s[0]) for s in samples)
+    return split, index, len(samples), sum(int(s[0]) for s in samples)
+
+
+def _json_sample(packed):
+    ids, b_start, nsp, pos, labels = _unpack_sample(packed)
+    return {
+        "input_ids": ids.tolist(),
+        "token_type_ids": [0] * b_start + [1] * (len(ids) - b_start),
+        "masked_lm_positions": pos.tolist(),
+        "masked_lm_labels": labels.tolist(),
+        "next_sentence_label": nsp,
+    }
 
 
 def _write_binary(folder, samples, vocab_size):
@@ -542,14 +561,16 @@ def _write_binary(folder, samples, vocab_size):
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    parts = [_unpack_sample(s) for s in samples]  # views into the packed arrays: no copies
+    cat = lambda arrays, dt: np.concatenate(arrays).astype(dt) if arrays else np.zeros(0, dt)  # noqa: E731
     arrays = {
-        "ids": np.fromiter((t for s in samples for t in s[0]), dtype, sum(len(s[0]) for s in samples)),
-        "offsets": np.cumsum([0] + [len(s[0]) for s in samples], dtype=np.int64),
-        "b_start": np.array([s[1].index(1) for s in samples], dtype=np.int32),
-        "nsp": np.array([s[4] for s in samples], dtype=np.uint8),
-        "mlm_positions": np.fromiter((p for s in samples for p in s[2]), np.int32),
-        "mlm_labels": np.fromiter((t for s in samples for t in s[3]), dtype),
-        "mlm_offsets": np.cumsum([0] + [len(s[2]) for s in samples], dtype=np.int64),
+        "ids": cat([p[0] for p in parts], dtype),
+        "offsets": np.cumsum([0] + [len(p[0]) for p in parts], dtype=np.int64),
+        "b_start": np.array([p[1] for p in parts], dtype=np.int32),
+        "nsp": np.array([p[2] for p in parts], dtype=np.uint8),
+        "mlm_positions": cat([p[3] for p in parts], np.int32),
+        "mlm_labels": cat([p[4] for p in parts], dtype),
+        "mlm_offsets": np.cumsum([0] + [len(p[3]) for p in parts], dtype=np.int64),
     }
     for k, v in arrays.items():
         np.save(tmp / f"{k}.npy", v)

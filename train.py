@@ -993,7 +993,7 @@ def plot(out_dir, compare=()):
         def curve(ax, rs, key, label, marker="", style=style, name=name):
             ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {label}")
 
-        curve(ax1, train, "loss", "train")
+        curve(ax1, train, "loss", "train" + (" (label-smoothed)" if any("val_bleu" in r for r in val) else ""))
         curve(ax1, val, "val_loss", "validation", "o")
         if any("val_bleu" in r for r in val):
             curve(ax2, val, "val_bleu", "validation BLEU (greedy)", "o")
@@ -1002,11 +1002,9 @@ def plot(out_dir, compare=()):
                 curve(ax2, train, key, f"train {key}")
                 curve(ax2, val, "val_" + key, f"held-out {key}", "o")
     ax1.set_xlabel("step")
-    ax1.set_ylabel("loss (translation: per target token, label-smoothed in training)")
+    ax1.set_ylabel("loss per target")
     ax2.set_xlabel("step")
-    ax2.set_ylabel(
-        "validation BLEU (sacreBLEU)" if any("bleu" in line.get_label() for line in ax2.lines) else "accuracy"
-    )
+    ax2.set_ylabel("BLEU" if any("BLEU" in line.get_label() for line in ax2.lines) else "accuracy")
     for ax in (ax1, ax2):
         ax.legend(fontsize=7)
     fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
