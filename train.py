@@ -3,18 +3,20 @@
     python train.py --model transformer --dataset multi30k --preset multi30k        # translation
     python train.py --model bert --preset bert-mini-cpu --dataset data/prepared/bert-128
     python train.py --model hf-bert ...        # HF's BertForPreTraining, same loop, data, init
+    python train.py --preset shakespeare-char-cpu --dataset data/prepared/lm-shakespeare-char  # GPT
+    python train.py --out-dir out/shakespeare --sample "ROMEO:"                      # text from a GPT run
     python train.py --out-dir out/m30k --resume                                     # continue exactly
     torchrun --nproc_per_node=8 train.py --preset bert-base-8gpu ...                # DDP
     python train.py --out-dir out/m30k --evaluate                                   # test BLEU
     python train.py --out-dir out/m30k --plot                                       # PNG curves
 
 Every field of TrainConfig is a flag (`python train.py --help` lists them); `--preset` sets a
-group first, explicit flags win. A model family is a Task (TranslationTask, PretrainingTask):
+group first, explicit flags win. A model family is a task (TranslationTask, PretrainingTask, LMTask):
 its data, model, loss and validation; the Run around it is shared: DDP, accumulation, AdamW,
 warmup schedules, AMP, checkpoints with exact resume, logs and curves.
 
 The batch is stated per optimizer step, all processes and micro-batches together: in tokens for
-translation (batch_tokens, padding included), in sequences for BERT (batch_size); each
+translation (batch_tokens, padding included), in sequences for BERT and GPT (batch_size); each
 micro-batch holds 1 / (grad_accum * world_size) of it. Losses are summed over the step's
 targets and divided by the step's totals (all-reduced), so accumulation and DDP give the update
 of one big batch.
