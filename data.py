@@ -1,7 +1,12 @@
 """Data: raw text -> tokenizers -> token ids -> batches. Imports no model.
 
-Translation (this part): Multi30k and IWSLT14 readers, a joint subword vocabulary trained with HF
-`tokenizers` on the training split only, length filtering, and batching by token count.
+- Translation: Multi30k and IWSLT14 readers, a joint subword vocabulary trained with HF
+  `tokenizers` on the training split only, length filtering, and batching by token count.
+- BERT pretraining: raw text -> sentences -> WordPiece -> create_pretraining_data's truncated
+  samples -> MLM/NSP data as JSON lines and binary shards (sharded, parallel, resumable):
+  `python data.py bert --source books+wiki --out DIR`.
+- Language modeling (GPT): char / tiktoken / byte-level BPE token files (train.bin, val.bin):
+  `python data.py lm --source shakespeare --tokenizer char`.
 
 Raw data lives in a data directory: $DATA_DIR (default ./data), in the standard layouts
 (`multi30k/{train,val,test_2016_flickr}.{de,en}`, `iwslt14/tokenized-lc/{train,valid,test}.{de,en}`).

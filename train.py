@@ -999,14 +999,17 @@ def plot(out_dir, compare=()):
         curve(ax1, val, "val_loss", "validation", "o")
         if any("val_bleu" in r for r in val):
             curve(ax2, val, "val_bleu", "validation BLEU (greedy)", "o")
-        else:
+        elif any("mlm_acc" in r for r in train):
             for key in ("mlm_acc", "nsp_acc"):
                 curve(ax2, train, key, f"train {key}")
                 curve(ax2, val, "val_" + key, f"held-out {key}", "o")
+        else:  # language modeling: training speed
+            curve(ax2, train, "tokens_per_s", "tokens/s")
     ax1.set_xlabel("step")
     ax1.set_ylabel("loss per target")
     ax2.set_xlabel("step")
-    ax2.set_ylabel("BLEU" if any("BLEU" in line.get_label() for line in ax2.lines) else "accuracy")
+    labels = " ".join(line.get_label() for line in ax2.lines)
+    ax2.set_ylabel("BLEU" if "BLEU" in labels else "tokens/s" if "tokens/s" in labels else "accuracy")
     for ax in (ax1, ax2):
         ax.legend(fontsize=7)
     fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
