@@ -187,8 +187,22 @@ def gpt_cases(device, dtype, args):
     hf_gen = Generate(
         hf, lambda m, x: m.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
     )
+    # the Tiny Shakespeare shape (4 layers x 128, 65 characters): per-token overhead, not weights, dominates
+    small = gpt.GPTConfig.from_preset("shakespeare-char-cpu", bos_token_id=None, eos_token_id=None)
+    ours_small = gpt.GPT(small).to(device, dtype)
+    hf_small = transformers.GPT2LMHeadModel(transformers.GPT2Config(**small.to_hf())).to(device, dtype)
+    hf_small.load_state_dict(ours_small.hf_state_dict(), strict=False)
+    m = min(n, small.n_positions - 8)
+    small_prompt = torch.randint(0, small.vocab_size, (1, 8), generator=g).to(device)
     tag = f"{L}L d{d}"
     return [
+        Case(
+            f"GPT (Shakespeare 4L d128) greedy generation, cache, 8+{m} tokens",
+            Generate(ours_small, lambda model, x: model.generate(x, m, temperature=0)),
+            Generate(hf_small, lambda model, x: model.generate(x, max_new_tokens=m, do_sample=False, pad_token_id=0)),
+            {"input_ids": small_prompt},
+            False,
+        ),
         Case(
             f"GPT-2 {tag} {args.gpt_batch}x{args.gpt_seq} train step",
             ours,
