@@ -383,7 +383,7 @@ class PretrainingTask:
     def collate(self, indices, dataset=None):
         """Samples -> a batch; samples stored unmasked get masks seeded by (seed, epoch, sample index)
         (dynamic masking: new masks every epoch, the same ones after a resume)."""
-        dataset = dataset or self.train_data
+        dataset = self.train_data if dataset is None else dataset
         samples = [dataset[i] for i in indices]
         s = self.spec
         for k, (i, (ids, b_start, nsp, positions, _)) in enumerate(zip(indices, samples, strict=True)):
@@ -828,7 +828,9 @@ class Run:
     def validate(self):
         if self.master:
             self.model.eval()
-            self.log(self.task.validate(self.model, self.autocast))
+            row = self.task.validate(self.model, self.autocast)
+            if row:
+                self.log(row)
 
 
 # ------------------------------------------------------------------------------ evaluation
