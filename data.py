@@ -7,6 +7,7 @@
   `python data.py bert --source books+wiki --out DIR`.
 - Language modeling (GPT): char / tiktoken / byte-level BPE token files (train.bin, val.bin):
   `python data.py lm --source shakespeare --tokenizer char`.
+- GLUE: `read_glue(task, split)` for the glue_data TSV layout (all tasks, AX included).
 
 Raw data lives in a data directory: $DATA_DIR (default ./data), in the standard layouts
 (`multi30k/{train,val,test_2016_flickr}.{de,en}`, `iwslt14/tokenized-lc/{train,valid,test}.{de,en}`).
@@ -874,6 +875,97 @@ def lm_windows(tokens, offsets, length):
     x = torch.from_numpy(np.stack([tokens[i : i + length] for i in offsets]).astype(np.int64))
     y = torch.from_numpy(np.stack([tokens[i + 1 : i + 1 + length] for i in offsets]).astype(np.int64))
     return x, y
+
+
+# ------------------------------------------------------------------------------------- GLUE
+
+# task -> (folder, {split: file}, text columns, label column or None, labels (None: a regression score))
+# Columns are names from the file's header, or indices for CoLA's train/dev (no header).
+GLUE = {
+    "cola": ("CoLA", {"train": "train", "dev": "dev", "test": "test"}, ("sentence",), "label", ["0", "1"]),
+    "sst2": ("SST-2", {"train": "train", "dev": "dev", "test": "test"}, ("sentence",), "label", ["0", "1"]),
+    "mrpc": (
+        "MRPC",
+        {"train": "train", "dev": "dev", "test": "test"},
+        ("#1 String", "#2 String"),
+        "Quality",
+        ["0", "1"],
+    ),
+    "stsb": ("STS-B", {"train": "train", "dev": "dev", "test": "test"}, ("sentence1", "sentence2"), "score", None),
+    "qqp": (
+        "QQP",
+        {"train": "train", "dev": "dev", "test": "test"},
+        ("question1", "question2"),
+        "is_duplicate",
+        ["0", "1"],
+    ),
+    "mnli": (
+        "MNLI",
+        {
+            "train": "train",
+            "dev": "dev_matched",
+            "dev_mm": "dev_mismatched",
+            "test": "test_matched",
+            "test_mm": "test_mismatched",
+        },
+        ("sentence1", "sentence2"),
+        "gold_label",
+        ["contradiction", "entailment", "neutral"],
+    ),
+    "qnli": (
+        "QNLI",
+        {"train": "train", "dev": "dev", "test": "test"},
+        ("question", "sentence"),
+        "label",
+        ["entailment", "not_entailment"],
+    ),
+    "rte": (
+        "RTE",
+        {"train": "train", "dev": "dev", "test": "test"},
+        ("sentence1", "sentence2"),
+        "label",
+        ["entailment", "not_entailment"],
+    ),
+    "wnli": ("WNLI", {"train": "train", "dev": "dev", "test": "test"}, ("sentence1", "sentence2"), "label", ["0", "1"]),
+    "ax": (
+        "diagnostic",
+        {"test": "diagnostic"},
+        ("sentence1", "sentence2"),
+        None,
+        ["contradiction", "entailment", "neutral"],
+    ),
+}
+
+
+def read_glue(task, split, root=None):
+    """A GLUE task's split from `<DATA_DIR>/glue/<Task>/<file>.tsv` (the glue_data layout) ->
+    list of {"text": (sentence,) or (sentence1, sentence2), "label": class index, float score, or
+    None (test sets), "index": the row's id}. Fields are tab-separated with no quoting (sentences
+    hold quotes), as GLUE's files are."""
+    if task not in GLUE:
+        raise ValueError(f"task must be one of {sorted(GLUE)}, got {task!r}")
+    folder, files, text_cols, label_col, labels = GLUE[task]
+    if split not in files:
+        raise ValueError(f"{task}: split must be one of {sorted(files)}, got {split!r}")
+    path = (Path(root) if root is not None else data_dir()) / "glue" / folder / f"{files[split]}.tsv"
+    if not path.exists():
+        raise FileNotFoundError(f"missing {path}: put GLUE's {folder}/ folder (glue_data layout) under $DATA_DIR/glue/")
+    lines = path.read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
+    if task == "cola" and split != "test":  # no header: source, label, original mark, sentence
+        rows = [line.split("\t") for line in lines]
+        return [{"text": (r[3],), "label": int(r[1]), "index": i} for i, r in enumerate(rows)]
+    header = lines[0].split("\t")
+    text_idx = [header.index(c) for c in text_cols]
+    label_idx = header.index(label_col) if label_col in header else None  # test files have no labels
+    out = []
+    for i, line in enumerate(lines[1:]):
+        r = line.split("\t")
+        label = None if label_idx is None else r[label_idx]
+        if label is not None:
+            label = float(label) if labels is None else labels.index(label)
+        index = r[0] if header[0] in ("index", "id") else i
+        out.append({"text": tuple(r[k] for k in text_idx), "label": label, "index": index})
+    return out
 
 
 # -------------------------------------------------------------------------------- command line

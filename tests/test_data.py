@@ -318,3 +318,43 @@ def test_missing_lm_data(tmp_path):
         data.load_lm(tmp_path)
     with pytest.raises(ValueError, match="tokenizer must be"):
         data.lm_tokenizer("words", "shakespeare")
+
+
+# ------------------------------------------------------------------------------------------ GLUE
+
+GLUE_ROWS = {  # the official row counts (train, dev, test) of the tasks in the data directory
+    "cola": (8551, 1043, 1063),
+    "sst2": (67349, 872, 1821),
+    "mrpc": (3668, 408, 1725),
+    "stsb": (5749, 1500, 1379),
+    "rte": (2490, 277, 3000),
+    "wnli": (635, 71, 146),
+}
+
+
+@pytest.mark.parametrize("task", sorted(GLUE_ROWS))
+def test_glue_row_counts_and_labels(task):
+    folder = data.GLUE[task][0]
+    if not (data.data_dir() / "glue" / folder / "train.tsv").exists():
+        pytest.skip(f"DATA_DIR lacks glue/{folder}")
+    splits = [data.read_glue(task, s) for s in ("train", "dev", "test")]
+    assert tuple(map(len, splits)) == GLUE_ROWS[task]
+    train, dev, test = splits
+    n_text = len(data.GLUE[task][2])
+    assert all(len(r["text"]) == n_text and all(r["text"]) for r in train + dev + test)
+    assert all(r["label"] is None for r in test)
+    if task == "stsb":
+        assert all(0.0 <= r["label"] <= 5.0 for r in train + dev)
+    else:
+        assert {r["label"] for r in train} == set(range(len(data.GLUE[task][4])))
+
+
+@require("glue/QNLI/dev.tsv", "glue/diagnostic/diagnostic.tsv")
+def test_glue_qnli_dev_and_ax():
+    dev = data.read_glue("qnli", "dev")
+    assert len(dev) == 5463 and sum(r["label"] == 0 for r in dev) == 2702  # entailment, as GLUE / HF count
+    assert len(data.read_glue("ax", "test")) == 1104
+    with pytest.raises(FileNotFoundError, match="QNLI"):
+        data.read_glue("qnli", "train")  # not in the shared data: the error says where to put it
+    with pytest.raises(ValueError, match="task must be"):
+        data.read_glue("squad", "dev")
