@@ -391,15 +391,16 @@ class BertModel(_HFCheckpoint, nn.Module):
                 if self.skip_padding:
                     packed = (real.flatten().nonzero().squeeze(1), B, T)  # flat positions of the real tokens
                     x = pack_tokens(x, packed[0])  # (N, C)
-        hidden = [x]
+        hidden = [x] if output_hidden_states else None  # kept only when asked: they cost memory
         for layer in self.layers:
             x = layer(x, mask, packed)
-            hidden.append(x)
+            if hidden is not None:
+                hidden.append(x)
         if packed is not None:
             x = unpack_tokens(x, *packed)  # (B, T, C)
-            hidden = [unpack_tokens(h, *packed) for h in hidden] if output_hidden_states else hidden
+            hidden = hidden and [unpack_tokens(h, *packed) for h in hidden]
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
-        return BertOutput(x, pooled, tuple(hidden) if output_hidden_states else None)
+        return BertOutput(x, pooled, None if hidden is None else tuple(hidden))
 
 
 def _check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids):

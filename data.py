@@ -778,6 +778,10 @@ class HFBPETokenizer:
         return self.tok.decode(list(ids))
 
 
+def _single_text(source):
+    return source == "shakespeare" or source.endswith(".txt")
+
+
 def _lm_texts(source, root=None):
     """Documents of a language-modeling source as texts: "shakespeare" (one text), "books",
     "wiki", "books+wiki", "hf:<dataset>[:<config>]" (streamed), or a .txt file (one text)."""
@@ -824,7 +828,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
             np.asarray(ids, dtype=dtype).tofile(files[split])
             counts[split] += len(ids)
 
-        if source == "shakespeare" or source.endswith(".txt"):  # one text: nanoGPT's split by characters
+        if _single_text(source):  # nanoGPT's split by characters
             text = next(_lm_texts(source, root))
             cut = int(len(text) * (1 - val_fraction))
             write("train", tok.encode(text[:cut]))

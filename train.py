@@ -254,13 +254,21 @@ def model_config(c, tok):
     )
 
 
+def micro_size(cfg, world, field):
+    """A micro-batch's share of the optimizer step's batch (cfg.<field>), which must split evenly."""
+    total, parts = getattr(cfg, field), cfg.grad_accum * world
+    if total % parts:
+        raise ValueError(f"{field} ({total}) must be divisible by grad_accum * world_size ({cfg.grad_accum} * {world})")
+    return total // parts
+
+
 class TranslationTask:
     """--model transformer: the paper's model on a translation dataset. Batches of pairs cut by
     token count; label-smoothed loss per target token; validation loss, perplexity, greedy BLEU."""
 
     def __init__(self, cfg, world):
         self.cfg = cfg
-        self.micro_size = cfg.batch_tokens // (cfg.grad_accum * world)  # tokens per micro-batch
+        self.micro_size = micro_size(cfg, world, "batch_tokens")  # tokens per micro-batch
         self.tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
         self.train_pairs = data.encode_pairs(
             self.tok, data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang), cfg.max_len
@@ -321,12 +329,7 @@ class PretrainingTask:
 
     def __init__(self, cfg, world):
         self.cfg = cfg
-        if cfg.batch_size % (cfg.grad_accum * world):
-            raise ValueError(
-                f"batch_size ({cfg.batch_size}) must be divisible by grad_accum * world_size "
-                f"({cfg.grad_accum} * {world})"
-            )
-        self.micro_size = cfg.batch_size // (cfg.grad_accum * world)  # sequences per micro-batch
+        self.micro_size = micro_size(cfg, world, "batch_size")  # sequences per micro-batch
         self.train_data = data.PretrainingData(cfg.dataset, "train")
         self.valid_data = data.PretrainingData(cfg.dataset, "valid")
         from tokenizers import Tokenizer
@@ -457,9 +460,7 @@ class LMTask:
         import gpt
 
         self.cfg = cfg
-        if cfg.batch_size % (cfg.grad_accum * world):
-            raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by grad_accum * world_size")
-        self.micro_size = cfg.batch_size // (cfg.grad_accum * world)
+        self.micro_size = micro_size(cfg, world, "batch_size")  # windows per micro-batch
         self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
         self.context = cfg.context or gpt.GPTConfig.from_preset(cfg.arch).n_positions
         if min(len(t) for t in self.splits.values()) <= self.context + 1:
@@ -598,11 +599,6 @@ class Run:
         self.master = self.rank == 0
         if self.master:
             self.out.mkdir(parents=True, exist_ok=True)
-        if cfg.model == "transformer" and cfg.batch_tokens % (cfg.grad_accum * self.world):
-            raise ValueError(
-                f"batch_tokens ({cfg.batch_tokens}) must be divisible by grad_accum * world_size "
-                f"({cfg.grad_accum} * {self.world})"
-            )
         self.task = make_task(cfg, self.world)
 
         # model and optimizer
@@ -897,7 +893,7 @@ def evaluate(out_dir, overrides=None, split="test"):
         raise FileNotFoundError(f"no checkpoints in {out_dir}")
     cfg = make_config(None, overrides or {}, base=TrainConfig(**load_checkpoint(paths[-1])["config"]))
     if cfg.model != "transformer":
-        return evaluate_pretraining(cfg, paths[-1])
+        return evaluate_task(cfg, paths[-1])
     tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
     test = data.read_parallel(cfg.dataset, split, cfg.src_lang, cfg.tgt_lang)
     model = T.Seq2SeqTransformer(model_config(cfg, tok))
@@ -920,12 +916,17 @@ def evaluate(out_dir, overrides=None, split="test"):
     return results
 
 
-def evaluate_pretraining(cfg, path):
-    """Held-out MLM / NSP loss and accuracy of a BERT run's checkpoint."""
-    task = PretrainingTask(cfg, world=1)
+def task_model(cfg, weights):
+    """A run's task and model rebuilt from its config, holding `weights` (a checkpoint's "model")."""
+    task = make_task(cfg, world=1)
     model = task.build_model()
-    model.load_state_dict(load_checkpoint(path)["model"])
-    model.eval()
+    model.load_state_dict(weights)
+    return task, model.eval()
+
+
+def evaluate_task(cfg, path):
+    """The task's validation metrics (BERT: held-out MLM / NSP; GPT: loss) of a run's checkpoint."""
+    task, model = task_model(cfg, load_checkpoint(path)["model"])
     results = {"checkpoint": str(path), **task.validate(model, contextlib.nullcontext)}
     print(json.dumps(results, indent=1))
     (Path(cfg.out_dir) / "valid_results.json").write_text(json.dumps(results, indent=1))
@@ -937,13 +938,11 @@ def export_hf(out_dir, folder):
     that transformers, bert.BertForPreTraining.from_pretrained and finetune_glue.py load."""
     import shutil
 
-    path = latest_checkpoint(out_dir)
-    cfg = TrainConfig(**load_checkpoint(path)["config"])
+    ck = load_checkpoint(latest_checkpoint(out_dir))
+    cfg = TrainConfig(**ck["config"])
     if cfg.model != "bert":
         raise ValueError(f"--export-hf: only --model bert runs export (this one: {cfg.model})")
-    task = PretrainingTask(cfg, world=1)
-    model = task.build_model()
-    model.load_state_dict(load_checkpoint(path)["model"])
+    _, model = task_model(cfg, ck["model"])
     model.save_pretrained(folder)
     shutil.copy(Path(cfg.dataset) / "tokenizer.json", Path(folder) / "tokenizer.json")
     return folder
@@ -964,13 +963,12 @@ def sample(out_dir, prompt, init_from="", max_new_tokens=500, temperature=0.8, t
         else:
             tok = data.TiktokenTokenizer("gpt2")
     else:
-        path = latest_checkpoint(out_dir)
-        cfg = TrainConfig(**load_checkpoint(path)["config"])
+        ck = load_checkpoint(latest_checkpoint(out_dir))
+        cfg = TrainConfig(**ck["config"])
         if cfg.model != "gpt":
             raise ValueError(f"--sample: {out_dir} is a {cfg.model} run; sampling needs a --model gpt run")
-        task = LMTask(cfg, world=1)
-        model, tok = task.build_model(), task.tok
-        model.load_state_dict(load_checkpoint(path)["model"])
+        task, model = task_model(cfg, ck["model"])
+        tok = task.tok
     ids = tok.encode(prompt) or [tok.eot if tok.eot is not None else 0]
     g = torch.Generator().manual_seed(seed)
     out = model.eval().generate(
