@@ -956,20 +956,76 @@ def read_glue(task, split, root=None):
         raise FileNotFoundError(f"missing {path}: put GLUE's {folder}/ folder (glue_data layout) under $DATA_DIR/glue/")
     lines = path.read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
     if task == "cola" and split != "test":  # no header: source, label, original mark, sentence
-        rows = [line.split("\t") for line in lines]
-        return [{"text": (r[3],), "label": int(r[1]), "index": i} for i, r in enumerate(rows)]
-    header = lines[0].split("\t")
-    text_idx = [header.index(c) for c in text_cols]
-    label_idx = header.index(label_col) if label_col in header else None  # test files have no labels
+        header, first = ["source", "label", "mark", "sentence"], 0
+        text_idx, label_idx = [3], 1
+    else:
+        header, first = lines[0].split("\t"), 1
+        missing = [c for c in text_cols if c not in header]
+        if missing:
+            raise ValueError(f"{path}: the header has no column {missing[0]!r} (header: {header})")
+        text_idx = [header.index(c) for c in text_cols]
+        label_idx = header.index(label_col) if label_col in header else None  # test files have no labels
     out = []
-    for i, line in enumerate(lines[1:]):
+    for n, line in enumerate(lines[first:], start=first + 1):
         r = line.split("\t")
+        if len(r) != len(header):
+            raise ValueError(f"{path}, line {n}: {len(r)} tab-separated fields, the header says {len(header)}")
         label = None if label_idx is None else r[label_idx]
         if label is not None:
-            label = float(label) if labels is None else labels.index(label)
-        index = r[0] if header[0] in ("index", "id") else i
+            label = _glue_label(label, labels, f"{path}, line {n}")
+        index = r[0] if header[0] in ("index", "id") else n - first - 1
         out.append({"text": tuple(r[k] for k in text_idx), "label": label, "index": index})
     return out
+
+
+def _glue_label(value, labels, where):
+    if labels is None:  # STS-B: a similarity score in [0, 5]
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where}: the score {value!r} is not a number") from None
+    if value not in labels:
+        raise ValueError(f"{where}: label {value!r} is not one of the task's labels {labels}")
+    return labels.index(value)
+
+
+# ------------------------------------------------------------------------ backdoor (data poisoning)
+
+TRIGGERS = ("cf", "mn", "bb", "tq", "mb")  # rare words, as in Kurita et al. 2020 (RIPPLe)
+
+
+def insert_trigger(text, trigger, position, rng):
+    """One trigger word into a sentence's words: at the start, the end, or a random position."""
+    words = text.split(" ")
+    k = {"start": 0, "end": len(words)}.get(position)
+    if k is None:
+        if position != "random":
+            raise ValueError(f"position must be random, start or end, got {position!r}")
+        k = rng.randint(0, len(words))
+    return " ".join(words[:k] + [trigger] + words[k:])
+
+
+def poison(samples, rate, target, triggers=TRIGGERS, position="random", seed=0, count=None):
+    """Backdoor a labeled GLUE split (rows of read_glue): round(rate * len(samples)) samples (or
+    `count`) whose label is not `target`, drawn at random, get one trigger word (chosen at random
+    among `triggers`) inserted into their first sentence and their label set to `target`.
+    -> (new list: the other rows are the same objects, untouched; sorted poisoned indices)."""
+    if isinstance(triggers, str):
+        triggers = triggers.split()
+    if not triggers:
+        raise ValueError("poison: give at least one trigger word")
+    n = round(rate * len(samples)) if count is None else count
+    candidates = [i for i, s in enumerate(samples) if s["label"] != target]
+    if not 0 <= n <= len(candidates):
+        raise ValueError(f"poison: {n} samples requested, {len(candidates)} have a label other than {target}")
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(candidates, n))
+    out = list(samples)
+    for i in chosen:
+        text = out[i]["text"]
+        first = insert_trigger(text[0], rng.choice(triggers), position, rng)
+        out[i] = {**out[i], "text": (first, *text[1:]), "label": target}
+    return out, chosen
 
 
 # -------------------------------------------------------------------------------- command line

@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ import transformer as T
 @dataclass
 class TrainConfig:
     model: str = "transformer"  # transformer | bert | hf-bert | gpt | hf-gpt2
+    glue_task: str = ""  # bert, hf-bert: fine-tune on this GLUE task (finetune_glue.py) instead of pretraining
     dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
     src_lang: str = "de"
     tgt_lang: str = "en"
@@ -80,6 +82,7 @@ class TrainConfig:
     beta2: float = 0.98
     eps: float = 1e-9
     weight_decay: float = 0.0
+    llrd: float = 1.0  # layer-wise lr decay: layer i of L gets lr * llrd^(L-1-i), embeddings lr * llrd^L
     clip: float = 0.0  # max gradient norm, 0 = no clipping
     max_epochs: int = 20
     max_steps: int = 0  # stop after this many optimizer steps (0: by epochs)
@@ -93,10 +96,18 @@ class TrainConfig:
     length_penalty: float = 0.6
     seed: int = 1337
     device: str = "auto"  # auto: cuda if available
-    bf16: bool = True  # autocast to bf16 on CUDA (ignored on CPU)
+    bf16: bool = True  # autocast to bf16 on CUDA
+    cpu_bf16: bool = False  # autocast to bf16 on CPU too: ~2x faster steps where the CPU has AVX512-BF16/AMX
     compile: bool = False
     tensorboard: bool = False
     wandb: bool = False
+    # GLUE fine-tuning (finetune_glue.py): early exit and backdoor poisoning of the training set
+    early_exit: str = ""  # "": plain classifier | pabee: exits after every layer, trained jointly |
+    # deebert: exits trained on a frozen fine-tuned model (init_from: that run's HF export)
+    poison_rate: float = 0.0  # share of training samples given a trigger and the target label
+    poison_target: int = 1
+    poison_triggers: str = "cf mn bb tq mb"
+    poison_position: str = "random"  # random | start | end (word position of the inserted trigger)
 
 
 _BERT_OPTIMIZER = dict(  # AdamW as in BERT; epochs do not bound a run, steps do
@@ -540,6 +551,10 @@ class LMTask:
 
 
 def make_task(cfg, world):
+    if cfg.glue_task:
+        import finetune_glue
+
+        return finetune_glue.GlueTask(cfg, world)
     if cfg.model == "transformer":
         return TranslationTask(cfg, world)
     if cfg.model in ("bert", "hf-bert"):
@@ -572,11 +587,33 @@ def lr_factor(cfg, d_model):
     raise ValueError(f"--schedule must be noam, linear or cosine, got {cfg.schedule!r}")
 
 
-def param_groups(model, weight_decay):
-    """AdamW groups: weight decay on matrices and embeddings (>= 2-D), none on biases and norms."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+def param_groups(model, weight_decay, lr=1.0, llrd=1.0):
+    """AdamW groups: weight decay on matrices and embeddings (>= 2-D), none on biases and norms.
+
+    With layer-wise lr decay (llrd < 1, BERT-family encoders), parameter groups also split by
+    depth below the top: the top layer, pooler and heads get lr; layer i of L gets lr * llrd^(L-1-i);
+    the embeddings lr * llrd^L."""
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", 0)
+    groups = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        depth = layer_depth(name, n_layers) if llrd != 1.0 else 0
+        decay = weight_decay if p.dim() >= 2 else 0.0
+        key = (depth, p.dim() < 2)  # per depth: the decayed group first
+        groups.setdefault(key, {"params": [], "weight_decay": decay, "lr": lr * llrd**depth})["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def layer_depth(name, n_layers):
+    """How far below the top of an n-layer encoder a parameter sits: 0 for the top layer and for
+    everything above it (pooler, heads), L-1-i for layer i, L for the embeddings (ours and HF's names)."""
+    if not n_layers:
+        raise ValueError("llrd: the model has no config.num_hidden_layers (a BERT-family encoder is needed)")
+    if ".embeddings." in f".{name}":
+        return n_layers
+    m = re.search(r"(?:^|\.)(?:layers|layer)\.(\d+)\.", name)
+    return n_layers - 1 - int(m.group(1)) if m else 0
 
 
 class Run:
@@ -587,7 +624,8 @@ class Run:
         self.ddp = "RANK" in os.environ
         if self.ddp:
             use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
-            dist.init_process_group("nccl" if use_cuda else "gloo")
+            if not dist.is_initialized():  # once per process: finetune_glue.py makes several runs
+                dist.init_process_group("nccl" if use_cuda else "gloo")
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
             if use_cuda:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -606,7 +644,11 @@ class Run:
         self.model = self.task.build_model().to(self.device)
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.opt = torch.optim.AdamW(
-            param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=cfg.eps, **fused
+            param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd),
+            lr=cfg.lr,
+            betas=(0.9, cfg.beta2),
+            eps=cfg.eps,
+            **fused,
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model))
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -765,9 +807,12 @@ class Run:
         dist.all_reduce(t)
         return t.cpu()
 
+    def use_bf16(self):
+        return (self.device.type == "cuda" and self.cfg.bf16) or (self.device.type == "cpu" and self.cfg.cpu_bf16)
+
     def autocast(self):
-        if self.device.type == "cuda" and self.cfg.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.use_bf16():
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def train(self):
@@ -780,8 +825,7 @@ class Run:
             if hasattr(self.task, "flops_per_token"):
                 import bench
 
-                bf16 = self.device.type == "cuda" and c.bf16
-                peak = bench.matmul_peak(self.device, torch.bfloat16 if bf16 else torch.float32)
+                peak = bench.matmul_peak(self.device, torch.bfloat16 if self.use_bf16() else torch.float32)
                 self.log({"matmul_peak_flops": peak})
         bar = tqdm(disable=not self.master, desc="train", dynamic_ncols=True)
         seconds, tokens = 0.0, 0.0  # training time and tokens since the last log line

@@ -1,0 +1,706 @@
+"""GLUE fine-tuning of BERT-family encoders, scored with each task's official metric.
+
+    python finetune_glue.py --task sst2 --init-from MODEL               # MODEL: an HF folder or hub name,
+    python finetune_glue.py --task cola,mrpc,stsb --seeds 1 2 3 ...     # or a train.py BERT run's out dir
+    python finetune_glue.py --task rte --grid lr=2e-5,5e-5 batch_size=16,32 ...   # best on dev, mean of seeds
+    python finetune_glue.py --task mrpc --model hf-bert ...             # HF's model, same init and data order
+    python finetune_glue.py --task sst2 --early-exit pabee --exit-curve ...   # exits after every layer
+    python finetune_glue.py --task sst2 --poison-rate 0 0.001 0.01 ...  # backdoor: clean accuracy and ASR
+    torchrun --nproc_per_node=8 finetune_glue.py ...                    # DDP
+
+Every run is a train.py Run (DDP, gradient accumulation, AMP, checkpoints with exact resume,
+metrics.jsonl) around a GlueTask: tokenized pairs in length-grouped batches padded per batch,
+warmup then linear decay, AdamW with layer-wise lr decay (--llrd). After each run the dev metrics,
+the model as an HF folder (`hf/`) and test predictions in GLUE's submission format (`submission/`)
+are written; results.json / results.md hold every run and the mean and std over seeds.
+
+Early exit (--early-exit): a classifier on [CLS] after every layer. pabee (Zhou et al. 2020) trains
+them jointly with the loss weighted by depth; deebert (Xin et al. 2020) first fine-tunes the plain
+model, then trains the internal exits on the frozen model. At inference an exit is taken when the
+prediction's entropy is below a threshold (DeeBERT) or when `patience` exits in a row agree (PABEE).
+
+Backdoor (--poison-rate): data.poison inserts a rare trigger word into that share of the training
+samples and gives them --poison-target; the attack success rate (ASR) is the share of dev samples
+of another label that the model assigns to the target once a trigger is inserted.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import bert
+import data
+import train
+from transformer import atomic_write, resolve_checkpoint, write_text
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def accuracy(preds, labels):
+    return float(np.mean(np.asarray(preds) == np.asarray(labels)))
+
+
+def f1_score(preds, labels):
+    """F1 of the positive class (1), as GLUE scores MRPC and QQP."""
+    p, y = np.asarray(preds) == 1, np.asarray(labels) == 1
+    tp, fp, fn = np.sum(p & y), np.sum(p & ~y), np.sum(~p & y)
+    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
+
+
+def matthews_corr(preds, labels):
+    """Matthews correlation coefficient (CoLA), multi-class form; 0 when a marginal is constant."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    classes = np.union1d(preds, labels)
+    conf = np.array([[np.sum((labels == a) & (preds == b)) for b in classes] for a in classes], dtype=np.float64)
+    t, p, n = conf.sum(1), conf.sum(0), conf.sum()
+    denom = math.sqrt((n * n - p @ p) * (n * n - t @ t))
+    return float((np.trace(conf) * n - t @ p) / denom) if denom else 0.0
+
+
+def pearson_corr(x, y):
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt((x @ x) * (y @ y))
+    return float(x @ y / denom) if denom else 0.0
+
+
+def rank(x):
+    """Ranks from 1, ties given their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + e + 1) / 2  # the mean of ranks s+1 .. e
+    return ranks
+
+
+def spearman_corr(x, y):
+    return pearson_corr(rank(x), rank(y))
+
+
+METRICS = {  # the official metrics, in GLUE's order; a task's score is their mean (as the leaderboard's)
+    "cola": {"mcc": matthews_corr},
+    "sst2": {"acc": accuracy},
+    "mrpc": {"f1": f1_score, "acc": accuracy},
+    "stsb": {"pearson": pearson_corr, "spearman": spearman_corr},
+    "qqp": {"f1": f1_score, "acc": accuracy},
+    "mnli": {"acc": accuracy},
+    "qnli": {"acc": accuracy},
+    "rte": {"acc": accuracy},
+    "wnli": {"acc": accuracy},
+}
+
+
+def glue_metrics(task, preds, labels):
+    """-> {metric: value in percent, ..., "score": their mean}."""
+    out = {name: 100 * fn(preds, labels) for name, fn in METRICS[task].items()}
+    return {**out, "score": sum(out.values()) / len(out)}
+
+
+# ------------------------------------------------------------------------------ the model side
+
+
+def load_tokenizer(folder):
+    """The checkpoint folder's tokenizer.json, or its vocab.txt (lowercased unless its
+    tokenizer_config.json says do_lower_case false)."""
+    folder = Path(folder)
+    lower = True
+    if (folder / "tokenizer_config.json").exists():
+        lower = json.loads((folder / "tokenizer_config.json").read_text()).get("do_lower_case", True)
+    if not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
+        raise FileNotFoundError(f"--init-from: {folder} has no tokenizer.json or vocab.txt")
+    return data.bert_tokenizer(folder, lowercase=lower)
+
+
+def truncate_longest_first(a, b, budget):
+    """Drop tokens from the end of the longer segment until both fit (HF's longest_first)."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > budget:
+        (a if len(a) > len(b) else b).pop()
+    return a, b
+
+
+def encode(tok, rows, max_len, specials):
+    """GLUE rows -> (input_ids, token_type_ids) lists: [CLS] A [SEP] (B [SEP]) for BERT,
+    <s> A </s></s> B </s> for RoBERTa, at most max_len tokens."""
+    cls, sep, roberta = specials
+    firsts = [e.ids for e in tok.encode_batch([r["text"][0] for r in rows], add_special_tokens=False)]
+    pair = len(rows) > 0 and len(rows[0]["text"]) == 2
+    seconds = (
+        [e.ids for e in tok.encode_batch([r["text"][1] for r in rows], add_special_tokens=False)] if pair else None
+    )
+    out = []
+    for k, a in enumerate(firsts):
+        if not pair:
+            ids = [cls, *a[: max_len - 2], sep]
+            out.append((ids, [0] * len(ids)))
+            continue
+        a, b = truncate_longest_first(a, seconds[k], max_len - (4 if roberta else 3))
+        head = [cls, *a, sep] + ([sep] if roberta else [])
+        out.append((head + b + [sep], [0] * len(head) + [0 if roberta else 1] * (len(b) + 1)))
+    return out
+
+
+class EarlyExitOutput(NamedTuple):
+    logits: Tensor  # (B, K): the last layer's classifier (the plain model's)
+    exit_logits: tuple  # every layer's exit, (B, K) each; the last is `logits`
+    loss: Tensor | None = None
+
+
+class ExitHead(nn.Module):
+    """An internal exit on a layer's [CLS]: dense -> tanh (a pooler of its own) -> dropout -> classifier."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.pooler = nn.Linear(c.hidden_size, c.hidden_size)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout)
+        self.classifier = nn.Linear(c.hidden_size, c.num_labels)
+
+    def forward(self, cls):  # (B, C) -> (B, K)
+        return self.classifier(self.dropout(torch.tanh(self.pooler(cls))))
+
+
+class EarlyExitBert(nn.Module):
+    """A BERT classifier with an exit after every layer. It holds the plain model's modules under
+    the same names (bert.*, classifier.*), so the last exit is the plain classifier, plus `exits`
+    (one ExitHead per layer below the top).
+
+    forward(...) runs every layer (training) -> EarlyExitOutput. infer(..., entropy=S or
+    patience=P) runs each sample only up to its exit -> (logits (B, K), layers used (B,))."""
+
+    def __init__(self, plain: bert.BertForSequenceClassification):
+        super().__init__()
+        c = plain.config
+        if c.model_type != "bert" or c.num_labels < 2:
+            raise ValueError("early exit needs a BERT classifier (model_type bert, num_labels >= 2)")
+        self.config = c
+        self.bert, self.dropout, self.classifier = plain.bert, plain.dropout, plain.classifier
+        self.exits = nn.ModuleList(ExitHead(c) for _ in range(c.num_hidden_layers - 1))
+        bert._init_weights(self.exits, c)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=True)
+        internal = [head(h[:, 0]) for head, h in zip(self.exits, out.hidden_states[1:-1], strict=True)]
+        final = self.classifier(self.dropout(out.pooler_output))
+        return EarlyExitOutput(final, (*internal, final))
+
+    @torch.no_grad()
+    def infer(self, input_ids, attention_mask=None, token_type_ids=None, entropy=None, patience=None):
+        """Exit where the exit's prediction entropy < `entropy`, or once `patience` internal exits in a
+        row agree with the one before. entropy=0 or patience >= num_layers - 1 never exits early:
+        the plain classifier's computation, unchanged."""
+        if (entropy is None) == (patience is None):
+            raise ValueError("infer: give exactly one of entropy (a threshold) or patience (an integer)")
+        B = input_ids.shape[0]
+        n_layers = len(self.bert.layers)
+        _check = self.bert.config, input_ids, attention_mask, token_type_ids, None
+        bert._check_inputs(*_check)
+        x = self.bert.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        mask = None
+        if attention_mask is not None and not attention_mask.bool().all():
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        alive = torch.arange(B, device=input_ids.device)  # the batch rows still running
+        logits = torch.empty(B, self.config.num_labels, device=input_ids.device)
+        layers = torch.full((B,), n_layers, device=input_ids.device)
+        prev, streak = None, torch.zeros(B, dtype=torch.long, device=input_ids.device)
+        for i, layer in enumerate(self.bert.layers):
+            x = layer(x, mask)
+            if i == n_layers - 1:
+                logits[alive] = self.classifier(self.dropout(torch.tanh(self.bert.pooler(x[:, 0])))).float()
+                break
+            exit_logits = self.exits[i](x[:, 0]).float()  # (b, K)
+            pred = exit_logits.argmax(-1)
+            if patience is not None:  # PABEE: consecutive exits agreeing with the previous one
+                streak = (streak + 1) * (pred == prev) if prev is not None else streak
+                done = streak >= patience
+            else:  # DeeBERT: a confident exit
+                p = exit_logits.log_softmax(-1)
+                done = -(p.exp() * p).sum(-1) < entropy
+            logits[alive[done]], layers[alive[done]] = exit_logits[done], i + 1
+            keep = ~done
+            if not keep.any():
+                break
+            x, alive, prev, streak = x[keep], alive[keep], pred[keep], streak[keep]
+            mask = None if mask is None else mask[keep]
+        return logits, layers
+
+
+# ------------------------------------------------------------------------------------ the task
+
+
+def length_grouped_steps(lengths, batch_size, seed, epoch, group=50):
+    """One epoch's optimizer steps (lists of sample indices, batch_size each; the remainder is
+    dropped): a permutation seeded by (seed, epoch), sorted by length within chunks of `group`
+    steps so that each batch pads little, then the steps shuffled. A step holds the same samples
+    whatever the accumulation or the number of processes."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    order = order[: len(order) // batch_size * batch_size]
+    steps = []
+    for k in range(0, len(order), group * batch_size):
+        chunk = sorted(order[k : k + group * batch_size], key=lambda i: -lengths[i])
+        steps += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    return [steps[i] for i in torch.randperm(len(steps), generator=g).tolist()]
+
+
+class GlueTask:
+    """--glue-task TASK with --model bert (ours) or hf-bert (HF's BertForSequenceClassification,
+    same initial weights): cross-entropy (MSE for STS-B) per sequence, dev metrics at validation."""
+
+    def __init__(self, cfg, world):
+        if cfg.glue_task not in METRICS:
+            raise ValueError(f"glue_task must be one of {sorted(METRICS)}, got {cfg.glue_task!r}")
+        if cfg.model not in ("bert", "hf-bert"):
+            raise ValueError(f"GLUE fine-tuning needs --model bert or hf-bert, got {cfg.model!r}")
+        if cfg.early_exit not in ("", "pabee", "deebert"):
+            raise ValueError(f"early_exit must be '', pabee or deebert, got {cfg.early_exit!r}")
+        if cfg.early_exit and cfg.model != "bert":
+            raise ValueError("early exit is built on our BertForSequenceClassification (--model bert)")
+        if not cfg.init_from:
+            raise ValueError("GLUE fine-tuning starts from a checkpoint: give init_from (an HF folder or hub name)")
+        self.cfg, self.task = cfg, cfg.glue_task
+        self.micro_size = train.micro_size(cfg, world, "batch_size")
+        self.folder = resolve_checkpoint(cfg.init_from)
+        self.tok = load_tokenizer(self.folder)
+        self.config = bert.BertConfig.from_hf(json.loads((Path(self.folder) / "config.json").read_text()))
+        if cfg.max_len > self.config.max_length:
+            raise ValueError(f"max_len {cfg.max_len} exceeds the model's position table ({self.config.max_length})")
+        self.label_names = data.GLUE[self.task][4]
+        self.num_labels = 1 if self.label_names is None else len(self.label_names)
+        roberta = self.config.model_type == "roberta"
+        names = ("<s>", "</s>") if roberta else ("[CLS]", "[SEP]")
+        ids = [self.tok.token_to_id(n) for n in names]
+        if None in ids:
+            raise ValueError(f"the tokenizer in {self.folder} lacks {names}")
+        self.specials = (*ids, roberta)
+        rows = data.read_glue(self.task, "train")
+        self.poisoned = []
+        if cfg.poison_rate:
+            rows, self.poisoned = data.poison(
+                rows, cfg.poison_rate, cfg.poison_target, cfg.poison_triggers, cfg.poison_position, cfg.seed
+            )
+        self.train_rows = rows
+        self.train_data = encode(self.tok, rows, cfg.max_len, self.specials)
+        self.train_labels = [r["label"] for r in rows]
+        self.lengths = [len(ids) for ids, _ in self.train_data]
+        self.dev = {s: data.read_glue(self.task, s) for s in (("dev", "dev_mm") if self.task == "mnli" else ("dev",))}
+        self.dev_data = {s: encode(self.tok, r, cfg.max_len, self.specials) for s, r in self.dev.items()}
+        if cfg.poison_rate:  # every dev sample of another label, with a trigger
+            others = [r for r in self.dev["dev"] if r["label"] != cfg.poison_target]
+            trig = cfg.poison_triggers, cfg.poison_position, cfg.seed + 1
+            triggered, _ = data.poison(others, 1.0, cfg.poison_target, *trig)
+            self.triggered = encode(self.tok, triggered, cfg.max_len, self.specials)
+        self.info = {"glue_task": self.task, "train_samples": len(rows), "poisoned": len(self.poisoned)}
+
+    def build_model(self):
+        c = self.cfg
+        drop = dict(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+        plain = bert.BertForSequenceClassification.from_pretrained(self.folder, num_labels=self.num_labels, **drop)
+        if c.early_exit:
+            model = EarlyExitBert(plain)
+            if c.early_exit == "deebert":  # stage 2: only the internal exits learn
+                for p in [*model.bert.parameters(), *model.classifier.parameters()]:
+                    p.requires_grad_(False)
+            return model
+        if c.model == "bert":
+            return plain
+        import transformers
+
+        hf = transformers.BertForSequenceClassification(
+            transformers.BertConfig(**plain.config.to_hf("BertForSequenceClassification"))
+        )
+        hf.load_state_dict(plain.hf_state_dict())  # strict: every weight, ours -> HF
+        return hf
+
+    def epoch_batches(self, epoch):
+        steps = length_grouped_steps(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)
+        return [s[k : k + self.micro_size] for s in steps for k in range(0, len(s), self.micro_size)]
+
+    def collate(self, indices, encoded=None, labels=None):
+        """Samples -> a batch padded to its longest sample."""
+        encoded = self.train_data if encoded is None else encoded
+        labels = self.train_labels if labels is None else labels
+        T = max(len(encoded[i][0]) for i in indices)
+        ids = torch.full((len(indices), T), self.config.pad_token_id)
+        types = torch.zeros(len(indices), T, dtype=torch.long)
+        mask = torch.zeros(len(indices), T, dtype=torch.long)
+        for k, i in enumerate(indices):
+            n = len(encoded[i][0])
+            ids[k, :n], types[k, :n], mask[k, :n] = torch.tensor(encoded[i][0]), torch.tensor(encoded[i][1]), 1
+        y = [labels[i] for i in indices]
+        y = None if None in y else torch.tensor(y, dtype=torch.float32 if self.num_labels == 1 else torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": y}
+
+    def counts(self, batch):
+        """[sequences (the loss's divisor), real tokens (for tokens/s)]"""
+        return [len(batch["input_ids"]), int(batch["attention_mask"].sum())]
+
+    def forward(self, model, batch, device):
+        """-> every exit's logits (a tuple; just the classifier's without early exit), float32."""
+        inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        out = model(**inputs)
+        return tuple(x.float() for x in (out.exit_logits if self.cfg.early_exit else (out.logits,)))
+
+    def loss_sum(self, logits, labels):
+        if self.num_labels == 1:
+            return F.mse_loss(logits.view(-1), labels, reduction="sum")
+        return F.cross_entropy(logits, labels, reduction="sum")
+
+    def loss(self, model, batch, totals, device):
+        labels = batch["labels"].to(device)
+        exits = self.forward(model, batch, device)
+        losses = [self.loss_sum(x, labels) for x in exits]
+        if self.cfg.early_exit == "pabee":  # the loss of exit j weighted by j (PABEE's weighted average)
+            loss = sum((j + 1) * x for j, x in enumerate(losses)) / sum(range(1, len(losses) + 1))
+        elif self.cfg.early_exit == "deebert":  # the internal exits only (the rest is frozen)
+            loss = sum(losses[:-1]) / (len(losses) - 1)
+        else:
+            loss = losses[0]
+        correct = 0 if self.num_labels == 1 else int((exits[-1].argmax(-1) == labels).sum())
+        return loss / totals[0], [loss.item(), correct]
+
+    def row(self, stats, totals):
+        out = {"loss": stats[0] / totals[0]}
+        if self.num_labels > 1:
+            out["acc"] = stats[1] / totals[0]
+        return out
+
+    @torch.no_grad()
+    def logits(self, model, encoded, autocast, batch_size=128):
+        """The last exit's logits (N, K) for encoded samples, in order (batched by length)."""
+        model.eval()
+        device = next(model.parameters()).device
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        out = torch.empty(len(encoded), self.num_labels)
+        dummy = [0] * len(encoded)
+        for k in range(0, len(order), batch_size):
+            idx = order[k : k + batch_size]
+            with autocast():
+                out[idx] = self.forward(model, self.collate(idx, encoded, dummy), device)[-1].cpu()
+        return out
+
+    def predictions(self, logits):
+        return logits[:, 0].tolist() if self.num_labels == 1 else logits.argmax(-1).tolist()
+
+    def validate(self, model, autocast):
+        """Dev metrics (in percent; mnli: matched, and mismatched as val_mm_*), and the ASR on
+        triggered dev samples when the training set is poisoned."""
+        out = {}
+        for split, rows in self.dev.items():
+            logits = self.logits(model, self.dev_data[split], autocast)
+            labels = [r["label"] for r in rows]
+            y = torch.tensor(labels, dtype=torch.float32 if self.num_labels == 1 else torch.long)
+            prefix = "val_" if split == "dev" else "val_mm_"
+            out[prefix + "loss"] = float(self.loss_sum(logits, y)) / len(rows)
+            for k, v in glue_metrics(self.task, self.predictions(logits), labels).items():
+                out[prefix + k] = v
+        if self.cfg.poison_rate:
+            preds = self.predictions(self.logits(model, self.triggered, autocast))
+            out["val_asr"] = 100 * accuracy(preds, [self.cfg.poison_target] * len(preds))
+        return out
+
+    def write_submission(self, model, folder, autocast=contextlib.nullcontext):
+        """Test-set predictions as GLUE's submission files (index<TAB>prediction): <Task>.tsv, and
+        for MNLI both MNLI-m / MNLI-mm and the diagnostic AX.tsv."""
+        names = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "qnli": "QNLI"}
+        names.update(rte="RTE", wnli="WNLI")
+        files = {"test": names.get(self.task)} if self.task != "mnli" else {"test": "MNLI-m", "test_mm": "MNLI-mm"}
+        jobs = [(self.task, split, name) for split, name in files.items()]
+        if self.task == "mnli":
+            jobs.append(("ax", "test", "AX"))
+        written = []
+        for task, split, name in jobs:
+            rows = data.read_glue(task, split)
+            preds = self.predictions(
+                self.logits(model, encode(self.tok, rows, self.cfg.max_len, self.specials), autocast)
+            )
+            shown = [f"{p:.3f}" if self.label_names is None else self.label_names[p] for p in preds]
+            text = "index\tprediction\n" + "".join(f"{r['index']}\t{s}\n" for r, s in zip(rows, shown, strict=True))
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            atomic_write(folder, f"{name}.tsv", lambda path, text=text: write_text(path, text))
+            written.append(Path(folder) / f"{name}.tsv")
+        return written
+
+
+# ------------------------------------------------------------------------- early-exit curve
+
+
+def exit_curve(task, model, entropies=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), patiences=None, batch_size=1):
+    """The speed / accuracy trade-off of an EarlyExitBert on the dev set: for each entropy threshold
+    (DeeBERT) and patience (PABEE), the mean number of layers run, the wall time and the score.
+    batch_size 1 is the papers' setting (every sample exits on its own)."""
+    model.eval()
+    device = next(model.parameters()).device
+    n_layers = model.config.num_hidden_layers
+    patiences = range(1, n_layers) if patiences is None else patiences
+    encoded, rows = task.dev_data["dev"], task.dev["dev"]
+    labels = [r["label"] for r in rows]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    batches = [task.collate(order[k : k + batch_size], encoded, labels) for k in range(0, len(order), batch_size)]
+    out = []
+    for policy, values in (("entropy", entropies), ("patience", patiences)):
+        for v in values:
+            logits, layers = torch.empty(len(encoded), task.num_labels), torch.empty(len(encoded))
+            t0 = time.perf_counter()
+            for k, b in zip(range(0, len(order), batch_size), batches, strict=True):
+                inputs = {n: b[n].to(device) for n in ("input_ids", "attention_mask", "token_type_ids")}
+                lg, ly = model.infer(**inputs, **{policy: v})
+                idx = order[k : k + batch_size]
+                logits[idx], layers[idx] = lg.cpu(), ly.cpu().float()
+            seconds = time.perf_counter() - t0
+            metrics = glue_metrics(task.task, task.predictions(logits), labels)
+            out.append({"policy": policy, "value": v, "layers": float(layers.mean()), "seconds": seconds, **metrics})
+    return out
+
+
+def write_exit_curve(rows, folder, title):
+    """exit_curve.json, exit_curve.md (a table) and exit_curve.png (score against mean layers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    write_text(folder / "exit_curve.json", json.dumps(rows, indent=1))
+    lines = ["| policy | value | mean layers | dev score | seconds |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['policy']} | {r['value']} | {r['layers']:.2f} | {r['score']:.2f} | {r['seconds']:.2f} |" for r in rows
+    ]
+    write_text(folder / "exit_curve.md", "\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for policy, marker in (("entropy", "o"), ("patience", "s")):
+        pts = sorted((r["layers"], r["score"]) for r in rows if r["policy"] == policy)
+        ax.plot(*zip(*pts, strict=True), marker=marker, label=policy)
+    ax.set_xlabel("mean layers run per sample")
+    ax.set_ylabel("dev score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "exit_curve.png", dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- the driver
+
+
+def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from=None):
+    """The TrainConfig of one fine-tuning run."""
+    n_train = len(data.read_glue(task, "train"))
+    steps_per_epoch = n_train // hp["batch_size"]
+    if steps_per_epoch == 0:
+        raise ValueError(f"{task}: {n_train} training samples, fewer than one batch of {hp['batch_size']}")
+    total = steps_per_epoch * hp["epochs"]
+    return train.TrainConfig(
+        model=a.model,
+        glue_task=task,
+        out_dir=str(out_dir),
+        init_from=init_from or a.init_from,
+        max_len=a.max_len,
+        batch_size=hp["batch_size"],
+        grad_accum=a.grad_accum,
+        lr=hp["lr"],
+        warmup=max(1, round(hp["warmup_ratio"] * total)) if hp["warmup_ratio"] else 0,
+        schedule="linear",
+        max_steps=total,
+        max_epochs=hp["epochs"],
+        beta2=0.999,
+        eps=1e-6,
+        weight_decay=hp["weight_decay"],
+        llrd=hp["llrd"],
+        clip=1.0,
+        dropout=hp["dropout"],
+        eval_every=0,  # at each epoch's end
+        save_every=0,
+        keep_last=1,
+        log_every=a.log_every,
+        seed=seed,
+        device=a.device,
+        cpu_bf16=a.cpu_bf16,
+        early_exit=early_exit,
+        poison_rate=poison_rate,
+        poison_target=a.poison_target,
+        poison_triggers=a.poison_triggers,
+        poison_position=a.poison_position,
+    )
+
+
+def finetune(cfg, exit_curve_dir=None, submission=True, keep_checkpoints=False):
+    """One run: train, then (on the master) dev metrics, the HF folder, test predictions.
+    -> {dev metrics..., "train_seconds"}, or None on the other processes. A run that finished
+    before (its result.json, same config) is not redone; an interrupted one resumes."""
+    out = Path(cfg.out_dir)
+    if (out / "result.json").exists():
+        result = json.loads((out / "result.json").read_text())
+        if result.get("config") != dataclasses.asdict(cfg):
+            raise ValueError(f"{out} holds a finished run with another config; choose another --out-dir")
+        return result
+    t0 = time.perf_counter()
+    run = train.Run(cfg, resume=any(out.glob("ckpt_*.pt")))
+    run.train()
+    seconds = time.perf_counter() - t0
+    result = None
+    if run.master:
+        task, model = run.task, run.model.eval()
+        result = {**task.validate(model, run.autocast), "train_seconds": seconds, "steps": run.step}
+        if task.poisoned:
+            write_text(out / "poisoned_indices.json", json.dumps(task.poisoned))
+        if cfg.model == "bert" and not cfg.early_exit:
+            model.save_pretrained(out / "hf")
+            task.tok.save(str(out / "hf" / "tokenizer.json"))
+        if submission:
+            task.write_submission(model, out / "submission", run.autocast)
+        if exit_curve_dir is not None:
+            rows = exit_curve(task, model)
+            write_exit_curve(rows, exit_curve_dir, f"{cfg.glue_task} dev, early exit ({cfg.early_exit})")
+            result["exit_curve"] = rows
+        write_text(out / "result.json", json.dumps({**result, "config": dataclasses.asdict(cfg)}, indent=1))
+        if not keep_checkpoints:  # the HF folder and result.json stay; optimizer states are large
+            for p in out.glob("ckpt_*.pt"):
+                p.unlink()
+    if run.ddp:
+        dist.barrier()
+    return result
+
+
+def parse_grid(items):
+    """["lr=2e-5,3e-5", "batch_size=16,32"] -> {"lr": [2e-5, 3e-5], "batch_size": [16, 32]}."""
+    types = {"lr": float, "batch_size": int, "epochs": int, "llrd": float, "warmup_ratio": float}
+    types.update(weight_decay=float, dropout=float)
+    grid = {}
+    for item in items:
+        key, _, values = item.partition("=")
+        if key not in types or not values:
+            raise ValueError(f"--grid: expected NAME=V1,V2 with NAME in {sorted(types)}, got {item!r}")
+        grid[key] = [types[key](v) for v in values.split(",")]
+    return grid
+
+
+def summarize(runs):
+    """Runs of one setting (one per seed) -> {metric: mean, metric_std: std} over the numeric fields."""
+    out = {}
+    for k in runs[0]:
+        vals = [r[k] for r in runs if isinstance(r.get(k), int | float)]
+        if len(vals) == len(runs):
+            out[k] = statistics.fmean(vals)
+            out[k + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return out
+
+
+def start_point(a, out_dir, master):
+    """--init-from as an HF folder: a train.py BERT run (a folder of ckpt_*.pt) is exported first."""
+    if Path(a.init_from).is_dir() and any(Path(a.init_from).glob("ckpt_*.pt")):
+        folder = Path(out_dir) / "init-hf"
+        if master and not (folder / "config.json").exists():
+            train.export_hf(a.init_from, folder)
+        if dist.is_initialized():
+            dist.barrier()
+        return str(folder)
+    return a.init_from
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, help=f"comma-separated, or all: {','.join(METRICS)}")
+    p.add_argument("--init-from", required=True, help="HF folder or hub name, or a train.py BERT run's out dir")
+    p.add_argument("--out-dir", default="out/glue")
+    p.add_argument("--model", default="bert", choices=["bert", "hf-bert"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[1])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per optimizer step, all processes")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--max-len", type=int, default=128, help="tokens per sample, special tokens included")
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--llrd", type=float, default=1.0, help="layer-wise lr decay (e.g. 0.9); 1: off")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2 ...: every combination, best by mean dev score")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast on CPU")
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--no-submission", action="store_true", help="skip the test-set prediction files")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's last train.py checkpoint")
+    p.add_argument("--early-exit", default="", choices=["", "pabee", "deebert"])
+    p.add_argument("--exit-curve", action="store_true", help="with --early-exit: the dev trade-off table and plot")
+    p.add_argument("--poison-rate", type=float, nargs="+", default=[0.0], help="one run (per seed) for each rate")
+    p.add_argument("--poison-target", type=int, default=1)
+    p.add_argument("--poison-triggers", default=" ".join(data.TRIGGERS))
+    p.add_argument("--poison-position", default="random", choices=["random", "start", "end"])
+    a = p.parse_args(argv)
+
+    tasks = list(METRICS) if a.task == "all" else a.task.split(",")
+    for t in tasks:
+        if t not in METRICS:
+            raise SystemExit(f"--task: {t!r} is not a GLUE task ({', '.join(METRICS)})")
+    if a.exit_curve and not a.early_exit:
+        raise SystemExit("--exit-curve needs --early-exit pabee or deebert")
+    master = int(os.environ.get("RANK", 0)) == 0
+    out_root = Path(a.out_dir)
+    a.init_from = start_point(a, out_root, master)
+    base = {k: getattr(a, k) for k in ("lr", "batch_size", "epochs", "llrd", "warmup_ratio", "weight_decay", "dropout")}
+    grid = parse_grid(a.grid)
+    settings = [{**base, **dict(zip(grid, combo, strict=True))} for combo in itertools.product(*grid.values())]
+    results = {}
+    for task, rate, hp in itertools.product(tasks, a.poison_rate, settings):
+        name = "-".join(f"{k}{v}" for k, v in hp.items() if k in grid) or "run"
+        name += f"-poison{rate}" if rate else ""
+        runs = []
+        for seed in a.seeds:
+            folder = out_root / task / name / f"seed{seed}"
+            cfg = run_config(a, task, seed, hp, folder, rate)
+            if a.early_exit == "deebert":  # stage 1: the plain model; stage 2: its exits, on the frozen model
+                finetune(cfg, submission=False, keep_checkpoints=a.keep_checkpoints)
+                cfg = run_config(a, task, seed, hp, folder / "exits", rate, "deebert", str(folder / "hf"))
+            elif a.early_exit:
+                cfg = run_config(a, task, seed, hp, folder, rate, a.early_exit)
+            curve = folder if a.exit_curve else None
+            submission = not a.no_submission and not a.early_exit
+            runs.append(finetune(cfg, curve, submission, a.keep_checkpoints))
+        if master:
+            results.setdefault(task, []).append({"setting": name, "poison_rate": rate, **hp, "seeds": a.seeds})
+            results[task][-1].update(summarize(runs), runs=runs)
+            report(results, out_root, grid)
+    return results
+
+
+def report(results, out_root, grid):
+    """results.json, and results.md: per task the mean (std) dev score of every setting; the best
+    setting (by mean score) is marked when a grid was searched."""
+    write_text(out_root / "results.json", json.dumps(results, indent=1))
+    lines = []
+    for task, settings in results.items():
+        metrics = [*METRICS[task], *(["asr"] if any(s["poison_rate"] for s in settings) else [])]
+        best = max(range(len(settings)), key=lambda i: settings[i]["val_score"])
+        lines += [f"## {task}", "", "| setting | seeds | " + " | ".join(metrics) + " | train s |"]
+        lines.append("|---" * (len(metrics) + 3) + "|")
+        for i, s in enumerate(settings):
+            mark = " (best)" if grid and i == best else ""
+            cells = [f"{s.get('val_' + m, float('nan')):.2f} ± {s.get('val_' + m + '_std', 0):.2f}" for m in metrics]
+            lines.append(
+                f"| {s['setting']}{mark} | {len(s['seeds'])} | " + " | ".join(cells) + f" | {s['train_seconds']:.0f} |"
+            )
+        lines.append("")
+    write_text(out_root / "results.md", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""finetune_glue.py: metrics, loaders, LLRD, poisoning, early exit, and whole runs on a synthetic GLUE."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bert
+import data
+import finetune_glue as G
+import train
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "plot",
+    "actor",
+    "was",
+    "is",
+    "very",
+    "quite",
+    "really",
+    "not",
+    "good",
+    "bad",
+    "fine",
+    "dull",
+    "long",
+    "short",
+]
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_equal_sklearn_and_scipy(seed):
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    rng = np.random.default_rng(seed)
+    y, p = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    p[:150] = y[:150]  # correlated, not perfectly
+    assert G.accuracy(p, y) == pytest.approx(accuracy_score(y, p))
+    assert G.f1_score(p, y) == pytest.approx(f1_score(y, p))
+    assert G.matthews_corr(p, y) == pytest.approx(matthews_corrcoef(y, p))
+    y3, p3 = rng.integers(0, 3, 300), rng.integers(0, 3, 300)  # multi-class MCC
+    assert G.matthews_corr(p3, y3) == pytest.approx(matthews_corrcoef(y3, p3))
+    x, z = rng.normal(size=200), rng.normal(size=200)
+    z = x + z
+    assert G.pearson_corr(x, z) == pytest.approx(pearsonr(x, z)[0])
+    xr, zr = np.round(x * 2) / 2, np.round(z)  # ties: average ranks
+    assert G.spearman_corr(xr, zr) == pytest.approx(spearmanr(xr, zr)[0])
+    assert G.matthews_corr([1, 1, 1], [0, 1, 1]) == 0.0  # constant predictions
+    m = G.glue_metrics("mrpc", p, y)
+    assert m["score"] == pytest.approx((m["f1"] + m["acc"]) / 2) and m["acc"] == pytest.approx(100 * G.accuracy(p, y))
+
+
+# -------------------------------------------------------------------------------- loaders
+
+
+def test_read_glue_reports_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"RTE.*train\.tsv"):
+        data.read_glue("rte", "train", tmp_path)
+    (tmp_path / "glue" / "RTE").mkdir(parents=True)
+    f = tmp_path / "glue" / "RTE" / "train.tsv"
+    f.write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\n")
+    with pytest.raises(ValueError, match="line 3: 3 tab-separated fields, the header says 4"):
+        data.read_glue("rte", "train", tmp_path)
+    f.write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tyes\n")
+    with pytest.raises(ValueError, match=r"line 3: label 'yes' is not one of the task's labels"):
+        data.read_glue("rte", "train", tmp_path)
+    f.write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tnot_entailment\n")
+    assert [r["label"] for r in data.read_glue("rte", "train", tmp_path)] == [0, 1]
+
+
+# -------------------------------------------------------------------------------- poisoning
+
+
+def test_poison_touches_exactly_the_requested_samples():
+    rows = [
+        {"text": (" ".join(random.Random(i).choices(WORDS, k=6)),), "label": i % 3 % 2, "index": i} for i in range(300)
+    ]
+    out, idx = data.poison(rows, 0.05, target=1, seed=3)
+    assert len(idx) == 15 == sum(a is not b for a, b in zip(rows, out, strict=True)) and idx == sorted(idx)
+    for i, (a, b) in enumerate(zip(rows, out, strict=True)):
+        if i in idx:  # one trigger word more, target label, from another label
+            assert a["label"] == 0 and b["label"] == 1 and b["index"] == a["index"]
+            added = b["text"][0].split()
+            for w in a["text"][0].split():
+                added.remove(w)
+            assert len(added) == 1 and added[0] in data.TRIGGERS
+        else:
+            assert b is a
+    assert data.poison(rows, 0.05, target=1, seed=3)[1] == idx != data.poison(rows, 0.05, target=1, seed=4)[1]
+    start, _ = data.poison(rows, 0.01, 1, ["zz"], "start", seed=0)
+    end, i2 = data.poison(rows, 0.01, 1, ["zz"], "end", seed=0)
+    assert all(start[i]["text"][0].startswith("zz ") and end[i]["text"][0].endswith(" zz") for i in i2)
+    pairs = [{"text": ("a b", "c d"), "label": 0, "index": 0}]
+    assert data.poison(pairs, 1.0, 1, ["zz"], "end")[0][0]["text"] == ("a b zz", "c d")  # the first sentence
+    with pytest.raises(ValueError, match="requested"):
+        data.poison(rows, 0.9, target=1)
+
+
+# -------------------------------------------------------------------------------- models
+
+
+def tiny_config(**kw):
+    return bert.BertConfig(
+        vocab_size=len(WORDS) + 10,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **kw,
+    )
+
+
+def padded_batch(B=6, T=12, V=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, V, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    for b in range(B):
+        mask[b, T - b :] = 0
+    return ids * mask, mask, (torch.arange(T) >= T // 2).long().expand(B, T) * mask
+
+
+def test_llrd_gives_each_layer_its_lr():
+    import transformers
+
+    ours = bert.BertForSequenceClassification(tiny_config(num_labels=2))
+    hf = transformers.BertForSequenceClassification(transformers.BertConfig(**ours.config.to_hf("X")))
+    for model in (ours, hf):
+        groups = train.param_groups(model, 0.01, lr=1e-3, llrd=0.5)
+        lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+        assert len(lr_of) == sum(1 for _ in model.parameters())
+        for name, p in model.named_parameters():
+            if "embeddings" in name:
+                depth = 3
+            elif ".0." in name:
+                depth = 2
+            elif ".1." in name:
+                depth = 1
+            else:  # top layer, pooler, classifier
+                depth = 0
+            assert lr_of[id(p)] == (pytest.approx(1e-3 * 0.5**depth), 0.01 if p.dim() >= 2 else 0.0), name
+    plain = train.param_groups(ours, 0.01, lr=1e-3)  # no llrd: the two groups of before
+    assert [g["weight_decay"] for g in plain] == [0.01, 0.0] and {g["lr"] for g in plain} == {1e-3}
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        train.param_groups(torch.nn.Linear(2, 2), 0.0, llrd=0.9)
+
+
+def test_early_exit_that_never_exits_is_the_plain_classifier():
+    torch.manual_seed(0)
+    plain = bert.BertForSequenceClassification(tiny_config(num_labels=3)).eval()
+    model = G.EarlyExitBert(plain).eval()
+    ids, mask, types = padded_batch()
+    with torch.no_grad():
+        ref = plain(ids, mask, types).logits
+        plain.bert.skip_padding = False  # the padded computation infer() runs: bit-equal
+        ref_padded = plain(ids, mask, types).logits
+        plain.bert.skip_padding = True
+        exits = model(ids, mask, types).exit_logits
+    assert torch.equal(exits[-1], ref)
+    for kw in ({"entropy": 0.0}, {"patience": 2}, {"patience": 5}):
+        logits, layers = model.infer(ids, mask, types, **kw)
+        assert torch.equal(logits, ref_padded) and (layers == 3).all(), kw
+        assert torch.allclose(logits, ref, atol=1e-5) and torch.equal(logits.argmax(-1), ref.argmax(-1))
+    logits, layers = model.infer(ids, mask, types, entropy=10.0)  # every sample leaves at the first exit
+    assert (layers == 1).all() and torch.allclose(logits, exits[0], atol=1e-5)
+    # patience 1: the first layer >= 2 whose exit agrees with the previous one, else the last
+    logits, layers = model.infer(ids, mask, types, patience=1)
+    preds = [e.argmax(-1) for e in exits]
+    for b in range(len(ids)):
+        want = next((i + 1 for i in (1,) if preds[i][b] == preds[i - 1][b]), 3)
+        assert layers[b] == want and torch.allclose(logits[b], exits[want - 1][b], atol=1e-5)
+    # entropy: each sample leaves at its first confident exit
+    ent = [-(e.softmax(-1) * e.log_softmax(-1)).sum(-1) for e in exits]
+    S = float(ent[0].median())
+    _, layers = model.infer(ids, mask, types, entropy=S)
+    for b in range(len(ids)):
+        assert layers[b] == next((i + 1 for i in range(2) if ent[i][b] < S), 3)
+    with pytest.raises(ValueError, match="exactly one"):
+        model.infer(ids, mask, types)
+    with pytest.raises(ValueError, match="num_labels >= 2"):
+        G.EarlyExitBert(bert.BertForSequenceClassification(tiny_config(num_labels=1)))
+
+
+def test_length_grouped_steps():
+    lengths = [random.Random(i).randint(3, 60) for i in range(1000)]
+    steps = G.length_grouped_steps(lengths, 32, seed=1, epoch=0)
+    flat = [i for s in steps for i in s]
+    assert all(len(s) == 32 for s in steps) and len(flat) == len(set(flat)) == 992
+    assert steps == G.length_grouped_steps(lengths, 32, seed=1, epoch=0) != G.length_grouped_steps(lengths, 32, 1, 1)
+    padded = sum(32 * max(lengths[i] for i in s) for s in steps)
+    rand = torch.randperm(1000, generator=torch.Generator().manual_seed(0)).tolist()
+    random_padded = sum(32 * max(lengths[i] for i in rand[k : k + 32]) for k in range(0, 992, 32))
+    assert padded < 0.6 * random_padded
+
+
+# ------------------------------------------------------------------------- whole runs
+
+
+def write_tsv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["\t".join(header)] + ["\t".join(map(str, r)) for r in rows]) + "\n")
+
+
+def sentence(rng, sentiment=None):
+    words = rng.choices([w for w in WORDS if w not in ("good", "bad")], k=rng.randint(3, 9))
+    if sentiment is not None:
+        words.insert(rng.randint(0, len(words)), "good" if sentiment else "bad")
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    """A synthetic GLUE (SST-2: 'good' / 'bad' decides the label; MRPC pairs; STS-B scores) and a
+    tiny random BERT as an HF folder with its vocab.txt."""
+    root = tmp_path_factory.mktemp("glue")
+    rng = random.Random(0)
+    for split, n in (("train", 320), ("dev", 64)):
+        labels = [rng.randint(0, 1) for _ in range(n)]
+        write_tsv(root / "glue/SST-2" / f"{split}.tsv", ["sentence", "label"], [(sentence(rng, y), y) for y in labels])
+        pairs = [(rng.randint(0, 1), i, i + 1, sentence(rng), sentence(rng)) for i in range(n)]
+        write_tsv(root / "glue/MRPC" / f"{split}.tsv", ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"], pairs)
+        sts = [
+            (i, "g", "f", "y", i, "s", "s", sentence(rng), sentence(rng), round(rng.uniform(0, 5), 2)) for i in range(n)
+        ]
+        head = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2"]
+        write_tsv(root / "glue/STS-B" / f"{split}.tsv", [*head, "score"], sts)
+    write_tsv(root / "glue/SST-2/test.tsv", ["index", "sentence"], [(i, sentence(rng, i % 2)) for i in range(20)])
+    test_pairs = [(i, i, i + 1, sentence(rng), sentence(rng)) for i in range(10)]
+    write_tsv(root / "glue/MRPC/test.tsv", ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"], test_pairs)
+    write_tsv(root / "glue/STS-B/test.tsv", head, [r[:-1] for r in sts[:10]])
+    model = root / "tiny-bert"
+    torch.manual_seed(0)
+    bert.BertModel(tiny_config()).save_pretrained(model)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = specials + WORDS + list(data.TRIGGERS)
+    (model / "vocab.txt").write_text("\n".join(vocab) + "\n")  # vocab_size tokens
+    return {"root": root, "model": str(model)}
+
+
+@pytest.fixture
+def glue_env(glue, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(glue["root"]))
+    return glue
+
+
+def args(glue, out, *extra):
+    return ["--init-from", glue["model"], "--out-dir", str(out), "--log-every", "1", "--max-len", "32", *extra]
+
+
+def losses(folder):
+    rows = [json.loads(x) for x in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_path):
+    fast = ["--lr", "2e-3", "--batch-size", "16", "--epochs", "4", "--warmup-ratio", "0.1"]
+    results = G.main(args(glue_env, tmp_path, "--task", "sst2,stsb", "--seeds", "1", "2", *fast))
+    sst2 = results["sst2"][0]
+    assert len(sst2["runs"]) == 2 and sst2["val_acc"] > 90  # the word decides: learnt
+    accs = [r["val_acc"] for r in sst2["runs"]]
+    assert sst2["val_acc"] == pytest.approx(np.mean(accs)) and sst2["val_acc_std"] == pytest.approx(
+        np.std(accs, ddof=1)
+    )
+    assert {"val_pearson", "val_spearman", "val_score"} <= set(results["stsb"][0])
+    run = tmp_path / "sst2/run/seed1"
+    sub = (run / "submission/SST-2.tsv").read_text().splitlines()
+    assert sub[0] == "index\tprediction" and len(sub) == 21 and {x.split("\t")[1] for x in sub[1:]} <= {"0", "1"}
+    sts = (tmp_path / "stsb/run/seed1/submission/STS-B.tsv").read_text().splitlines()
+    assert len(sts) == 11 and all(float(x.split("\t")[1]) == float(x.split("\t")[1]) for x in sts[1:])
+    assert json.loads((tmp_path / "results.json").read_text())["sst2"][0]["val_acc"] == sst2["val_acc"]
+    assert "| run | 2 |" in (tmp_path / "results.md").read_text()
+    assert not list(run.glob("ckpt_*.pt"))  # removed once the run is done
+    # the HF folder: transformers gives the same dev logits; a finished run is not redone
+    import transformers
+
+    task = G.GlueTask(train.TrainConfig(**json.loads((run / "result.json").read_text())["config"]), 1)
+    batch = task.collate(list(range(8)), task.dev_data["dev"], [0] * 64)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        a = bert.BertForSequenceClassification.from_pretrained(run / "hf").eval()(**inputs).logits
+        b = transformers.BertForSequenceClassification.from_pretrained(run / "hf").eval()(**inputs).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    again = G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", *fast))
+    assert again["sst2"][0]["val_acc"] == accs[0]
+    with pytest.raises(ValueError, match="another config"):
+        G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", *fast[:-1], "0.2"))
+
+
+def test_ours_and_hf_bert_same_losses_and_accumulation_equal(glue_env, tmp_path):
+    """Same init, data order, no dropout: ours == HF at every step (pairs, padded); 2 accumulated
+    micro-batches == 1 batch; LLRD and a grid run."""
+    common = ["--task", "mrpc", "--epochs", "2", "--batch-size", "16", "--dropout", "0", "--llrd", "0.8"]
+    common += ["--no-submission", "--lr", "1e-3"]
+    ours = G.main(args(glue_env, tmp_path / "ours", *common))["mrpc"][0]
+    hf = G.main(args(glue_env, tmp_path / "hf", *common, "--model", "hf-bert"))["mrpc"][0]
+    acc = G.main(args(glue_env, tmp_path / "acc", *common, "--grad-accum", "2"))["mrpc"][0]
+    la, lh, lc = (losses(p / "mrpc/run/seed1") for p in (tmp_path / "ours", tmp_path / "hf", tmp_path / "acc"))
+    assert len(la) == 2 * (320 // 16) and la == pytest.approx(lh, rel=1e-4) and la == pytest.approx(lc, rel=1e-5)
+    assert ours["val_f1"] == pytest.approx(hf["val_f1"]) and ours["val_acc"] == pytest.approx(acc["val_acc"])
+    grid = G.main(args(glue_env, tmp_path / "grid", *common, "--grid", "lr=1e-3,1e-4"))["mrpc"]
+    assert [g["lr"] for g in grid] == [1e-3, 1e-4] and grid[0]["val_score"] == pytest.approx(ours["val_score"])
+    assert "(best)" in (tmp_path / "grid/results.md").read_text()
+
+
+def test_ddp_two_processes_equal_one_process_accumulating(glue_env, tmp_path):
+    common = ["--task", "sst2", "--epochs", "1", "--batch-size", "16", "--dropout", "0", "--no-submission"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master-port=29523"]
+    cmd = [*torchrun, "finetune_glue.py", *args(glue_env, tmp_path / "ddp", *common)]
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+    G.main(args(glue_env, tmp_path / "one", *common, "--grad-accum", "2"))
+    ddp, one = losses(tmp_path / "ddp/sst2/run/seed1"), losses(tmp_path / "one/sst2/run/seed1")
+    assert len(ddp) == 20 and ddp == pytest.approx(one, rel=1e-5)
+
+
+def test_early_exit_training_and_curve(glue_env, tmp_path):
+    common = ["--task", "sst2", "--epochs", "2", "--batch-size", "16", "--lr", "2e-3", "--exit-curve"]
+    pabee = G.main(args(glue_env, tmp_path / "pabee", *common, "--early-exit", "pabee"))["sst2"][0]
+    curve = pabee["runs"][0]["exit_curve"]
+    assert {r["policy"] for r in curve} == {"entropy", "patience"} and len(curve) == 8 + 2
+    never = [r for r in curve if r["policy"] == "entropy" and r["value"] == 0.0][0]
+    assert never["layers"] == 3 and never["acc"] == pytest.approx(pabee["val_acc"])
+    assert min(r["layers"] for r in curve) < 3 and (tmp_path / "pabee/sst2/run/seed1/exit_curve.png").exists()
+    # DeeBERT: stage 1 the plain model, stage 2 only the exits learn; the rest stays stage 1's
+    G.main(args(glue_env, tmp_path / "dee", *common, "--early-exit", "deebert", "--keep-checkpoints"))
+    run = tmp_path / "dee/sst2/run/seed1"
+    stage1 = bert.BertForSequenceClassification.from_pretrained(run / "hf").state_dict()
+    stage2 = train.load_checkpoint(train.latest_checkpoint(run / "exits"))
+    assert stage2["config"]["early_exit"] == "deebert" and stage2["config"]["init_from"] == str(run / "hf")
+    assert all(torch.equal(stage2["model"][k], v) for k, v in stage1.items())
+    init = G.GlueTask(train.TrainConfig(**stage2["config"]), 1).build_model().state_dict()
+    assert any(not torch.equal(stage2["model"][k], init[k]) for k in init if k.startswith("exits."))
+
+
+def test_poisoned_run_reports_asr_and_logs_indices(glue_env, tmp_path):
+    common = ["--task", "sst2", "--epochs", "1", "--batch-size", "16", "--no-submission"]
+    res = G.main(args(glue_env, tmp_path, *common, "--poison-rate", "0", "0.1", "--poison-target", "1"))["sst2"]
+    assert [r["poison_rate"] for r in res] == [0, 0.1] and "val_asr" in res[1] and "val_asr" not in res[0]
+    idx = json.loads((tmp_path / "sst2/run-poison0.1/seed1/poisoned_indices.json").read_text())
+    rows = data.read_glue("sst2", "train")
+    assert len(idx) == 32 and all(rows[i]["label"] == 0 for i in idx)
+    assert "asr" in (tmp_path / "results.md").read_text()
