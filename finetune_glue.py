@@ -175,7 +175,6 @@ def encode(tok, rows, max_len, specials):
 class EarlyExitOutput(NamedTuple):
     logits: Tensor  # (B, K): the last layer's classifier (the plain model's)
     exit_logits: tuple  # every layer's exit, (B, K) each; the last is `logits`
-    loss: Tensor | None = None
 
 
 class ExitHead(nn.Module):
@@ -224,8 +223,7 @@ class EarlyExitBert(nn.Module):
             raise ValueError("infer: give exactly one of entropy (a threshold) or patience (an integer)")
         B = input_ids.shape[0]
         n_layers = len(self.bert.layers)
-        _check = self.bert.config, input_ids, attention_mask, token_type_ids, None
-        bert._check_inputs(*_check)
+        bert._check_inputs(self.config, input_ids, attention_mask, token_type_ids, None)
         x = self.bert.embeddings(input_ids, token_type_ids)  # (B, T, C)
         mask = None
         if attention_mask is not None and not attention_mask.bool().all():
@@ -456,13 +454,19 @@ class GlueTask:
 # ------------------------------------------------------------------------- early-exit curve
 
 
-def exit_curve(task, model, entropies=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), patiences=None, batch_size=1):
+ENTROPY_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def exit_curve(task, model, entropies=None, patiences=None, batch_size=1):
     """The speed / accuracy trade-off of an EarlyExitBert on the dev set: for each entropy threshold
-    (DeeBERT) and patience (PABEE), the mean number of layers run, the wall time and the score.
-    batch_size 1 is the papers' setting (every sample exits on its own)."""
+    (DeeBERT; default: ENTROPY_FRACTIONS of the largest entropy, ln K) and patience (PABEE; default
+    1 to L-1), the mean number of layers run, the wall time and the score. batch_size 1 is the
+    papers' setting (every sample exits on its own)."""
     model.eval()
     device = next(model.parameters()).device
     n_layers = model.config.num_hidden_layers
+    if entropies is None:
+        entropies = [round(f * math.log(task.num_labels), 4) for f in ENTROPY_FRACTIONS]
     patiences = range(1, n_layers) if patiences is None else patiences
     encoded, rows = task.dev_data["dev"], task.dev["dev"]
     labels = [r["label"] for r in rows]
@@ -672,25 +676,28 @@ def main(argv=None):
     base = {k: getattr(a, k) for k in ("lr", "batch_size", "epochs", "llrd", "warmup_ratio", "weight_decay", "dropout")}
     grid = parse_grid(a.grid)
     settings = [{**base, **dict(zip(grid, combo, strict=True))} for combo in itertools.product(*grid.values())]
-    results = {}
+    results = {}  # what earlier invocations wrote to this --out-dir stays, unless rerun here
+    if master and (out_root / "results.json").exists():
+        results = json.loads((out_root / "results.json").read_text())
     for task, rate, hp in itertools.product(tasks, a.poison_rate, settings):
-        name = "-".join(f"{k}{v}" for k, v in hp.items() if k in grid) or "run"
-        name += f"-poison{rate}" if rate else ""
+        plain = ("-".join(f"{k}{v}" for k, v in hp.items() if k in grid) or "run") + (f"-poison{rate}" if rate else "")
+        name = plain + (f"-{a.early_exit}" if a.early_exit else "")
         runs = []
         for seed in a.seeds:
             folder = out_root / task / name / f"seed{seed}"
-            cfg = run_config(a, task, seed, hp, folder, rate)
-            if a.early_exit == "deebert":  # stage 1: the plain model; stage 2: its exits, on the frozen model
-                finetune(cfg, submission=False, keep_checkpoints=a.keep_checkpoints)
-                cfg = run_config(a, task, seed, hp, folder / "exits", rate, "deebert", str(folder / "hf"))
-            elif a.early_exit:
-                cfg = run_config(a, task, seed, hp, folder, rate, a.early_exit)
+            cfg = run_config(a, task, seed, hp, folder, rate, a.early_exit)
+            if a.early_exit == "deebert":  # stage 1: the plain run (reused when done); stage 2: the exits
+                stage1 = out_root / task / plain / f"seed{seed}"
+                finetune(
+                    run_config(a, task, seed, hp, stage1, rate), submission=False, keep_checkpoints=a.keep_checkpoints
+                )
+                cfg = run_config(a, task, seed, hp, folder, rate, "deebert", str(stage1 / "hf"))
             curve = folder if a.exit_curve else None
             submission = not a.no_submission and not a.early_exit
             runs.append(finetune(cfg, curve, submission, a.keep_checkpoints))
         if master:
-            results.setdefault(task, []).append({"setting": name, "poison_rate": rate, **hp, "seeds": a.seeds})
-            results[task][-1].update(summarize(runs), runs=runs)
+            entry = {"setting": name, "poison_rate": rate, **hp, "seeds": a.seeds, **summarize(runs), "runs": runs}
+            results[task] = [s for s in results.get(task, []) if s["setting"] != name] + [entry]
             report(results, out_root, grid)
     return results
 
@@ -707,7 +714,7 @@ def report(results, out_root, grid):
         lines.append("|---" * (len(metrics) + 3) + "|")
         for i, s in enumerate(settings):
             mark = " (best)" if grid and i == best else ""
-            cells = [f"{s.get('val_' + m, float('nan')):.2f} ± {s.get('val_' + m + '_std', 0):.2f}" for m in metrics]
+            cells = [f"{s['val_' + m]:.2f} ± {s['val_' + m + '_std']:.2f}" if "val_" + m in s else "–" for m in metrics]
             lines.append(
                 f"| {s['setting']}{mark} | {len(s['seeds'])} | " + " | ".join(cells) + f" | {s['train_seconds']:.0f} |"
             )

@@ -296,7 +296,8 @@ def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_p
         b = transformers.BertForSequenceClassification.from_pretrained(run / "hf").eval()(**inputs).logits
     assert torch.allclose(a, b, atol=1e-5)
     again = G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", *fast))
-    assert again["sst2"][0]["val_acc"] == accs[0]
+    assert again["sst2"][0]["val_acc"] == accs[0] and len(again["sst2"]) == 1
+    assert again["stsb"] == results["stsb"]  # what the first invocation wrote is kept
     with pytest.raises(ValueError, match="another config"):
         G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", *fast[:-1], "0.2"))
 
@@ -332,15 +333,15 @@ def test_early_exit_training_and_curve(glue_env, tmp_path):
     common = ["--task", "sst2", "--epochs", "2", "--batch-size", "16", "--lr", "2e-3", "--exit-curve"]
     pabee = G.main(args(glue_env, tmp_path / "pabee", *common, "--early-exit", "pabee"))["sst2"][0]
     curve = pabee["runs"][0]["exit_curve"]
-    assert {r["policy"] for r in curve} == {"entropy", "patience"} and len(curve) == 8 + 2
+    assert {r["policy"] for r in curve} == {"entropy", "patience"} and len(curve) == len(G.ENTROPY_FRACTIONS) + 2
     never = [r for r in curve if r["policy"] == "entropy" and r["value"] == 0.0][0]
     assert never["layers"] == 3 and never["acc"] == pytest.approx(pabee["val_acc"])
-    assert min(r["layers"] for r in curve) < 3 and (tmp_path / "pabee/sst2/run/seed1/exit_curve.png").exists()
+    assert min(r["layers"] for r in curve) < 3 and (tmp_path / "pabee/sst2/run-pabee/seed1/exit_curve.png").exists()
     # DeeBERT: stage 1 the plain model, stage 2 only the exits learn; the rest stays stage 1's
     G.main(args(glue_env, tmp_path / "dee", *common, "--early-exit", "deebert", "--keep-checkpoints"))
-    run = tmp_path / "dee/sst2/run/seed1"
+    run = tmp_path / "dee/sst2/run/seed1"  # stage 1: the plain run's folder (reused when it exists)
     stage1 = bert.BertForSequenceClassification.from_pretrained(run / "hf").state_dict()
-    stage2 = train.load_checkpoint(train.latest_checkpoint(run / "exits"))
+    stage2 = train.load_checkpoint(train.latest_checkpoint(tmp_path / "dee/sst2/run-deebert/seed1"))
     assert stage2["config"]["early_exit"] == "deebert" and stage2["config"]["init_from"] == str(run / "hf")
     assert all(torch.equal(stage2["model"][k], v) for k, v in stage1.items())
     init = G.GlueTask(train.TrainConfig(**stage2["config"]), 1).build_model().state_dict()
