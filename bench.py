@@ -13,6 +13,7 @@ function returning their cases to CASES.
 """
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -145,11 +146,30 @@ def bert_cases(device, dtype, args):
     loss = lambda out: out.loss  # noqa: E731
     hidden = lambda out: out[0]  # noqa: E731
     enc_inputs = dict(input_ids=ids, attention_mask=padded, token_type_ids=types)
+    # fine-tuning: a classifier on a length-grouped batch (GLUE's: 0 to 5 pads per row), same weights
+    cls_config = dataclasses.replace(config, num_labels=2)
+    hf_cls = transformers.BertForSequenceClassification(
+        transformers.BertConfig(**cls_config.to_hf("BertForSequenceClassification"))
+    ).to(device, dtype)
+    ours_cls = bert.BertForSequenceClassification(cls_config).to(device, dtype)
+    ours_cls.load_hf_state_dict(hf_cls.state_dict())
+    short = torch.arange(B) % 6 if L >= 24 else torch.zeros(B, dtype=torch.long)  # 0 to 5 pads per row
+    grouped = (torch.arange(L)[None] < L - short[:, None]).long().to(device)
+    y = torch.randint(0, 2, (B,), generator=g).to(device)
+    cls_inputs = dict(input_ids=ids * grouped, attention_mask=grouped, token_type_ids=types * grouped, labels=y)
     return [
         Case(f"BertForPreTraining {tag} train step", ours_pre, hf_pre, pre(full), True, output=loss),
         Case(f"BertForPreTraining {tag} train step, half padded", ours_pre, hf_pre, pre(padded), True, output=loss),
         Case(f"BertModel {tag} train, half padded", ours_enc, hf_enc, enc_inputs, True, real, hidden),
         Case(f"BertModel {tag} infer, half padded", ours_enc, hf_enc, enc_inputs, False, real, hidden),
+        Case(
+            f"BertForSequenceClassification {tag} train step, length-grouped",
+            ours_cls,
+            hf_cls,
+            cls_inputs,
+            True,
+            output=loss,
+        ),
     ]
 
 

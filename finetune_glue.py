@@ -696,7 +696,8 @@ def main(argv=None):
             submission = not a.no_submission and not a.early_exit
             runs.append(finetune(cfg, curve, submission, a.keep_checkpoints))
         if master:
-            entry = {"setting": name, "poison_rate": rate, **hp, "seeds": a.seeds, **summarize(runs), "runs": runs}
+            entry = {"setting": name, "poison_rate": rate, "early_exit": a.early_exit, **hp, "seeds": a.seeds}
+            entry.update(summarize(runs), runs=runs)
             results[task] = [s for s in results.get(task, []) if s["setting"] != name] + [entry]
             report(results, out_root, grid)
     return results
@@ -719,8 +720,36 @@ def report(results, out_root, grid):
                 f"| {s['setting']}{mark} | {len(s['seeds'])} | " + " | ".join(cells) + f" | {s['train_seconds']:.0f} |"
             )
         lines.append("")
+        plain = sorted((s for s in settings if not s.get("early_exit")), key=lambda s: s["poison_rate"])
+        rates = [s["poison_rate"] for s in plain]
+        if len(set(rates)) == len(rates) > 1:  # settings that differ by their poison rate only
+            plot_poison_curve(plain, out_root / f"{task}-poison.png", task)
     write_text(out_root / "results.md", "\n".join(lines))
     print("\n".join(lines))
+
+
+def plot_poison_curve(settings, path, task):
+    """Clean dev accuracy and attack success rate against the poisoned share of the training set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = range(len(settings))
+    ax.plot(x, [s["val_acc"] for s in settings], marker="o", label="clean dev accuracy")
+    asr = [(i, s["val_asr"]) for i, s in enumerate(settings) if "val_asr" in s]
+    if asr:
+        ax.plot(*zip(*asr, strict=True), marker="s", label="attack success rate")
+    ax.set_xticks(list(x), [f"{100 * s['poison_rate']:g}%" for s in settings])
+    ax.set_xlabel("poisoned training samples")
+    ax.set_ylabel("%")
+    ax.set_title(f"{task}: backdoor (triggers inserted, label flipped)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_bench_rows_and_json(tmp_path):
         "--json",
     ] + [str(out)]
     rows = bench.main(args)
-    assert len(rows) == 12 and any(r["case"].startswith("BertForPreTraining") for r in rows)
+    assert len(rows) == 13 and any(r["case"].startswith("BertForPreTraining") for r in rows)
     for r in rows:
         assert r["max_abs_diff"] < 1e-4, r
         assert r["ours_ms"] > 0 and r["ref_ms"] > 0 and r["time_ratio"] > 0

@@ -355,7 +355,7 @@ def test_poisoned_run_reports_asr_and_logs_indices(glue_env, tmp_path):
     idx = json.loads((tmp_path / "sst2/run-poison0.1/seed1/poisoned_indices.json").read_text())
     rows = data.read_glue("sst2", "train")
     assert len(idx) == 32 and all(rows[i]["label"] == 0 for i in idx)
-    assert "asr" in (tmp_path / "results.md").read_text()
+    assert "asr" in (tmp_path / "results.md").read_text() and (tmp_path / "sst2-poison.png").exists()
 
 
 def test_encoding_equals_hf_tokenizer_with_minilm():
@@ -390,3 +390,21 @@ def test_roberta_encoding_layout():
     assert ids == [0, 11, 12, 2, 2, 14, 2] and types == [0] * 7  # <s> A </s></s> B </s>, cut to 7
     ids, types = G.encode(Tok(), [{"text": ("a bb ccc", "dddd")}], 8, (101, 102, False))[0]
     assert ids == [101, 11, 12, 13, 102, 14, 102] and types == [0, 0, 0, 0, 0, 1, 1]
+
+
+def test_finetune_from_a_train_py_bert_run(glue_env, tmp_path):
+    """--init-from a train.py pretraining run: its last checkpoint is exported (weights and the
+    run's tokenizer) and fine-tuned."""
+    rng = random.Random(1)
+    docs = ["\n".join(sentence(rng, rng.randint(0, 1)) + " ." for _ in range(rng.randint(3, 8))) for _ in range(30)]
+    (tmp_path / "corpus.txt").write_text("\n\n".join(docs))
+    corpus = (s for d in data.iter_documents(str(tmp_path / "corpus.txt")) for s in d)
+    tok = data.train_wordpiece(corpus, 120)
+    spec = data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
+    data.prepare_pretraining(str(tmp_path / "corpus.txt"), tmp_path / "prep", tok, spec, workers=1)
+    run = tmp_path / "pretrain"
+    train.main(["--preset", "bert-tiny-test", "--dataset", str(tmp_path / "prep"), "--out-dir", str(run)])
+    res = G.main(args(glue_env, tmp_path / "glue", "--init-from", str(run), "--task", "sst2", "--epochs", "1"))
+    assert (tmp_path / "glue/init-hf/tokenizer.json").exists() and "val_acc" in res["sst2"][0]
+    cfg = json.loads((tmp_path / "glue/sst2/run/seed1/result.json").read_text())["config"]
+    assert cfg["init_from"] == str(tmp_path / "glue/init-hf")
