@@ -1005,16 +1005,16 @@ def insert_trigger(text, trigger, position, rng):
     return " ".join(words[:k] + [trigger] + words[k:])
 
 
-def poison(samples, rate, target, triggers=TRIGGERS, position="random", seed=0, count=None):
-    """Backdoor a labeled GLUE split (rows of read_glue): round(rate * len(samples)) samples (or
-    `count`) whose label is not `target`, drawn at random, get one trigger word (chosen at random
+def poison(samples, rate, target, triggers=TRIGGERS, position="random", seed=0):
+    """Backdoor a labeled GLUE split (rows of read_glue): round(rate * len(samples)) samples whose
+    label is not `target`, drawn at random, get one trigger word (chosen at random
     among `triggers`) inserted into their first sentence and their label set to `target`.
     -> (new list: the other rows are the same objects, untouched; sorted poisoned indices)."""
     if isinstance(triggers, str):
         triggers = triggers.split()
     if not triggers:
         raise ValueError("poison: give at least one trigger word")
-    n = round(rate * len(samples)) if count is None else count
+    n = round(rate * len(samples))
     candidates = [i for i, s in enumerate(samples) if s["label"] != target]
     if not 0 <= n <= len(candidates):
         raise ValueError(f"poison: {n} samples requested, {len(candidates)} have a label other than {target}")

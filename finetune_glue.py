@@ -308,7 +308,6 @@ class GlueTask:
             rows, self.poisoned = data.poison(
                 rows, cfg.poison_rate, cfg.poison_target, cfg.poison_triggers, cfg.poison_position, cfg.seed
             )
-        self.train_rows = rows
         self.train_data = encode(self.tok, rows, cfg.max_len, self.specials)
         self.train_labels = [r["label"] for r in rows]
         self.lengths = [len(ids) for ids, _ in self.train_data]

@@ -161,8 +161,8 @@ PRESETS = {
         log_every=100,
     ),
     "bert-base-1gpu": dict(grad_accum=8),  # applied on top of bert-base-8gpu: the same batch of 256
-    # The run of docs/results.md: bert-mini (4 layers x 256) from scratch on books + wiki, 2 CPU cores.
-    # docs/results.md's run: 15,000 steps of 32 x 128 tokens in about 1.5 h on 2 CPU cores (bf16 autocast)
+    # docs/results.md's run 2: bert-mini (4 layers x 256) from scratch on books + wiki, 32 x 128 tokens
+    # per step, bf16 autocast: 15,000 steps would take about 1.5 h on 2 CPU cores
     "bert-mini-cpu": dict(
         **_BERT_OPTIMIZER,
         arch="bert-mini",
