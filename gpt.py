@@ -183,10 +183,12 @@ class CausalLMOutput(NamedTuple):
 class GPT(nn.Module):
     """The decoder and its language-model head (tied to the token embeddings).
 
-    forward(input_ids, labels=None, attention_mask=None) -> CausalLMOutput. `labels` are the
-    targets aligned with the inputs (HF's convention: the model shifts them, so labels =
-    input_ids trains next-token prediction); -100 positions are ignored. `attention_mask`
-    (B, T), 1 = real token, hides padding from the queries (right padding keeps positions).
+    forward(input_ids, labels=None, attention_mask=None, targets=None) -> CausalLMOutput.
+    `labels` follow HF's convention (the model shifts them: labels = input_ids trains next-token
+    prediction); `targets` nanoGPT's (already shifted: position t predicts targets[:, t]);
+    -100 positions are ignored. `attention_mask` (B, T), 1 = real token, hides padding from the
+    queries (right padding keeps positions). With labels or targets on the CPU in fp32, logits
+    is a transposed view of the class-major product (`.reshape`, not `.view`, to flatten it).
     """
 
     def __init__(self, config: GPTConfig):
@@ -211,7 +213,9 @@ class GPT(nn.Module):
             else:
                 nn.init.normal_(p, std=c.initializer_range)
 
-    def forward(self, input_ids, labels=None, attention_mask=None, cache=None, pos=0, check=True):
+    def forward(
+        self, input_ids, labels=None, attention_mask=None, cache=None, pos=0, check=True, logits_to_keep=0, targets=None
+    ):
         B, T = _check_ids(self.config, input_ids, pos) if check else input_ids.shape
         x = self.drop(self.wte(input_ids) + self.wpe(torch.arange(pos, pos + T, device=input_ids.device)))
         mask = None
@@ -223,15 +227,29 @@ class GPT(nn.Module):
             mask = mask | ~mask.any(-1, keepdim=True)  # a query at padding that sees nothing: let it see all
         for i, block in enumerate(self.h):
             x = block(x, mask, None if cache is None else cache[i], pos)
+        if labels is not None:
+            if targets is not None:
+                raise ValueError("give labels (HF's convention) or targets (shifted), not both")
+            if tuple(labels.shape) != (B, T):
+                raise ValueError(f"labels must have the shape of input_ids {(B, T)}, got {tuple(labels.shape)}")
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # position t predicts token t + 1; the last, nothing
+        elif targets is not None and tuple(targets.shape) != (B, T):
+            raise ValueError(f"targets must have the shape of input_ids {(B, T)}, got {tuple(targets.shape)}")
+        if logits_to_keep:  # only the last positions' logits (generation needs the last one)
+            if targets is not None:
+                raise ValueError("logits_to_keep needs no labels/targets: the loss uses every position")
+            x = x[:, -logits_to_keep:]
         if self.ln_f is not None:
             x = self.ln_f(x)
-        logits = F.linear(x, self.wte.weight)  # (B, T, V)
-        if labels is None:
-            return CausalLMOutput(logits)
-        if tuple(labels.shape) != (B, T):
-            raise ValueError(f"labels must have the shape of input_ids {(B, T)}, got {tuple(labels.shape)}")
-        targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # position t predicts token t + 1; the last, nothing
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        if targets is None:
+            return CausalLMOutput(lm_head(x, self.wte.weight))  # (B, T, V)
+        targets = targets.flatten()
+        if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+            by_class = torch.mm(self.wte.weight, x.flatten(0, 1).t())  # (V, B*T): see lm_head
+            loss = _ClassMajorCrossEntropy.apply(by_class, targets)
+            return CausalLMOutput(by_class.t().view(B, T, -1), loss)  # logits: a transposed view
+        logits = F.linear(x, self.wte.weight)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=-100)
         return CausalLMOutput(logits, loss)
 
     # ------------------------------------------------------------------------- generation
@@ -269,10 +287,10 @@ class GPT(nn.Module):
         pos = 0  # tokens already in the cache
         for n in range(T, T + max_new_tokens):
             if cache is not None and n <= cache[0][0].shape[2]:
-                logits = self(out[:, pos:n], cache=cache, pos=pos, check=False).logits[:, -1]
+                logits = self(out[:, pos:n], cache=cache, pos=pos, check=False, logits_to_keep=1).logits[:, -1]
                 pos = n
             else:  # no cache, or the context is full: the last ctx tokens from scratch
-                logits = self(out[:, max(0, n - ctx) : n], check=False).logits[:, -1]
+                logits = self(out[:, max(0, n - ctx) : n], check=False, logits_to_keep=1).logits[:, -1]
             out[:, n] = _next_token(logits.float(), temperature, top_k, top_p, generator)
         return out
 
@@ -363,6 +381,49 @@ HF_BLOCK_KEYS = {  # ours h.{i}.* -> (HF transformer.h.{i}.*, transposed: HF's C
     "mlp.c_proj.weight": ("mlp.c_proj.weight", True),
     "mlp.c_proj.bias": ("mlp.c_proj.bias", False),
 }
+
+
+def lm_head(x, weight):
+    """x (B, T, C) -> logits x @ weight^T (B, T, V). With a few rows on the CPU (decoding), the
+    product is computed as weight @ x^T over at least 2 rows: on this project's CPU, MKL reads
+    the (V, C) matrix about 3x slower in F.linear's orientation or for a single row (bench.py's
+    generation rows; the same numbers up to fp32 rounding). Training on the CPU takes the same
+    orientation (1.5x faster at 1024 rows) and a cross-entropy for the class-major (V, N)
+    result (forward), since transposing it would cost more than it saves."""
+    B, T, C = x.shape
+    if x.device.type != "cpu" or B * T > 16:
+        return F.linear(x, weight)
+    rows = x.reshape(B * T, C)
+    if B * T == 1:
+        rows = rows.expand(2, C).contiguous()
+    return torch.mm(weight, rows.t())[:, : B * T].t().reshape(B, T, -1)
+
+
+class _ClassMajorCrossEntropy(torch.autograd.Function):
+    """F.cross_entropy(logits, targets, ignore_index=-100) for logits stored class-major, (V, N):
+    the mean over targets != -100 of logsumexp - the target's logit. The forward keeps
+    exp(logits - max) (V, N), from which the backward makes the gradient in one pass:
+    (softmax - one-hot) / count."""
+
+    @staticmethod
+    def forward(ctx, by_class, targets):
+        valid = targets != -100
+        top = by_class.amax(0)  # (N,)
+        e = (by_class - top).exp_()  # (V, N)
+        total = e.sum(0)  # (N,)
+        picked = by_class.gather(0, targets.clamp(min=0)[None])[0]  # (N,)
+        count = valid.sum()
+        ctx.save_for_backward(e, total, targets, count)
+        return torch.where(valid, top + total.log() - picked, 0.0).sum() / count
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        e, total, targets, count = ctx.saved_tensors
+        scale = torch.where(targets != -100, grad / count, 0.0)  # (N,)
+        g = e.mul_(scale / total)  # (V, N) softmax * scale, in place (a second backward raises)
+        g.scatter_add_(0, targets.clamp(min=0)[None], -scale[None])
+        return g, None
 
 
 def _check_ids(c, ids, pos):

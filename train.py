@@ -69,6 +69,10 @@ class TrainConfig:
     arch: str = "bert-mini"
     context: int = 0  # gpt: tokens per training window (0: the arch's n_positions)
     init_from: str = ""  # an HF folder / hub name to start from (fine-tuning, continued pretraining)
+    mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared);
+    max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
+    pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (the learned position table
+    # starts from the Transformer's sinusoids, scaled to the initializer's std)
     # optimization: AdamW, decay only on >= 2-D tensors (not biases, norms); Adam(0.9, 0.98, 1e-9)
     # with the paper's warmup then inverse-sqrt decay for translation; linear decay for BERT
     batch_tokens: int = 25000  # translation, per optimizer step; the paper: ~25k source + 25k target tokens
@@ -379,6 +383,13 @@ class PretrainingTask:
                 f"the model's vocabulary ({config.vocab_size}) differs from the data's ({self.vocab.size})"
             )
         ours = bert.BertForPreTraining.from_pretrained(c.init_from) if c.init_from else bert.BertForPreTraining(config)
+        if c.pos_init not in ("normal", "sinusoidal"):
+            raise ValueError(f"pos_init must be 'normal' or 'sinusoidal', got {c.pos_init!r}")
+        if c.pos_init == "sinusoidal" and not c.init_from:
+            table = ours.bert.embeddings.position.weight  # (P, d)
+            pe = T.PositionalEncoding(table.shape[1], table.shape[0]).pe
+            with torch.no_grad():
+                table.copy_(pe * (config.initializer_range / pe.std()))
         if c.model == "bert":
             return ours
         import transformers  # hf-bert: HF's model, starting from exactly our initial weights
@@ -398,16 +409,22 @@ class PretrainingTask:
 
     def collate(self, indices, dataset=None):
         """Samples -> a batch; samples stored unmasked get masks seeded by (seed, epoch, sample index)
-        (dynamic masking: new masks every epoch, the same ones after a resume)."""
+        (dynamic masking: new masks every epoch, the same ones after a resume). With mask_prob,
+        training samples are unmasked (their labels put back) and masked again that way at that
+        rate; held-out samples keep their prepared masks, so validation stays comparable."""
         dataset = self.train_data if dataset is None else dataset
         samples = [dataset[i] for i in indices]
-        s = self.spec
-        for k, (i, (ids, b_start, nsp, positions, _)) in enumerate(zip(indices, samples, strict=True)):
-            if len(positions) == 0:
-                rng = random.Random(f"{self.cfg.seed}-{self.epoch}-{i}")
-                ids, positions, labels = data.mask_tokens(
-                    ids.tolist(), self.vocab, rng, s.masked_lm_prob, s.max_predictions_per_seq, s.whole_word_mask
-                )
+        s, c = self.spec, self.cfg
+        remask = c.mask_prob > 0 and dataset is self.train_data
+        prob = c.mask_prob if remask else s.masked_lm_prob
+        most = (c.max_predictions or s.max_seq_length) if remask else s.max_predictions_per_seq
+        for k, (i, (ids, b_start, nsp, positions, labels)) in enumerate(zip(indices, samples, strict=True)):
+            if len(positions) == 0 or remask:
+                ids = ids.tolist()
+                for p, label in zip(positions, labels, strict=True):
+                    ids[p] = int(label)
+                rng = random.Random(f"{c.seed}-{self.epoch}-{i}")
+                ids, positions, labels = data.mask_tokens(ids, self.vocab, rng, prob, most, s.whole_word_mask)
                 samples[k] = (ids, b_start, nsp, positions, labels)
         return data.collate_pretraining(samples, self.vocab.pad)
 
@@ -526,8 +543,10 @@ class LMTask:
 
     def loss(self, model, batch, totals, device):
         x, y = (t.to(device) for t in batch)
-        logits = model(x).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+        if self.cfg.model == "gpt":  # ours computes the loss itself (on the CPU, without transposing the logits)
+            loss = model(x, targets=y).loss * y.numel()
+        else:
+            loss = F.cross_entropy(model(x).logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
         return loss / totals[0], [loss.item()]
 
     def row(self, stats, totals):

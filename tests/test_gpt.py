@@ -98,6 +98,49 @@ def test_cached_step_logits_equal_full_forward():
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
 
 
+def test_few_row_head_and_logits_to_keep():
+    """lm_head's decoding path (few rows, weight @ x^T) equals F.linear; logits_to_keep=k gives
+    the last k positions of the full logits, and refuses labels."""
+    torch.manual_seed(0)
+    weight = torch.randn(1001, 48)
+    for rows in (1, 2, 3, 16, 17):
+        x = torch.randn(1, rows, 48)
+        torch.testing.assert_close(G.lm_head(x, weight), torch.nn.functional.linear(x, weight), atol=1e-5, rtol=0)
+    model = G.GPT(G.GPTConfig(**SMALL)).eval()
+    ids = torch.randint(0, 101, (2, 11))
+    with torch.no_grad():
+        full = model(ids).logits
+        for k in (1, 3):
+            torch.testing.assert_close(model(ids, logits_to_keep=k).logits, full[:, -k:], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        model(ids, labels=ids, logits_to_keep=1)
+
+
+def test_class_major_loss_and_targets():
+    """The CPU loss (class-major product, its own cross-entropy) equals F.linear + F.cross_entropy
+    with ignored targets, in value and gradients; targets= (shifted) equals labels= (HF's)."""
+    torch.manual_seed(0)
+    weight = torch.randn(301, 24, requires_grad=True)
+    x = torch.randn(40, 24, requires_grad=True)
+    targets = torch.randint(0, 301, (40,))
+    targets[::7] = -100
+    ref = torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, weight), targets, ignore_index=-100)
+    ref_grads = torch.autograd.grad(ref, (weight, x))
+    loss = G._ClassMajorCrossEntropy.apply(torch.mm(weight, x.t()), targets)
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=0)
+    for a, b in zip(torch.autograd.grad(loss, (weight, x)), ref_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    model = G.GPT(G.GPTConfig(**SMALL, **NO_DROPOUT))
+    ids = torch.randint(0, 101, (2, 12))
+    by_labels = model(ids, labels=ids)
+    by_targets = model(ids[:, :-1], targets=ids[:, 1:])
+    torch.testing.assert_close(by_labels.logits[:, :-1], by_targets.logits, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="not both"):
+        model(ids, labels=ids, targets=ids)
+    with pytest.raises(ValueError, match="targets must have the shape"):
+        model(ids, targets=ids[:, 1:])
+
+
 def test_generation_past_the_context_crops():
     """Prompt + new tokens longer than n_positions: each step sees the last n_positions tokens."""
     torch.manual_seed(0)

@@ -224,6 +224,43 @@ def test_bert_dynamic_masking_and_exact_resume(bert_data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_bert_mask_prob_remasks_training_samples_only(bert_data, tmp_path):
+    """--mask-prob 0.4: training samples get new masks at that rate (labels = the original
+    tokens, at most --max-predictions); held-out samples keep their prepared 15% masks.
+    --pos-init sinusoidal starts the position table from scaled sinusoids, HF's twin too."""
+    base = train.make_config("bert-tiny-test", {"dataset": bert_data["static"]})
+    cfg = train.make_config("bert-tiny-test", {"dataset": bert_data["static"], "mask_prob": 0.4})
+    plain, remasked = train.PretrainingTask(base, 1), train.PretrainingTask(cfg, 1)
+    plain.epoch_batches(0), remasked.epoch_batches(0)
+    idx = list(range(len(plain.train_data)))
+    a, b = plain.collate(idx), remasked.collate(idx)
+    original = a["input_ids"].clone()
+    original[a["labels"] != -100] = a["labels"][a["labels"] != -100]  # the unmasked samples
+    masked_b = b["labels"] != -100
+    assert torch.equal(b["labels"][masked_b], original[masked_b])  # labels are the original tokens
+    assert torch.equal(b["input_ids"][~masked_b], original[~masked_b])  # nothing else changed
+    real = (a["attention_mask"].sum(1)).float()
+    assert (masked_b.sum(1) / real).mean() == pytest.approx(0.4, abs=0.03)
+    assert (a["labels"] != -100).sum() * 2 < masked_b.sum()
+    limited = train.PretrainingTask(train.make_config("bert-tiny-test", {**vars(cfg), "max_predictions": 3}), 1)
+    limited.epoch_batches(0)
+    assert ((limited.collate(idx)["labels"] != -100).sum(1) <= 3).all()
+    valid = list(range(len(plain.valid_data)))
+    assert torch.equal(
+        plain.collate(valid, plain.valid_data)["labels"], remasked.collate(valid, remasked.valid_data)["labels"]
+    )
+    # sinusoidal position init: ours and HF's twin start from the same scaled table
+    sin = train.make_config("bert-tiny-test", {"dataset": bert_data["static"], "pos_init": "sinusoidal"})
+    ours = train.PretrainingTask(sin, 1).build_model()
+    table = ours.bert.embeddings.position.weight.detach()
+    assert table.std().item() == pytest.approx(ours.config.initializer_range, rel=1e-3)
+    assert torch.allclose(table[:, 0] / table[0, 1], torch.sin(torch.arange(len(table)).float()), atol=1e-4)
+    hf = train.PretrainingTask(train.make_config("bert-tiny-test", {**vars(sin), "model": "hf-bert"}), 1).build_model()
+    assert torch.equal(hf.bert.embeddings.position_embeddings.weight.detach(), table)
+    with pytest.raises(ValueError, match="pos_init"):
+        train.PretrainingTask(train.make_config("bert-tiny-test", {**vars(sin), "pos_init": "rope"}), 1).build_model()
+
+
 def test_bert_presets_run_under_torchrun_8_processes(bert_data, tmp_path):
     """The paper's 8-GPU preset (8 processes x 2 sequences here, gloo, bert-tiny) and the 1-GPU
     preset (one process, 8 accumulated micro-batches) start, run and log the same losses."""
