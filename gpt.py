@@ -121,8 +121,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
         self.n_head = c.n_head
-        self.c_attn = nn.Linear(c.n_embd, 3 * c.n_embd)  # query, key, value in one matmul
-        self.c_proj = nn.Linear(c.n_embd, c.n_embd)
+        self.c_attn = Linear(c.n_embd, 3 * c.n_embd)  # query, key, value in one matmul
+        self.c_proj = Linear(c.n_embd, c.n_embd)
         self.attn_pdrop = c.attn_pdrop
         self.resid_dropout = nn.Dropout(c.resid_pdrop)
 
@@ -149,8 +149,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(c.n_embd, c.n_inner or 4 * c.n_embd)
-        self.c_proj = nn.Linear(c.n_inner or 4 * c.n_embd, c.n_embd)
+        self.c_fc = Linear(c.n_embd, c.n_inner or 4 * c.n_embd)
+        self.c_proj = Linear(c.n_inner or 4 * c.n_embd, c.n_embd)
         self.act = _ACTIVATIONS[c.activation_function]
         self.dropout = nn.Dropout(c.resid_pdrop)
 
@@ -242,10 +242,10 @@ class GPT(nn.Module):
         if self.ln_f is not None:
             x = self.ln_f(x)
         if targets is None:
-            return CausalLMOutput(lm_head(x, self.wte.weight))  # (B, T, V)
+            return CausalLMOutput(linear(x, self.wte.weight))  # (B, T, V)
         targets = targets.flatten()
         if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
-            by_class = torch.mm(self.wte.weight, x.flatten(0, 1).t())  # (V, B*T): see lm_head
+            by_class = torch.mm(self.wte.weight, x.flatten(0, 1).t())  # (V, B*T): see linear
             loss = _ClassMajorCrossEntropy.apply(by_class, targets)
             return CausalLMOutput(by_class.t().view(B, T, -1), loss)  # logits: a transposed view
         logits = F.linear(x, self.wte.weight)
@@ -383,20 +383,28 @@ HF_BLOCK_KEYS = {  # ours h.{i}.* -> (HF transformer.h.{i}.*, transposed: HF's C
 }
 
 
-def lm_head(x, weight):
-    """x (B, T, C) -> logits x @ weight^T (B, T, V). With a few rows on the CPU (decoding), the
-    product is computed as weight @ x^T over at least 2 rows: on this project's CPU, MKL reads
-    the (V, C) matrix about 3x slower in F.linear's orientation or for a single row (bench.py's
-    generation rows; the same numbers up to fp32 rounding). Training on the CPU takes the same
-    orientation (1.5x faster at 1024 rows) and a cross-entropy for the class-major (V, N)
-    result (forward), since transposing it would cost more than it saves."""
-    B, T, C = x.shape
-    if x.device.type != "cpu" or B * T > 16:
-        return F.linear(x, weight)
-    rows = x.reshape(B * T, C)
-    if B * T == 1:
-        rows = rows.expand(2, C).contiguous()
-    return torch.mm(weight, rows.t())[:, : B * T].t().reshape(B, T, -1)
+def linear(x, weight, bias=None):
+    """F.linear(x, weight, bias): (..., in) -> (..., out). With at most 16 rows on the CPU
+    (decoding) and a weight of 1 MB or more, it is computed as weight @ x^T over at least 2
+    rows: on this project's CPU, MKL reads the weights 2-3x slower in F.linear's orientation,
+    or for a single row whatever the orientation (timings in docs/results.md; the same numbers
+    up to fp32 rounding). Smaller weights stay in cache, where the detour only adds overhead.
+    The training forward's head on the CPU takes this orientation too (_ClassMajorCrossEntropy)."""
+    rows = x.reshape(-1, x.shape[-1])
+    n = rows.shape[0]
+    if x.device.type != "cpu" or not 0 < n <= 16 or weight.numel() < 1 << 18:
+        return F.linear(x, weight, bias)
+    if n == 1:
+        rows = rows.expand(2, -1).contiguous()
+    y = torch.mm(weight, rows.t()) if bias is None else torch.addmm(bias[:, None], weight, rows.t())  # (out, n)
+    return y[:, :n].t().contiguous().view(*x.shape[:-1], -1)
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters and keys) computed by `linear` (fast decoding on the CPU)."""
+
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)
 
 
 class _ClassMajorCrossEntropy(torch.autograd.Function):

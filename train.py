@@ -69,7 +69,7 @@ class TrainConfig:
     arch: str = "bert-mini"
     context: int = 0  # gpt: tokens per training window (0: the arch's n_positions)
     init_from: str = ""  # an HF folder / hub name to start from (fine-tuning, continued pretraining)
-    mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared);
+    mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
     max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
     pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (the learned position table
     # starts from the Transformer's sinusoids, scaled to the initializer's std)

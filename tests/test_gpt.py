@@ -99,13 +99,15 @@ def test_cached_step_logits_equal_full_forward():
 
 
 def test_few_row_head_and_logits_to_keep():
-    """lm_head's decoding path (few rows, weight @ x^T) equals F.linear; logits_to_keep=k gives
+    """linear's decoding path (few rows, weight @ x^T) equals F.linear; logits_to_keep=k gives
     the last k positions of the full logits, and refuses labels."""
     torch.manual_seed(0)
-    weight = torch.randn(1001, 48)
+    weight, bias = torch.randn(4099, 64), torch.randn(4099)  # 1 MB: the decoding path
     for rows in (1, 2, 3, 16, 17):
-        x = torch.randn(1, rows, 48)
-        torch.testing.assert_close(G.lm_head(x, weight), torch.nn.functional.linear(x, weight), atol=1e-5, rtol=0)
+        x = torch.randn(1, rows, 64)
+        torch.testing.assert_close(G.linear(x, weight), torch.nn.functional.linear(x, weight), atol=1e-5, rtol=0)
+        want = torch.nn.functional.linear(x, weight, bias)
+        torch.testing.assert_close(G.linear(x, weight, bias), want, atol=1e-5, rtol=0)
     model = G.GPT(G.GPTConfig(**SMALL)).eval()
     ids = torch.randint(0, 101, (2, 11))
     with torch.no_grad():
