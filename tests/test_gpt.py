@@ -108,6 +108,14 @@ def test_few_row_head_and_logits_to_keep():
         torch.testing.assert_close(G.linear(x, weight), torch.nn.functional.linear(x, weight), atol=1e-5, rtol=0)
         want = torch.nn.functional.linear(x, weight, bias)
         torch.testing.assert_close(G.linear(x, weight, bias), want, atol=1e-5, rtol=0)
+    for rows in (1, 3):  # gradients through the decoding path too
+        x = torch.randn(1, rows, 64, requires_grad=True)
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        g = torch.randn(1, rows, 4099)
+        ours = torch.autograd.grad((G.linear(x, w, b) * g).sum(), (x, w, b))
+        ref = torch.autograd.grad((torch.nn.functional.linear(x, w, b) * g).sum(), (x, w, b))
+        for a, r in zip(ours, ref, strict=True):
+            torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-5)
     model = G.GPT(G.GPTConfig(**SMALL)).eval()
     ids = torch.randint(0, 101, (2, 11))
     with torch.no_grad():
