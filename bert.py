@@ -205,20 +205,22 @@ class _HFCheckpoint:
         return {k: v for k, v in keys.items() if k in state}
 
     @classmethod
-    def from_pretrained(cls, name_or_dir, **overrides):
+    def from_pretrained(cls, name_or_dir, ignore_mismatched_sizes=False, **overrides):
         """Load an HF checkpoint: a local folder (config.json + model.safetensors or pytorch_model.bin)
         or a hub name (downloaded; needs internet). `overrides` change config fields (num_labels,
         dropout...). The encoder's weights must all be there; a head the checkpoint lacks (a new
         classifier, or the pretraining heads of a bare encoder) keeps its fresh initialization and
-        is named in a warning."""
+        is named in a warning. `ignore_mismatched_sizes` (HF's name): a head of another shape (a
+        fine-tuned classifier with another label count) is also started fresh, not an error; the
+        encoder's shapes must match either way."""
         folder = resolve_checkpoint(name_or_dir)
         with open(os.path.join(folder, "config.json")) as f:
             config = BertConfig.from_hf(json.load(f), **overrides)
         model = cls(config)
-        model.load_hf_state_dict(read_hf_weights(folder))
+        model.load_hf_state_dict(read_hf_weights(folder), ignore_mismatched_sizes)
         return model
 
-    def load_hf_state_dict(self, sd):
+    def load_hf_state_dict(self, sd, ignore_mismatched_sizes=False):
         """Copy an HF state dict in; strict about the encoder, shapes and keys nobody knows."""
         c = self.config
         prefix = c.model_type + "."
@@ -237,11 +239,18 @@ class _HFCheckpoint:
                 fresh.append(ours)
                 continue
             new[ours] = torch.cat([sd[n] for n in names]) if isinstance(hf, tuple) else sd[hf]
-            if new[ours].shape != state[ours].shape:
-                raise ValueError(
-                    f"checkpoint tensor {names[0]} gives {ours} the shape {tuple(new[ours].shape)}, "
-                    f"the model expects {tuple(state[ours].shape)}"
-                )
+            if new[ours].shape == state[ours].shape:
+                continue
+            head = ours.split(".")[0] in ("mlm", "nsp", "classifier")
+            if head and ignore_mismatched_sizes:
+                fresh.append(ours)
+                del new[ours]
+                continue
+            hint = " (a head: ignore_mismatched_sizes=True starts it fresh)" if head else ""
+            raise ValueError(
+                f"checkpoint tensor {names[0]} gives {ours} the shape {tuple(new[ours].shape)}, "
+                f"the model expects {tuple(state[ours].shape)}{hint}"
+            )
         encoder = [k for k in fresh if k.split(".")[0] not in ("mlm", "nsp", "classifier") and "pooler" not in k]
         if encoder:
             raise ValueError(f"checkpoint lacks {len(encoder)} encoder tensors, e.g. {encoder[:3]}")

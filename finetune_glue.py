@@ -323,7 +323,10 @@ class GlueTask:
     def build_model(self):
         c = self.cfg
         drop = dict(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
-        plain = bert.BertForSequenceClassification.from_pretrained(self.folder, num_labels=self.num_labels, **drop)
+        # a start point fine-tuned on another task (intermediate training) may have another label count
+        plain = bert.BertForSequenceClassification.from_pretrained(
+            self.folder, ignore_mismatched_sizes=True, num_labels=self.num_labels, **drop
+        )
         if c.early_exit:
             model = EarlyExitBert(plain)
             if c.early_exit == "deebert":  # stage 2: only the internal exits learn
@@ -566,7 +569,9 @@ def finetune(cfg, exit_curve_dir=None, submission=True, keep_checkpoints=False):
     out = Path(cfg.out_dir)
     if (out / "result.json").exists():
         result = json.loads((out / "result.json").read_text())
-        if result.get("config") != dataclasses.asdict(cfg):
+        # fields added to TrainConfig since that run took their defaults there
+        done = {**dataclasses.asdict(train.TrainConfig()), **result.get("config", {})}
+        if done != dataclasses.asdict(cfg):
             raise ValueError(f"{out} holds a finished run with another config; choose another --out-dir")
         return result
     t0 = time.perf_counter()

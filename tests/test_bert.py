@@ -193,6 +193,22 @@ def test_checkpoint_across_heads(tmp_path):
     with pytest.warns(UserWarning, match="mlm.dense.weight"):
         again = B.BertForPreTraining.from_pretrained(tmp_path / "enc")
     assert torch.equal(again.bert.embeddings.word.weight, pre.bert.embeddings.word.weight)
+    # a fine-tuned classifier with another label count: an error, or a fresh head on request
+    cls.save_pretrained(tmp_path / "cls5")
+    with pytest.raises(ValueError, match="classifier.weight.*ignore_mismatched_sizes"):
+        B.BertForSequenceClassification.from_pretrained(tmp_path / "cls5", num_labels=2)
+    torch.manual_seed(1)
+    with pytest.warns(UserWarning, match="classifier.weight"):
+        two = B.BertForSequenceClassification.from_pretrained(tmp_path / "cls5", True, num_labels=2)
+    assert two.classifier.out_features == 2 and not torch.equal(two.classifier.weight, cls.classifier.weight[:2])
+    assert all(torch.equal(v, cls.bert.state_dict()[k]) for k, v in two.bert.state_dict().items())
+    same = B.BertForSequenceClassification.from_pretrained(tmp_path / "cls5", True)  # same shape: loaded
+    assert torch.equal(same.classifier.weight, cls.classifier.weight)
+    (tmp_path / "cls5" / "config.json").write_text(
+        (tmp_path / "cls5" / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": 64')
+    )
+    with pytest.raises(ValueError, match="the model expects"):  # the encoder never starts fresh
+        B.BertForSequenceClassification.from_pretrained(tmp_path / "cls5", True, num_labels=2)
 
 
 def test_bad_checkpoints(tmp_path):

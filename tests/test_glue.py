@@ -300,6 +300,25 @@ def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_p
     assert again["stsb"] == results["stsb"]  # what the first invocation wrote is kept
     with pytest.raises(ValueError, match="another config"):
         G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", *fast[:-1], "0.2"))
+    # a run finished before TrainConfig gained a field (default value) is still reused
+    stored = json.loads((run / "result.json").read_text())
+    del stored["config"]["mask_prob"]
+    (run / "result.json").write_text(json.dumps(stored))
+    assert G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", *fast))["sst2"][0]["val_acc"] == accs[0]
+    # intermediate training: SST-2 (2 labels) from the STS-B regressor (1 output): its encoder, a new head
+    sts = tmp_path / "stsb/run/seed1/hf"
+    with pytest.warns(UserWarning, match="classifier.weight"):
+        model = G.GlueTask(train.TrainConfig(**{**task.cfg.__dict__, "init_from": str(sts)}), 1).build_model()
+    start = bert.BertForSequenceClassification.from_pretrained(sts).bert.state_dict()
+    assert model.classifier.out_features == 2 and all(
+        torch.equal(v, start[k]) for k, v in model.bert.state_dict().items()
+    )
+    with pytest.warns(UserWarning, match="classifier"):
+        inter = G.main(
+            ["--init-from", str(sts), "--out-dir", str(tmp_path / "inter"), "--max-len", "32", "--task", "sst2", *fast]
+        )
+    done = json.loads((tmp_path / "inter/sst2/run/seed1/result.json").read_text())
+    assert done["config"]["init_from"] == str(sts) and done["val_acc"] == inter["sst2"][0]["val_acc"]
 
 
 def test_ours_and_hf_bert_same_losses_and_accumulation_equal(glue_env, tmp_path):
