@@ -165,15 +165,15 @@ PRESETS = {
         log_every=100,
     ),
     "bert-base-1gpu": dict(grad_accum=8),  # applied on top of bert-base-8gpu: the same batch of 256
-    # docs/results.md's run 3: bert-mini (4 layers x 256) from scratch on books + wiki, 32 x 128 tokens
-    # per step, 40% of the tokens masked in training, bf16 autocast: about 1.5 h on 2 CPU cores
+    # docs/results.md's run 4: bert-mini (4 layers x 256) from scratch on books + wiki, 32 x 128 tokens
+    # per step, 40% of the tokens masked in training, bf16 autocast: about 1.9 h on 2 CPU cores
     "bert-mini-cpu": dict(
         **_BERT_OPTIMIZER,
         arch="bert-mini",
         batch_size=32,
         lr=1e-3,
         warmup=200,
-        max_steps=11000,
+        max_steps=14000,
         mask_prob=0.4,
         pos_init="sinusoidal",
         eval_every=1000,
