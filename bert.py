@@ -157,6 +157,7 @@ HF_LAYER_KEYS = {  # ours layers.{i}.* -> HF encoder.layer.{i}.*
     "ff_norm.weight": "output.LayerNorm.weight",
     "ff_norm.bias": "output.LayerNorm.bias",
 }
+HEAD_MODULES = ("mlm", "nsp", "classifier")  # our modules outside the encoder
 HF_HEAD_KEYS = {  # heads, outside the encoder, per model type
     "bert": {
         "mlm.dense.weight": "cls.predictions.transform.dense.weight",
@@ -241,7 +242,7 @@ class _HFCheckpoint:
             new[ours] = torch.cat([sd[n] for n in names]) if isinstance(hf, tuple) else sd[hf]
             if new[ours].shape == state[ours].shape:
                 continue
-            head = ours.split(".")[0] in ("mlm", "nsp", "classifier")
+            head = ours.split(".")[0] in HEAD_MODULES
             if head and ignore_mismatched_sizes:
                 fresh.append(ours)
                 del new[ours]
@@ -251,7 +252,7 @@ class _HFCheckpoint:
                 f"checkpoint tensor {names[0]} gives {ours} the shape {tuple(new[ours].shape)}, "
                 f"the model expects {tuple(state[ours].shape)}{hint}"
             )
-        encoder = [k for k in fresh if k.split(".")[0] not in ("mlm", "nsp", "classifier") and "pooler" not in k]
+        encoder = [k for k in fresh if k.split(".")[0] not in HEAD_MODULES and "pooler" not in k]
         if encoder:
             raise ValueError(f"checkpoint lacks {len(encoder)} encoder tensors, e.g. {encoder[:3]}")
         if fresh:
