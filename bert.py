@@ -239,19 +239,18 @@ class _HFCheckpoint:
             if not all(n in sd for n in names):
                 fresh.append(ours)
                 continue
-            new[ours] = torch.cat([sd[n] for n in names]) if isinstance(hf, tuple) else sd[hf]
-            if new[ours].shape == state[ours].shape:
-                continue
-            head = ours.split(".")[0] in HEAD_MODULES
-            if head and ignore_mismatched_sizes:
+            tensor = torch.cat([sd[n] for n in names]) if isinstance(hf, tuple) else sd[hf]
+            if tensor.shape != state[ours].shape:
+                head = ours.split(".")[0] in HEAD_MODULES
+                if not (head and ignore_mismatched_sizes):
+                    hint = " (a head: ignore_mismatched_sizes=True starts it fresh)" if head else ""
+                    raise ValueError(
+                        f"checkpoint tensor {names[0]} gives {ours} the shape {tuple(tensor.shape)}, "
+                        f"the model expects {tuple(state[ours].shape)}{hint}"
+                    )
                 fresh.append(ours)
-                del new[ours]
                 continue
-            hint = " (a head: ignore_mismatched_sizes=True starts it fresh)" if head else ""
-            raise ValueError(
-                f"checkpoint tensor {names[0]} gives {ours} the shape {tuple(new[ours].shape)}, "
-                f"the model expects {tuple(state[ours].shape)}{hint}"
-            )
+            new[ours] = tensor
         encoder = [k for k in fresh if k.split(".")[0] not in HEAD_MODULES and "pooler" not in k]
         if encoder:
             raise ValueError(f"checkpoint lacks {len(encoder)} encoder tensors, e.g. {encoder[:3]}")

@@ -1,5 +1,6 @@
 """finetune_glue.py: metrics, loaders, LLRD, poisoning, early exit, and whole runs on a synthetic GLUE."""
 
+import dataclasses
 import json
 import os
 import random
@@ -308,7 +309,7 @@ def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_p
     # intermediate training: SST-2 (2 labels) from the STS-B regressor (1 output): its encoder, a new head
     sts = tmp_path / "stsb/run/seed1/hf"
     with pytest.warns(UserWarning, match="classifier.weight"):
-        model = G.GlueTask(train.TrainConfig(**{**task.cfg.__dict__, "init_from": str(sts)}), 1).build_model()
+        model = G.GlueTask(dataclasses.replace(task.cfg, init_from=str(sts)), 1).build_model()
     start = bert.BertForSequenceClassification.from_pretrained(sts).bert.state_dict()
     assert model.classifier.out_features == 2 and all(
         torch.equal(v, start[k]) for k, v in model.bert.state_dict().items()
