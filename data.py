@@ -315,10 +315,23 @@ def train_wordpiece(texts, vocab_size=30522, lowercase=True):
     return tok
 
 
+def without_padding(tok):
+    """A copy of an HF `tokenizers` Tokenizer that neither pads nor truncates. An HF checkpoint's
+    tokenizer.json may do both (all-MiniLM-L6-v2's pads and cuts every text to 128 tokens), which
+    would turn each sentence into 128 ids, mostly [PAD]; the pipelines cut and pad themselves."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tok.to_str())
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
 def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, root=None):
     """A WordPiece tokenizer: loaded from `path` (a tokenizer.json or vocab.txt file, or a folder
     holding one, like an HF checkpoint), or trained on the corpus `source` (see iter_documents),
-    cached in $PREP_DIR/bert/ and reused."""
+    cached in $PREP_DIR/bert/ and reused. A loaded tokenizer.json's padding and truncation are
+    switched off (see without_padding)."""
     from tokenizers import Tokenizer
     from tokenizers.implementations import BertWordPieceTokenizer
 
@@ -329,7 +342,7 @@ def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, roo
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer: {path} is not a tokenizer.json or vocab.txt (or a folder with one)")
         if path.suffix == ".json":
-            return Tokenizer.from_file(str(path))
+            return without_padding(Tokenizer.from_file(str(path)))
         return BertWordPieceTokenizer(str(path), lowercase=lowercase)._tokenizer
     if source is None:
         raise ValueError("bert_tokenizer: give a tokenizer path or a corpus source to train one on")
@@ -589,10 +602,12 @@ def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl",
     shards plus meta.json. Documents stream in and are cut into shards of ~spec.shard_chars of
     text; `workers` processes (default: every core) make and write shards, at most two shards
     each in flight, so memory stays bounded whatever the corpus size. Finished shards are kept
-    on a rerun (resumable); the output is the same whatever the number of workers."""
+    on a rerun (resumable); the output is the same whatever the number of workers. The
+    tokenizer's own padding and truncation, if any, are not used (see without_padding)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     spec = spec or PretrainingSpec()
+    tokenizer = without_padding(tokenizer)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
@@ -753,6 +768,7 @@ class HFBPETokenizer:
     """A byte-level BPE trained with HF `tokenizers` on the training text, <|endoftext|> = id 0."""
 
     def __init__(self, tok):
+        tok = without_padding(tok)  # an HF checkpoint's tokenizer.json may pad or truncate
         self.tok, self.vocab_size, self.eot = tok, tok.get_vocab_size(), tok.token_to_id("<|endoftext|>")
 
     @classmethod

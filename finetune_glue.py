@@ -126,10 +126,7 @@ def load_tokenizer(folder):
         lower = json.loads((folder / "tokenizer_config.json").read_text()).get("do_lower_case", True)
     if not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
         raise FileNotFoundError(f"--init-from: {folder} has no tokenizer.json or vocab.txt")
-    tok = data.bert_tokenizer(folder, lowercase=lower)
-    tok.no_padding()  # a tokenizer.json may pad or cut everything to a fixed length (all-MiniLM-L6-v2's
-    tok.no_truncation()  # pads to 128); encode() truncates, batches pad to their longest
-    return tok
+    return data.bert_tokenizer(folder, lowercase=lower)  # no padding, no truncation: encode() cuts
 
 
 def truncate_longest_first(a, b, budget):

@@ -354,6 +354,11 @@ class PretrainingTask:
         from tokenizers import Tokenizer
 
         self.tok = Tokenizer.from_file(str(Path(cfg.dataset) / "tokenizer.json"))
+        if self.tok.padding or self.tok.truncation:  # data.py saves the tokenizer it used, plain
+            raise ValueError(
+                f"{cfg.dataset}: its tokenizer.json pads or truncates, so the samples were made of"
+                " sentences padded to a fixed length; prepare the data again (data.py now uses it plain)"
+            )
         self.vocab = data.Vocab.of(self.tok)
         self.spec = self.train_data.spec
         self.info = {

@@ -220,11 +220,11 @@ def test_whole_word_masking_masks_whole_words():
 _TOKENIZERS = {}  # WordPiece training breaks frequency ties in any order: train once per corpus
 
 
-def prepare(tmp_path, name, workers=1, **spec):
+def prepare(tmp_path, name, workers=1, tok=None, **spec):
     path = corpus_file(tmp_path)
     if path not in _TOKENIZERS:
         _TOKENIZERS[path] = data.train_wordpiece((s for d in data.iter_documents(str(path)) for s in d), 300)
-    tok = _TOKENIZERS[path]
+    tok = tok or _TOKENIZERS[path]
     spec = data.PretrainingSpec(
         **{"max_seq_length": 32, "dupe_factor": 2, "valid_every": 5, "shard_chars": 600, **spec}
     )
@@ -262,6 +262,31 @@ def test_pipeline_resumes_without_redoing_finished_shards(tmp_path):
     assert not list(out.glob("*.tmp"))
     with pytest.raises(ValueError, match="other settings"):
         prepare(tmp_path, "run", dupe_factor=3)
+
+
+def test_a_tokenizer_that_pads_and_truncates_is_used_plain(tmp_path):
+    """An HF checkpoint's tokenizer.json may pad and cut every text to a fixed length
+    (all-MiniLM-L6-v2's: 128): loaded, or given to the pipeline, it must tokenize as the plain
+    one does, not turn each sentence into mostly [PAD]; the caller's tokenizer is left as it was."""
+    import json
+
+    _, plain = prepare(tmp_path, "plain")
+    tok = data.without_padding(_TOKENIZERS[corpus_file(tmp_path)])
+    tok.enable_padding(length=24)
+    tok.enable_truncation(6)
+    tok.save(str(tmp_path / "padded.json"))
+    text = "d0s0w0 d0s0w1 d0s0w2 d0s0w3 d0s0w4 d0s0w5 d0s0w6 ."
+    assert len(tok.encode(text).ids) == 24  # what the pipeline must not use
+    loaded = data.bert_tokenizer(tmp_path / "padded.json")
+    assert loaded.padding is None and loaded.truncation is None
+    assert loaded.encode(text).ids == _TOKENIZERS[corpus_file(tmp_path)].encode(text).ids
+    assert data.HFBPETokenizer(tok).tok.padding is None
+    _, padded = prepare(tmp_path, "padded", tok=tok)
+    assert tok.padding is not None and tok.truncation is not None
+    for f in sorted(plain.glob("*.jsonl")):
+        assert (padded / f.name).read_text() == f.read_text()
+    saved = json.loads((padded / "tokenizer.json").read_text())
+    assert saved["padding"] is None and saved["truncation"] is None  # what train.py checks
 
 
 def test_collate_pretraining_and_missing_data(tmp_path):

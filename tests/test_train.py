@@ -261,6 +261,22 @@ def test_bert_mask_prob_remasks_training_samples_only(bert_data, tmp_path):
         train.PretrainingTask(train.make_config("bert-tiny-test", {**vars(sin), "pos_init": "rope"}), 1).build_model()
 
 
+def test_bert_data_made_with_a_padding_tokenizer_is_refused(bert_data, tmp_path):
+    """A folder whose tokenizer.json pads or truncates was made by a pipeline that padded every
+    sentence (data.py no longer does): training on it is an error, not a silent waste."""
+    import shutil
+
+    from tokenizers import Tokenizer
+
+    folder = tmp_path / "old"
+    shutil.copytree(bert_data["static"], folder)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.enable_padding(length=32)
+    tok.save(str(folder / "tokenizer.json"))
+    with pytest.raises(ValueError, match="pads or truncates"):
+        train.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": str(folder)}), 1)
+
+
 def test_bert_presets_run_under_torchrun_8_processes(bert_data, tmp_path):
     """The paper's 8-GPU preset (8 processes x 2 sequences here, gloo, bert-tiny) and the 1-GPU
     preset (one process, 8 accumulated micro-batches) start, run and log the same losses."""
