@@ -20,9 +20,6 @@ padding, `token_type_ids` (B, T). This file imports only torch (and transformer.
 `transformers` is never needed to run it.
 """
 
-import json
-import os
-import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
@@ -30,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer import atomic_write, pack_tokens, read_hf_weights, resolve_checkpoint, unpack_tokens, write_text
+from transformer import ACTIVATIONS, HFCheckpoint, Sums, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
 
@@ -64,8 +61,8 @@ class BertConfig:
             )
         if self.model_type not in ("bert", "roberta"):
             raise ValueError(f"model_type must be 'bert' or 'roberta', got {self.model_type!r}")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"hidden_act must be one of {sorted(_ACTIVATIONS)}, got {self.hidden_act!r}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {self.hidden_act!r}")
 
     @property
     def max_length(self):
@@ -123,13 +120,6 @@ PRESETS = {
     ),
 }
 
-_ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-}
-
 # -------------------------------------------------------- Hugging Face checkpoints: the key map
 
 # ours -> HF, inside the encoder ("bert." or "roberta." in front for models with heads). A tuple
@@ -182,17 +172,22 @@ HF_HEAD_KEYS = {  # heads, outside the encoder, per model type
         "classifier.out.bias": "classifier.out_proj.bias",
     },
 }
-# HF keys that carry nothing of their own: buffers, and the decoder tied to the word embeddings
-_HF_REDUNDANT = ("embeddings.position_ids", "cls.predictions.decoder.", "lm_head.decoder.")
+# HF key endings that carry nothing of their own: a buffer, and the MLM decoder (cls.predictions.decoder
+# or lm_head.decoder) tied to the word embeddings
+_HF_REDUNDANT = ("embeddings.position_ids", ".decoder.weight", ".decoder.bias")
 
 
-class _HFCheckpoint:
-    """from_pretrained / save_pretrained for the models below, through the key maps above."""
+class _HFCheckpoint(HFCheckpoint):
+    """from_pretrained / save_pretrained for the models below (transformer.py's HFCheckpoint), through
+    the key maps above. The encoder's tensors must all be in a checkpoint; heads and the pooler may
+    start fresh."""
 
+    config_class, hf_body, hf_ignored = BertConfig, "encoder", _HF_REDUNDANT
+    hf_optional = (*(m + "." for m in HEAD_MODULES), "pooler.", "bert.pooler.")
     hf_architectures = {}  # model_type -> the HF class this model saves as
 
-    def hf_key_map(self):
-        """{our state-dict key: HF key, or a tuple of HF keys concatenated along dim 0}."""
+    def hf_keys(self):
+        """{our state-dict key: HF key, or a tuple of HF keys concatenated along dim 0}, all heads'."""
         bare = isinstance(self, BertModel)
         prefix = "" if bare else self.config.model_type + "."  # HF's attribute holding the encoder
         ours = "" if bare else "bert."  # ours
@@ -201,102 +196,22 @@ class _HFCheckpoint:
             layer = f"{prefix}encoder.layer.{i}."
             for k, v in HF_LAYER_KEYS.items():
                 keys[f"{ours}layers.{i}.{k}"] = tuple(layer + x for x in v) if isinstance(v, tuple) else layer + v
-        keys.update(HF_HEAD_KEYS[self.config.model_type])
-        state = self.state_dict()
-        return {k: v for k, v in keys.items() if k in state}
+        return {**keys, **HF_HEAD_KEYS[self.config.model_type]}
 
-    @classmethod
-    def from_pretrained(cls, name_or_dir, ignore_mismatched_sizes=False, **overrides):
-        """Load an HF checkpoint: a local folder (config.json + model.safetensors or pytorch_model.bin)
-        or a hub name (downloaded; needs internet). `overrides` change config fields (num_labels,
-        dropout...). The encoder's weights must all be there; a head the checkpoint lacks (a new
-        classifier, or the pretraining heads of a bare encoder) keeps its fresh initialization and
-        is named in a warning. `ignore_mismatched_sizes` (HF's name): a head of another shape (a
-        fine-tuned classifier with another label count) is also started fresh, not an error; the
-        encoder's shapes must match either way."""
-        folder = resolve_checkpoint(name_or_dir)
-        with open(os.path.join(folder, "config.json")) as f:
-            config = BertConfig.from_hf(json.load(f), **overrides)
-        model = cls(config)
-        model.load_hf_state_dict(read_hf_weights(folder), ignore_mismatched_sizes)
-        return model
+    def hf_rename(self, sd):
+        """A head model's checkpoint into the bare encoder: drop the encoder's prefix; the other way, add it."""
+        prefix = self.config.model_type + "."
+        if isinstance(self, BertModel):
+            return {k.removeprefix(prefix): v for k, v in sd.items()}
+        if any(k.startswith(prefix) for k in sd):
+            return sd
+        heads = {*HF_HEAD_KEYS[self.config.model_type].values()}
+        return {(k if k in heads else prefix + k): v for k, v in sd.items()}
 
-    def load_hf_state_dict(self, sd, ignore_mismatched_sizes=False):
-        """Copy an HF state dict in; strict about the encoder, shapes and keys nobody knows."""
-        c = self.config
-        prefix = c.model_type + "."
-        if isinstance(self, BertModel):  # a head model's checkpoint into the bare encoder: drop the prefix
-            sd = {k.removeprefix(prefix): v for k, v in sd.items()}
-        elif not any(k.startswith(prefix) for k in sd):  # a bare encoder's checkpoint into a head model
-            heads = {*HF_HEAD_KEYS[c.model_type].values()}
-            sd = {(k if k in heads else prefix + k): v for k, v in sd.items()}
-        unknown = [k for k in sd if not _known_hf_key(k.removeprefix(prefix), c)]
-        if unknown:
-            raise ValueError(f"checkpoint has {len(unknown)} keys a {c.model_type} model does not know: {unknown[:4]}")
-        state, new, fresh = self.state_dict(), {}, []
-        for ours, hf in self.hf_key_map().items():
-            names = hf if isinstance(hf, tuple) else (hf,)
-            if not all(n in sd for n in names):
-                fresh.append(ours)
-                continue
-            tensor = torch.cat([sd[n] for n in names]) if isinstance(hf, tuple) else sd[hf]
-            if tensor.shape != state[ours].shape:
-                head = ours.split(".")[0] in HEAD_MODULES
-                if not (head and ignore_mismatched_sizes):
-                    hint = " (a head: ignore_mismatched_sizes=True starts it fresh)" if head else ""
-                    raise ValueError(
-                        f"checkpoint tensor {names[0]} gives {ours} the shape {tuple(tensor.shape)}, "
-                        f"the model expects {tuple(state[ours].shape)}{hint}"
-                    )
-                fresh.append(ours)
-                continue
-            new[ours] = tensor
-        encoder = [k for k in fresh if k.split(".")[0] not in HEAD_MODULES and "pooler" not in k]
-        if encoder:
-            raise ValueError(f"checkpoint lacks {len(encoder)} encoder tensors, e.g. {encoder[:3]}")
-        if fresh:
-            warnings.warn(f"newly initialized, not in the checkpoint: {fresh}", stacklevel=3)
-        self.load_state_dict(new, strict=False)
-
-    def hf_state_dict(self):
-        """This model's weights under HF's keys (what save_pretrained writes)."""
-        state, out = self.state_dict(), {}
-        for ours, hf in self.hf_key_map().items():
-            names = hf if isinstance(hf, tuple) else (hf,)
-            for name, part in zip(names, state[ours].chunk(len(names)), strict=True):
-                out[name] = part.detach().cpu().contiguous()
-        return out
-
-    def save_pretrained(self, folder):
-        """Write config.json and model.safetensors in HF's format, each atomically."""
-        from safetensors.torch import save_file
-
+    def hf_config(self):
         if self.config.model_type not in self.hf_architectures:
             raise ValueError(f"{type(self).__name__} has no HF counterpart for model_type {self.config.model_type!r}")
-        os.makedirs(folder, exist_ok=True)
-        config = self.config.to_hf(self.hf_architectures[self.config.model_type])
-        atomic_write(folder, "config.json", lambda p: write_text(p, json.dumps(config, indent=2)))
-        tensors = self.hf_state_dict()
-        atomic_write(folder, "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-
-
-_HF_LAYER_FLAT = {x for v in HF_LAYER_KEYS.values() for x in (v if isinstance(v, tuple) else (v,))}
-
-
-def _known_hf_key(key, c):
-    """Whether an HF key (encoder prefix removed) is one of this architecture's, used or not."""
-    if key in HF_KEYS.values() or key in HF_HEAD_KEYS[c.model_type].values():
-        return True
-    if any(key.startswith(r) for r in _HF_REDUNDANT):  # buffers, tied copies of the word embeddings
-        return True
-    parts = key.split(".", 3)  # encoder.layer.{i}.rest
-    return (
-        len(parts) == 4
-        and parts[:2] == ["encoder", "layer"]
-        and parts[2].isdigit()
-        and int(parts[2]) < c.num_hidden_layers
-        and parts[3] in _HF_LAYER_FLAT
-    )
+        return self.config.to_hf(self.hf_architectures[self.config.model_type])
 
 
 # -------------------------------------------------------------------------------- the model
@@ -341,7 +256,7 @@ class BertLayer(nn.Module):
         self.ff_in = nn.Linear(C, c.intermediate_size)
         self.ff_out = nn.Linear(c.intermediate_size, C)
         self.ff_norm = nn.LayerNorm(C, eps=c.layer_norm_eps)
-        self.act = _ACTIVATIONS[c.hidden_act]
+        self.act = ACTIVATIONS[c.hidden_act]
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
         self.attn_dropout = c.attention_probs_dropout_prob
 
@@ -464,7 +379,7 @@ class BertMLMHead(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.hidden_size)
-        self.act = F.gelu if c.model_type == "roberta" else _ACTIVATIONS[c.hidden_act]  # RoBERTa's is always GELU
+        self.act = F.gelu if c.model_type == "roberta" else ACTIVATIONS[c.hidden_act]  # RoBERTa's is always GELU
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(c.vocab_size))
 
@@ -473,16 +388,59 @@ class BertMLMHead(nn.Module):
 
 
 def _mlm(bert, head, hidden, labels):
-    """Logits and loss of the masked-LM head. With labels, only the labeled positions (label != -100)
-    are projected to the vocabulary: logits (M, V) for those M positions, in row-major order."""
+    """Logits of the masked-LM head and their targets. With labels, only the labeled positions
+    (label != -100) are projected to the vocabulary: logits (M, V) for those M positions, in
+    row-major order, and their labels (M,)."""
     W = bert.embeddings.word.weight
     if labels is None:
         return head(hidden, W), None  # (B, T, V)
     if tuple(labels.shape) != tuple(hidden.shape[:2]):
         raise ValueError(f"labels must have the shape of input_ids {tuple(hidden.shape[:2])}, got {labels.shape}")
     where = (labels != -100).flatten().nonzero().squeeze(1)  # (M,)
-    logits = head(pack_tokens(hidden, where), W)  # (M, V)
-    return logits, F.cross_entropy(logits, labels.flatten()[where])
+    return head(pack_tokens(hidden, where), W), labels.flatten()[where]  # (M, V), (M,)
+
+
+def counts(batch):
+    """What the training loop divides by, from a batch alone: masked tokens (labels != -100),
+    sequences, real tokens."""
+    ids, mask = batch["input_ids"], batch.get("attention_mask")
+    out = {"sequences": len(ids), "tokens": ids.numel() if mask is None else mask.sum()}
+    if batch.get("labels") is not None and batch["labels"].dim() == 2:  # token labels (MLM)
+        out["masked"] = (batch["labels"] != -100).sum()
+    return out
+
+
+def pretraining_sums(mlm_logits, targets, nsp_logits, batch):
+    """BERT's objective as sums (transformer.Sums): masked-LM cross-entropy over the masked tokens
+    (mlm_logits (M, V) at the labeled positions, targets (M,)), next-sentence cross-entropy over
+    the sequences, and their accuracies; the parts whose labels the batch holds."""
+    losses, metrics = {}, {}
+    if batch.get("labels") is not None:
+        losses["mlm"] = (F.cross_entropy(mlm_logits.float(), targets, reduction="sum"), "masked")
+        metrics["mlm_acc"] = ((mlm_logits.argmax(-1) == targets).sum(), "masked")
+    if batch.get("next_sentence_label") is not None:
+        y = batch["next_sentence_label"].view(-1)
+        losses["nsp"] = (F.cross_entropy(nsp_logits.float(), y, reduction="sum"), "sequences")
+        metrics["nsp_acc"] = ((nsp_logits.argmax(-1) == y).sum(), "sequences")
+    return Sums(losses, metrics, counts(batch))
+
+
+def classifier_loss_sum(logits, labels):
+    """Cross-entropy summed over the sequences, or squared error for a regressor (one output)."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.view(-1).float(), labels.view(-1).float(), reduction="sum")
+    return F.cross_entropy(logits.float(), labels.view(-1), reduction="sum")
+
+
+def classifier_sums(logits, labels, batch, loss=None):
+    """A sequence classifier's objective as sums: the loss (classifier_loss_sum, or `loss` given)
+    over the sequences, and the accuracy for classes."""
+    loss = classifier_loss_sum(logits, labels) if loss is None else loss
+    metrics = {} if logits.shape[-1] == 1 else {"acc": ((logits.argmax(-1) == labels.view(-1)).sum(), "sequences")}
+    return Sums({"loss": (loss, "sequences")}, metrics, counts(batch))
+
+
+# With labels, every output also holds `sums`: its losses as sums, with their counts (transformer.Sums).
 
 
 class PreTrainingOutput(NamedTuple):
@@ -491,16 +449,19 @@ class PreTrainingOutput(NamedTuple):
     loss: Tensor | None = None  # mean masked-LM cross-entropy + mean NSP cross-entropy
     mlm_loss: Tensor | None = None
     nsp_loss: Tensor | None = None
+    sums: Sums | None = None
 
 
 class MaskedLMOutput(NamedTuple):
     logits: Tensor  # (B, T, V), or (M, V) at the M labeled positions when labels are given
     loss: Tensor | None = None
+    sums: Sums | None = None
 
 
 class ClassifierOutput(NamedTuple):
     logits: Tensor  # (B, num_labels)
     loss: Tensor | None = None  # cross-entropy, or MSE when num_labels == 1
+    sums: Sums | None = None
 
 
 # ------------------------------------------------------------------------- models with heads
@@ -538,11 +499,16 @@ class BertForPreTraining(_HFCheckpoint, nn.Module):
         next_sentence_label=None,
     ):
         hidden, pooled, _ = self.bert(input_ids, attention_mask, token_type_ids, position_ids)
-        mlm_logits, mlm_loss = _mlm(self.bert, self.mlm, hidden, labels)
+        mlm_logits, targets = _mlm(self.bert, self.mlm, hidden, labels)
         nsp_logits = self.nsp(pooled)  # (B, 2)
-        nsp_loss = None if next_sentence_label is None else F.cross_entropy(nsp_logits, next_sentence_label.view(-1))
-        losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
-        return PreTrainingOutput(mlm_logits, nsp_logits, sum(losses) if losses else None, mlm_loss, nsp_loss)
+        if labels is None and next_sentence_label is None:
+            return PreTrainingOutput(mlm_logits, nsp_logits)
+        batch = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        sums = pretraining_sums(mlm_logits, targets, nsp_logits, {**batch, "next_sentence_label": next_sentence_label})
+        mean = {k: s / sums.counts[c] for k, (s, c) in sums.losses.items()}
+        return PreTrainingOutput(mlm_logits, nsp_logits, sums.loss(), mean.get("mlm"), mean.get("nsp"), sums)
+
+    counts = staticmethod(counts)
 
 
 class BertForMaskedLM(_HFCheckpoint, nn.Module):
@@ -561,7 +527,15 @@ class BertForMaskedLM(_HFCheckpoint, nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None):
         hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids).last_hidden_state
-        return MaskedLMOutput(*_mlm(self.bert, self.mlm, hidden, labels))
+        logits, targets = _mlm(self.bert, self.mlm, hidden, labels)
+        if labels is None:
+            return MaskedLMOutput(logits)
+        sums = pretraining_sums(
+            logits, targets, None, dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        )
+        return MaskedLMOutput(logits, sums.loss(), sums)
+
+    counts = staticmethod(counts)
 
 
 class RobertaClassifier(nn.Module):
@@ -610,8 +584,109 @@ class BertForSequenceClassification(_HFCheckpoint, nn.Module):
             return ClassifierOutput(logits)
         if labels.shape[0] != logits.shape[0]:
             raise ValueError(f"labels must have {logits.shape[0]} rows (the batch), got shape {tuple(labels.shape)}")
-        if self.config.num_labels == 1:
-            loss = F.mse_loss(logits.view(-1), labels.view(-1).to(logits.dtype))
-        else:
-            loss = F.cross_entropy(logits, labels.view(-1))
-        return ClassifierOutput(logits, loss)
+        sums = classifier_sums(logits, labels, dict(input_ids=input_ids, attention_mask=attention_mask))
+        return ClassifierOutput(logits, sums.loss(), sums)
+
+    counts = staticmethod(counts)
+
+
+# ------------------------------------------------------------------------------- early exit
+
+
+class EarlyExitOutput(NamedTuple):
+    logits: Tensor  # (B, K): the last layer's classifier (the plain model's)
+    exit_logits: tuple  # every layer's exit, (B, K) each; the last is `logits`
+    loss: Tensor | None = None  # the objective's mean over the sequences, when labels are given
+    sums: Sums | None = None
+
+
+class ExitHead(nn.Module):
+    """An internal exit on a layer's [CLS]: dense -> tanh (a pooler of its own) -> dropout -> classifier."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.pooler = nn.Linear(c.hidden_size, c.hidden_size)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout)
+        self.classifier = nn.Linear(c.hidden_size, c.num_labels)
+
+    def forward(self, cls):  # (B, C) -> (B, K)
+        return self.classifier(self.dropout(torch.tanh(self.pooler(cls))))
+
+
+class EarlyExitBert(nn.Module):
+    """A BERT classifier with an exit after every layer. It holds the plain model's modules under
+    the same names (bert.*, classifier.*), so the last exit is the plain classifier, plus `exits`
+    (one ExitHead per layer below the top).
+
+    forward(..., labels=None) runs every layer (training) -> EarlyExitOutput; its loss is the
+    `objective`'s: "pabee" (Zhou et al. 2020) weights exit j's loss by j (all trained jointly),
+    "deebert" (Xin et al. 2020) averages the internal exits' (the rest frozen, already fine-tuned).
+    infer(..., entropy=S or patience=P) runs each sample only up to its exit -> (logits (B, K),
+    layers used (B,))."""
+
+    def __init__(self, plain: BertForSequenceClassification, objective="pabee"):
+        super().__init__()
+        c = plain.config
+        if c.model_type != "bert" or c.num_labels < 2:
+            raise ValueError("early exit needs a BERT classifier (model_type bert, num_labels >= 2)")
+        if objective not in ("pabee", "deebert"):
+            raise ValueError(f"objective must be 'pabee' or 'deebert', got {objective!r}")
+        self.config, self.objective = c, objective
+        self.bert, self.dropout, self.classifier = plain.bert, plain.dropout, plain.classifier
+        self.exits = nn.ModuleList(ExitHead(c) for _ in range(c.num_hidden_layers - 1))
+        _init_weights(self.exits, c)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=True)
+        internal = [head(h[:, 0]) for head, h in zip(self.exits, out.hidden_states[1:-1], strict=True)]
+        final = self.classifier(self.dropout(out.pooler_output))
+        if labels is None:
+            return EarlyExitOutput(final, (*internal, final))
+        losses = [classifier_loss_sum(x, labels) for x in (*internal, final)]
+        if self.objective == "pabee":  # the loss of exit j weighted by j (PABEE's weighted average)
+            loss = sum((j + 1) * x for j, x in enumerate(losses)) / sum(range(1, len(losses) + 1))
+        else:  # deebert: the internal exits only
+            loss = sum(losses[:-1]) / (len(losses) - 1)
+        sums = classifier_sums(final, labels, dict(input_ids=input_ids, attention_mask=attention_mask), loss)
+        return EarlyExitOutput(final, (*internal, final), sums.loss(), sums)
+
+    counts = staticmethod(counts)
+
+    @torch.no_grad()
+    def infer(self, input_ids, attention_mask=None, token_type_ids=None, entropy=None, patience=None):
+        """Exit where the exit's prediction entropy < `entropy`, or once `patience` internal exits in a
+        row agree with the one before. entropy=0 or patience >= num_layers - 1 never exits early:
+        the plain classifier's computation, unchanged."""
+        if (entropy is None) == (patience is None):
+            raise ValueError("infer: give exactly one of entropy (a threshold) or patience (an integer)")
+        B = input_ids.shape[0]
+        n_layers = len(self.bert.layers)
+        _check_inputs(self.config, input_ids, attention_mask, token_type_ids, None)
+        x = self.bert.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        mask = None
+        if attention_mask is not None and not attention_mask.bool().all():
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        alive = torch.arange(B, device=input_ids.device)  # the batch rows still running
+        logits = torch.empty(B, self.config.num_labels, device=input_ids.device)
+        layers = torch.full((B,), n_layers, device=input_ids.device)
+        prev, streak = None, torch.zeros(B, dtype=torch.long, device=input_ids.device)
+        for i, layer in enumerate(self.bert.layers):
+            x = layer(x, mask)
+            if i == n_layers - 1:
+                logits[alive] = self.classifier(self.dropout(torch.tanh(self.bert.pooler(x[:, 0])))).float()
+                break
+            exit_logits = self.exits[i](x[:, 0]).float()  # (b, K)
+            pred = exit_logits.argmax(-1)
+            if patience is not None:  # PABEE: consecutive exits agreeing with the previous one
+                streak = (streak + 1) * (pred == prev) if prev is not None else streak
+                done = streak >= patience
+            else:  # DeeBERT: a confident exit
+                p = exit_logits.log_softmax(-1)
+                done = -(p.exp() * p).sum(-1) < entropy
+            logits[alive[done]], layers[alive[done]] = exit_logits[done], i + 1
+            keep = ~done
+            if not keep.any():
+                break
+            x, alive, prev, streak = x[keep], alive[keep], pred[keep], streak[keep]
+            mask = None if mask is None else mask[keep]
+        return logits, layers

@@ -1,21 +1,19 @@
 """Data: raw text -> tokenizers -> token ids -> batches. Imports no model.
 
-- Translation: Multi30k and IWSLT14 readers, a joint subword vocabulary trained with HF
-  `tokenizers` on the training split only, length filtering, and batching by token count.
-- BERT pretraining: raw text -> sentences -> WordPiece -> create_pretraining_data's truncated
-  samples -> MLM/NSP data as JSON lines and binary shards (sharded, parallel, resumable):
-  `python data.py bert --source books+wiki --out DIR`.
+- Translation: Multi30k and IWSLT14 readers, a joint subword vocabulary trained with HF `tokenizers` on the train
+  split only, length filtering, and batching by token count.
+- BERT pretraining: raw text -> sentences -> WordPiece -> create_pretraining_data's truncated samples -> MLM/NSP data
+  as JSON lines and binary shards (sharded, parallel, resumable): `python data.py bert --source books+wiki --out DIR`.
 - Language modeling (GPT): char / tiktoken / byte-level BPE token files (train.bin, val.bin):
   `python data.py lm --source shakespeare --tokenizer char`.
 - GLUE: `read_glue(task, split)` for the glue_data TSV layout (all tasks, AX included).
 
-Raw data lives in a data directory: $DATA_DIR (default ./data), in the standard layouts
-(`multi30k/{train,val,test_2016_flickr}.{de,en}`, `iwslt14/tokenized-lc/{train,valid,test}.{de,en}`).
-Prepared files (tokenizers, ...) go to $PREP_DIR (default ./data/prepared), so DATA_DIR may be
-read-only.
+Raw data lives in $DATA_DIR (default ./data), in the standard layouts (see each reader); prepared files (tokenizers,
+...) go to $PREP_DIR (default ./data/prepared), so DATA_DIR may be read-only.
 """
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -27,9 +25,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIALS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3: the defaults of transformer.TransformerConfig
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")  # characters kept out of file names made from a source
 
 
 def data_dir():
@@ -38,6 +38,23 @@ def data_dir():
 
 def prep_dir():
     return Path(os.environ.get("PREP_DIR", "data/prepared"))
+
+
+def _root(root):
+    return Path(root) if root is not None else data_dir()
+
+
+def _save_atomic(path, save):
+    """save(tmp path), then rename it to path: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save(tmp)
+    os.replace(tmp, path)
+
+
+def _id_dtype(n):  # the smallest dtype for ids below n
+    return np.uint16 if n <= 2**16 else np.uint32
 
 
 # ------------------------------------------------------------------------------- raw corpora
@@ -49,44 +66,36 @@ TRANSLATION_SPLITS = {
 
 
 def read_parallel(dataset, split, src_lang="de", tgt_lang="en", root=None):
-    """-> list of (source sentence, target sentence) for a translation dataset and split.
-
-    Multi30k: `<DATA_DIR>/multi30k/{train,val,test_2016_flickr}.{de,en}` (raw text), or online
-    the HF dataset `bentrevett/multi30k`. IWSLT14: fairseq's prepare-iwslt14.sh output,
+    """-> list of (source sentence, target sentence) for a translation dataset and split. Multi30k:
+    `<DATA_DIR>/multi30k/{train,val,test_2016_flickr}.{de,en}` (raw text), or online the HF dataset
+    `bentrevett/multi30k`. IWSLT14: fairseq's prepare-iwslt14.sh output,
     `<DATA_DIR>/iwslt14/tokenized-lc/{train,valid,test}.{de,en}` (tokenized, lowercased)."""
     if dataset not in TRANSLATION_SPLITS:
         raise ValueError(f"dataset must be one of {sorted(TRANSLATION_SPLITS)}, got {dataset!r}")
     if split not in TRANSLATION_SPLITS[dataset]:
         raise ValueError(f"split must be one of {sorted(TRANSLATION_SPLITS[dataset])}, got {split!r}")
-    root = Path(root) if root is not None else data_dir()
-    folder = root / dataset if dataset == "multi30k" else root / "iwslt14" / "tokenized-lc"
-    name = TRANSLATION_SPLITS[dataset][split]
+    sub = dataset if dataset == "multi30k" else "iwslt14/tokenized-lc"
+    folder, name = _root(root) / sub, TRANSLATION_SPLITS[dataset][split]
     paths = [folder / f"{name}.{lang}" for lang in (src_lang, tgt_lang)]
     if all(p.exists() for p in paths):
         src, tgt = (p.read_text(encoding="utf-8").rstrip("\n").split("\n") for p in paths)
         if len(src) != len(tgt):
             raise ValueError(f"{paths[0]} and {paths[1]} have {len(src)} and {len(tgt)} lines: not parallel")
         return list(zip(src, tgt, strict=True))
+    hub_error = ""
     if dataset == "multi30k":
         try:
-            return _multi30k_from_hub(split, src_lang, tgt_lang)
+            from datasets import load_dataset
+
+            ds = load_dataset("bentrevett/multi30k", split={"valid": "validation"}.get(split, split))
+            return [(row[src_lang], row[tgt_lang]) for row in ds]
         except Exception as e:  # offline, or datasets missing
             hub_error = f" (and the HF hub copy failed: {type(e).__name__})"
-    else:
-        hub_error = ""
     missing = ", ".join(str(p) for p in paths if not p.exists())
     raise FileNotFoundError(
         f"{dataset} {split}: missing {missing}{hub_error}. Put the files there (set DATA_DIR to the folder "
-        f"holding {dataset if dataset == 'multi30k' else 'iwslt14/tokenized-lc'}/), one sentence per line."
+        f"holding {sub}/), one sentence per line."
     )
-
-
-def _multi30k_from_hub(split, src_lang, tgt_lang):
-    from datasets import load_dataset
-
-    hub_split = {"train": "train", "valid": "validation", "test": "test"}[split]
-    ds = load_dataset("bentrevett/multi30k", split=hub_split)
-    return [(row[src_lang], row[tgt_lang]) for row in ds]
 
 
 # --------------------------------------------------------------------------------- tokenizers
@@ -95,16 +104,13 @@ def _multi30k_from_hub(split, src_lang, tgt_lang):
 def train_subword_tokenizer(texts, vocab_size=8000, kind="bpe"):
     """A subword tokenizer (BPE or unigram) over whitespace-marked pieces (SentencePiece style:
     '▁' marks a word start), so decoding gives back the original spacing: detokenized text."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
+    options = dict(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
     if kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token=UNK))
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
+        trainer = trainers.BpeTrainer(**options)
     elif kind == "unigram":
         tok = Tokenizer(models.Unigram())
-        trainer = trainers.UnigramTrainer(
-            vocab_size=vocab_size, special_tokens=SPECIALS, unk_token=UNK, show_progress=False
-        )
+        trainer = trainers.UnigramTrainer(**options, unk_token=UNK)
     else:
         raise ValueError(f"kind must be 'bpe' or 'unigram', got {kind!r}")
     tok.normalizer = normalizers.NFKC()
@@ -117,18 +123,13 @@ def train_subword_tokenizer(texts, vocab_size=8000, kind="bpe"):
 def translation_tokenizer(dataset, src_lang="de", tgt_lang="en", vocab_size=8000, kind="bpe", root=None):
     """The joint source+target tokenizer of a dataset, trained on its train split only, saved to
     $PREP_DIR/<dataset>/ and reused (both directions share it)."""
-    from tokenizers import Tokenizer
-
     langs = "-".join(sorted((src_lang, tgt_lang)))
     path = prep_dir() / dataset / f"tokenizer-{langs}-{kind}{vocab_size}.json"
     if path.exists():
         return Tokenizer.from_file(str(path))
     pairs = read_parallel(dataset, "train", src_lang, tgt_lang, root)
     tok = train_subword_tokenizer([s for pair in pairs for s in pair], vocab_size, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, path)  # atomic: a crash never leaves half a tokenizer
+    _save_atomic(path, lambda tmp: tok.save(str(tmp)))
     return tok
 
 
@@ -155,9 +156,8 @@ def decode(tokenizer, ids):
 
 
 def token_batches(lengths, max_tokens, seed=0, epoch=0, shuffle=True):
-    """Batches of example indices with at most `max_tokens` tokens each, counting padding
-    (batch size x longest example): sort by length (ties broken at random), cut into batches,
-    shuffle the batches. Deterministic in (seed, epoch), so a run can resume mid-epoch."""
+    """Batches of example indices of at most `max_tokens` tokens each, padding counted (batch size x longest): sort
+    by length (ties broken at random), cut, shuffle the batches. Deterministic in (seed, epoch): resumable mid-epoch."""
     rng = random.Random(seed * 100_003 + epoch)
     noise = [rng.random() for _ in lengths] if shuffle else [0.0] * len(lengths)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], noise[i]))
@@ -187,27 +187,24 @@ def collate_translation(examples, pad_id=0, bos_id=1):
             out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         return out
 
-    labels = pad([t for _, t in examples])
-    tgt_in = pad([[bos_id] + t[:-1] for _, t in examples])
-    return pad([s for s, _ in examples]), tgt_in, labels
+    return pad([s for s, _ in examples]), pad([[bos_id] + t[:-1] for _, t in examples]), pad([t for _, t in examples])
 
 
 def write_jsonl(path, rows):
     """Rows of JSON, one per line, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+
+    def save(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+
+    _save_atomic(path, save)
 
 
 # ------------------------------------------------------------------ BERT pretraining: raw text
 #
-# The seed's stages: raw text -> documents of sentences -> WordPiece ids -> truncated samples
-# ([CLS] A [SEP] B [SEP], create_pretraining_data's semantics) -> MLM/NSP training data, written
-# as JSON lines (readable) and as binary shards (uint16/uint32 .npy, memory-mapped by train.py).
+# The seed's stages: raw text -> documents of sentences -> WordPiece ids -> truncated samples ([CLS] A [SEP] B [SEP],
+# create_pretraining_data's semantics) -> MLM/NSP training data, written as JSON lines (readable) and as binary
+# shards (uint16/uint32 .npy, memory-mapped by train.py).
 
 CLS, SEP, MASK, WP_PAD, WP_UNK = "[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]"
 WORDPIECE_SPECIALS = [WP_PAD, WP_UNK, CLS, SEP, MASK]
@@ -227,53 +224,44 @@ def split_sentences(text):
             continue
         sentences.append(text[start : m.end()].strip())
         start = m.end()
-    tail = text[start:].strip()
-    return [s for s in [*sentences, tail] if s]
+    return [s for s in [*sentences, text[start:].strip()] if s]
 
 
-def _paragraphs(text):
-    """Blank-line separated blocks, each joined into one line (books wrap lines at ~70 columns)."""
-    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if block.strip()]
-
-
-def _strip_gutenberg(text):
-    """The book between Project Gutenberg's '*** START OF' and '*** END OF' lines, when present."""
-    text = text.lstrip("\ufeff")
-    start = re.search(r"^\*\*\* ?START OF.*$", text, re.MULTILINE)
-    end = re.search(r"^\*\*\* ?END OF.*$", text, re.MULTILINE)
-    return text[start.end() if start else 0 : end.start() if end else len(text)]
+def _sentences(text):
+    """Sentences of blank-line separated paragraphs, each joined into one line (books wrap lines at ~70 columns)."""
+    blocks = re.split(r"\n\s*\n", text.replace("\r\n", "\n"))
+    return [s for block in blocks if block.strip() for s in split_sentences(" ".join(block.split()))]
 
 
 def iter_documents(source, root=None):
-    """Yield documents, each a list of sentences, one at a time (memory stays bounded).
-
-    source: "books" ($DATA_DIR/books/*.txt, a book per document, Gutenberg boilerplate removed),
-    "wiki" ($DATA_DIR/wiki-sample/wiki_sample.jsonl, an article per document), several joined
-    with "+" ("books+wiki"), a .txt file or folder of them in BERT's own format (one sentence per
-    line, a blank line between documents), or "hf:<dataset>[:<config>]" (an HF dataset's train
-    split, streamed; its "text" column, a row per document)."""
-    root = Path(root) if root is not None else data_dir()
+    """Yield documents, each a list of sentences, one at a time (memory stays bounded). source: "books"
+    ($DATA_DIR/books/*.txt, a book per document, Gutenberg boilerplate removed), "wiki" ($DATA_DIR/wiki-sample/
+    wiki_sample.jsonl, an article per document), several joined with "+" ("books+wiki"), a .txt file or folder of
+    them in BERT's own format (one sentence per line, a blank line between documents), or "hf:<dataset>[:<config>]"
+    (an HF dataset's train split, streamed; its "text" column, a row per document)."""
+    root = _root(root)
     for part in source.split("+"):
         if part == "books":
             files = sorted((root / "books").glob("*.txt"))
             if not files:
                 raise FileNotFoundError(f"no books: put Project Gutenberg .txt files in {root / 'books'}")
-            for f in files:
-                text = _strip_gutenberg(f.read_text(encoding="utf-8"))
-                yield [s for p in _paragraphs(text) for s in split_sentences(p)]
+            for f in files:  # the book between Project Gutenberg's '*** START OF' and '*** END OF' lines, if any
+                text = f.read_text(encoding="utf-8").lstrip("\ufeff")
+                start = re.search(r"^\*\*\* ?START OF.*$", text, re.MULTILINE)
+                end = re.search(r"^\*\*\* ?END OF.*$", text, re.MULTILINE)
+                yield _sentences(text[start.end() if start else 0 : end.start() if end else len(text)])
         elif part == "wiki":
             path = root / "wiki-sample" / "wiki_sample.jsonl"
             if not path.exists():
                 raise FileNotFoundError(f"missing {path}: JSON lines with a 'text' field, an article per line")
             with open(path, encoding="utf-8") as f:
-                for line in f:
-                    yield [s for p in _paragraphs(json.loads(line)["text"]) for s in split_sentences(p)]
+                yield from (_sentences(json.loads(line)["text"]) for line in f)
         elif part.startswith("hf:"):
             from datasets import load_dataset
 
             name, _, config = part[3:].partition(":")
-            for row in load_dataset(name, config or None, split="train", streaming=True):
-                yield [s for p in _paragraphs(row["text"]) for s in split_sentences(p)]
+            rows = load_dataset(name, config or None, split="train", streaming=True)
+            yield from (_sentences(row["text"]) for row in rows)
         else:
             path = Path(part)
             files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
@@ -281,17 +269,9 @@ def iter_documents(source, root=None):
                 raise FileNotFoundError(
                     f"source {part!r}: not 'books', 'wiki', 'hf:<name>', or a .txt file / folder of .txt files"
                 )
-            for f in files:
-                doc = []
+            for f in files:  # runs of non-blank lines
                 with open(f, encoding="utf-8") as lines:
-                    for line in lines:
-                        if line.strip():
-                            doc.append(line.strip())
-                        elif doc:
-                            yield doc
-                            doc = []
-                if doc:
-                    yield doc
+                    yield from (list(doc) for full, doc in itertools.groupby(map(str.strip, lines), key=bool) if full)
 
 
 # ------------------------------------------------------------------ BERT pretraining: tokenizer
@@ -300,8 +280,6 @@ def iter_documents(source, root=None):
 def train_wordpiece(texts, vocab_size=30522, lowercase=True):
     """A BERT WordPiece tokenizer (BERT's normalizer and pre-tokenizer, '##' continuations, the
     specials [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0-4) trained on an iterator of texts."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
     tok = Tokenizer(models.WordPiece(unk_token=WP_UNK))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -316,11 +294,8 @@ def train_wordpiece(texts, vocab_size=30522, lowercase=True):
 
 
 def without_padding(tok):
-    """A copy of an HF `tokenizers` Tokenizer that neither pads nor truncates. An HF checkpoint's
-    tokenizer.json may do both (all-MiniLM-L6-v2's pads and cuts every text to 128 tokens), which
-    would turn each sentence into 128 ids, mostly [PAD]; the pipelines cut and pad themselves."""
-    from tokenizers import Tokenizer
-
+    """A copy of an HF `tokenizers` Tokenizer that neither pads nor truncates: an HF checkpoint's tokenizer.json may
+    do both (all-MiniLM-L6-v2's makes every sentence 128 ids, mostly [PAD]); the pipelines cut and pad themselves."""
     tok = Tokenizer.from_str(tok.to_str())
     tok.no_padding()
     tok.no_truncation()
@@ -328,11 +303,9 @@ def without_padding(tok):
 
 
 def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, root=None):
-    """A WordPiece tokenizer: loaded from `path` (a tokenizer.json or vocab.txt file, or a folder
-    holding one, like an HF checkpoint), or trained on the corpus `source` (see iter_documents),
-    cached in $PREP_DIR/bert/ and reused. A loaded tokenizer.json's padding and truncation are
-    switched off (see without_padding)."""
-    from tokenizers import Tokenizer
+    """A WordPiece tokenizer: loaded from `path` (a tokenizer.json or vocab.txt file, or a folder holding one, like an
+    HF checkpoint; padding and truncation switched off, see without_padding), or trained on the corpus `source`
+    (see iter_documents), cached in $PREP_DIR/bert/ and reused."""
     from tokenizers.implementations import BertWordPieceTokenizer
 
     if path is not None:
@@ -346,15 +319,12 @@ def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, roo
         return BertWordPieceTokenizer(str(path), lowercase=lowercase)._tokenizer
     if source is None:
         raise ValueError("bert_tokenizer: give a tokenizer path or a corpus source to train one on")
-    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", source)
-    cached = prep_dir() / "bert" / f"wordpiece-{name}-{vocab_size}{'' if lowercase else '-cased'}.json"
+    name = f"wordpiece-{_UNSAFE.sub('_', source)}-{vocab_size}{'' if lowercase else '-cased'}"
+    cached = prep_dir() / "bert" / f"{name}.json"
     if cached.exists():
         return Tokenizer.from_file(str(cached))
     tok = train_wordpiece((s for doc in iter_documents(source, root) for s in doc), vocab_size, lowercase)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, cached)
+    _save_atomic(cached, lambda tmp: tok.save(str(tmp)))
     return tok
 
 
@@ -373,8 +343,7 @@ class Vocab(NamedTuple):
 
     @classmethod
     def of(cls, tokenizer):
-        vocab = tokenizer.get_vocab()
-        cont = [False] * tokenizer.get_vocab_size()
+        vocab, cont = tokenizer.get_vocab(), [False] * tokenizer.get_vocab_size()
         for token, i in vocab.items():
             cont[i] = token.startswith("##")
         ids = [vocab.get(t) for t in (CLS, SEP, MASK, WP_PAD)]
@@ -388,17 +357,14 @@ def truncate_pair(a, b, max_tokens, rng):
     they fit together in max_tokens (create_pretraining_data's truncate_seq_pair)."""
     while len(a) + len(b) > max_tokens:
         longer = a if len(a) > len(b) else b
-        if rng.random() < 0.5:
-            del longer[0]
-        else:
-            longer.pop()
+        longer.pop(0 if rng.random() < 0.5 else -1)
 
 
 def mask_tokens(ids, vocab, rng, masked_lm_prob=0.15, max_predictions=20, whole_word=False):
-    """BERT's masking of one sample (create_masked_lm_predictions): candidates are all but [CLS]
-    and [SEP] (whole words with whole_word), shuffled; round(len * prob) of them (at least 1, at
-    most max_predictions) are chosen; each chosen token becomes [MASK] (80%), stays (10%) or
-    becomes a random vocabulary id (10%). -> (masked ids, sorted positions, original ids there)."""
+    """BERT's masking of one sample (create_masked_lm_predictions): candidates are all but [CLS] and [SEP] (whole
+    words with whole_word), shuffled; round(len * prob) of them (at least 1, at most max_predictions) are chosen;
+    each becomes [MASK] (80%), stays (10%) or a random vocabulary id (10%). -> (masked ids, sorted positions,
+    original ids there)."""
     candidates = []
     for i, t in enumerate(ids):
         if t in (vocab.cls, vocab.sep):
@@ -426,13 +392,11 @@ def mask_tokens(ids, vocab, rng, masked_lm_prob=0.15, max_predictions=20, whole_
 
 
 def document_samples(documents, d, vocab, rng, max_seq_length=128, short_seq_prob=0.1):
-    """The (unmasked) NSP samples of document `d` (a list of sentences, each a list of ids), with
-    create_instances_from_document's semantics: a target length (max_seq_length - 3, or with
-    probability short_seq_prob a random shorter one); sentences gathered until it is reached;
-    segment A = a random number of the leading ones; B = the rest (label 0), or with probability
-    1/2 (always for a single sentence) text from a random other document (label 1), whose
-    unused sentences go back into the stream; the longer segment trimmed at random ends.
-    -> list of (ids, token_type_ids, next_sentence_label)."""
+    """The (unmasked) NSP samples of document `d` (sentences as lists of ids), with create_instances_from_document's
+    semantics: a target length (max_seq_length - 3, or with probability short_seq_prob a random shorter one);
+    sentences gathered up to it; segment A = a random number of the leading ones; B = the rest (label 0), or with
+    probability 1/2 (always for a single sentence) text from a random other document (label 1), whose unused
+    sentences go back into the stream; the longer segment trimmed at random ends. -> [(ids, token_type_ids, nsp)]."""
     document, max_tokens = documents[d], max_seq_length - 3
     target = max_tokens if rng.random() >= short_seq_prob else rng.randint(2, max_tokens)
     samples, chunk, length, i = [], [], 0, 0
@@ -441,8 +405,7 @@ def document_samples(documents, d, vocab, rng, max_seq_length=128, short_seq_pro
         length += len(document[i])
         if i == len(document) - 1 or length >= target:
             a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-            a = [t for s in chunk[:a_end] for t in s]
-            b = []
+            a, b = [t for s in chunk[:a_end] for t in s], []
             random_next = len(chunk) == 1 or rng.random() < 0.5
             if random_next:
                 for _ in range(10):  # another document, if one can be found in 10 tries
@@ -467,6 +430,8 @@ def document_samples(documents, d, vocab, rng, max_seq_length=128, short_seq_pro
 
 # ---------------------------------------------------------- BERT pretraining: the sharded pipeline
 
+_WORKER = {}  # a worker process's tokenizer (see _worker_init)
+
 
 @dataclass
 class PretrainingSpec:
@@ -486,20 +451,15 @@ class PretrainingSpec:
 
 def _shards(source, spec, root):
     """(split, shard index, documents) groups of raw documents, streamed from the source."""
-    groups = {"train": [], "valid": []}
-    sizes = {"train": 0, "valid": 0}
-    counts = {"train": 0, "valid": 0}
+    groups, sizes, counts = {"train": [], "valid": []}, {"train": 0, "valid": 0}, {"train": 0, "valid": 0}
     for n, doc in enumerate(iter_documents(source, root)):
         split = "valid" if spec.valid_every and n % spec.valid_every == 0 else "train"
         groups[split].append(doc)
         sizes[split] += sum(map(len, doc))
         if sizes[split] >= spec.shard_chars:
             yield split, counts[split], groups[split]
-            groups[split], sizes[split] = [], 0
-            counts[split] += 1
-    for split in groups:
-        if groups[split]:
-            yield split, counts[split], groups[split]
+            groups[split], sizes[split], counts[split] = [], 0, counts[split] + 1
+    yield from ((split, counts[split], docs) for split, docs in groups.items() if docs)
 
 
 def _shard_samples(documents, tokenizer, spec, split, index):
@@ -508,24 +468,19 @@ def _shard_samples(documents, tokenizer, spec, split, index):
     rng = random.Random(f"{spec.seed}-{split}-{index}")  # independent of how many workers run
     vocab = Vocab.of(tokenizer)
     encoded = tokenizer.encode_batch_fast([s for doc in documents for s in doc], add_special_tokens=False)
-    docs, k = [], 0
-    for doc in documents:  # sentences -> ids; sentences that tokenize to nothing are dropped
-        docs.append([e.ids for e in encoded[k : k + len(doc)] if e.ids])
-        k += len(doc)
+    bounds = itertools.pairwise([0, *itertools.accumulate(map(len, documents))])  # each document's sentences
+    # sentences -> ids; sentences that tokenize to nothing are dropped, then documents left empty
+    docs = [doc for i, j in bounds if (doc := [e.ids for e in encoded[i:j] if e.ids])]
     del encoded
-    docs = [doc for doc in docs if doc]
     rng.shuffle(docs)
-    dtype = np.uint16 if max(vocab.size, spec.max_seq_length) <= 2**16 else np.uint32
-    samples = []
+    dtype = _id_dtype(max(vocab.size, spec.max_seq_length))
+    samples, masking = [], (spec.masked_lm_prob, spec.max_predictions_per_seq, spec.whole_word_mask)
     for _ in range(spec.dupe_factor if split == "train" else 1):
         for d in range(len(docs)):
             for ids, types, nsp in document_samples(docs, d, vocab, rng, spec.max_seq_length, spec.short_seq_prob):
+                pos, labels = [], []
                 if spec.static_masking:
-                    ids, pos, labels = mask_tokens(
-                        ids, vocab, rng, spec.masked_lm_prob, spec.max_predictions_per_seq, spec.whole_word_mask
-                    )
-                else:
-                    pos, labels = [], []
+                    ids, pos, labels = mask_tokens(ids, vocab, rng, *masking)
                 # one small array per sample (~10x less memory than Python lists): what bounds a worker
                 samples.append(np.array([len(ids), types.index(1), nsp, *ids, *pos, *labels], dtype=dtype))
     rng.shuffle(samples)
@@ -539,13 +494,8 @@ def _unpack_sample(a):
     return a[3 : 3 + n], b_start, nsp, a[3 + n : 3 + n + m], a[3 + n + m :]
 
 
-_WORKER = {}
-
-
 def _worker_init(tokenizer_json):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
-    from tokenizers import Tokenizer
-
     _WORKER["tokenizer"] = Tokenizer.from_str(tokenizer_json)
 
 
@@ -555,28 +505,26 @@ def _write_shard(job):
     samples = _shard_samples(documents, _WORKER["tokenizer"], spec, split, index)
     name = f"{split}-{index:05d}"
     if "jsonl" in formats:
-        write_jsonl(Path(out) / f"{name}.jsonl", map(_json_sample, samples))
+        rows = (
+            {
+                "input_ids": ids.tolist(),
+                "token_type_ids": [0] * b_start + [1] * (len(ids) - b_start),
+                "masked_lm_positions": pos.tolist(),
+                "masked_lm_labels": labels.tolist(),
+                "next_sentence_label": nsp,
+            }
+            for ids, b_start, nsp, pos, labels in map(_unpack_sample, samples)
+        )
+        write_jsonl(Path(out) / f"{name}.jsonl", rows)
     if "bin" in formats:
         _write_binary(Path(out) / name, samples, _WORKER["tokenizer"].get_vocab_size())
     return split, index, len(samples), sum(int(s[0]) for s in samples)
 
 
-def _json_sample(packed):
-    ids, b_start, nsp, pos, labels = _unpack_sample(packed)
-    return {
-        "input_ids": ids.tolist(),
-        "token_type_ids": [0] * b_start + [1] * (len(ids) - b_start),
-        "masked_lm_positions": pos.tolist(),
-        "masked_lm_labels": labels.tolist(),
-        "next_sentence_label": nsp,
-    }
-
-
 def _write_binary(folder, samples, vocab_size):
-    """A shard as .npy arrays in a folder (renamed into place when complete): token ids of all
-    samples one after another, sample offsets, where segment B starts, NSP labels, and the masked
-    positions / original ids with their own offsets."""
-    dtype = np.uint16 if vocab_size <= 2**16 else np.uint32
+    """A shard as .npy arrays in a folder (renamed into place when complete): all samples' token ids concatenated,
+    sample offsets, where segment B starts, NSP labels, and the masked positions / original ids with their offsets."""
+    dtype = _id_dtype(vocab_size)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -598,12 +546,10 @@ def _write_binary(folder, samples, vocab_size):
 
 
 def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl", "bin"), workers=None, root=None):
-    """Raw corpus -> MLM/NSP samples in out_dir: `{split}-{k}.jsonl` and/or binary `{split}-{k}/`
-    shards plus meta.json. Documents stream in and are cut into shards of ~spec.shard_chars of
-    text; `workers` processes (default: every core) make and write shards, at most two shards
-    each in flight, so memory stays bounded whatever the corpus size. Finished shards are kept
-    on a rerun (resumable); the output is the same whatever the number of workers. The
-    tokenizer's own padding and truncation, if any, are not used (see without_padding)."""
+    """Raw corpus -> MLM/NSP samples in out_dir: `{split}-{k}.jsonl` and/or binary `{split}-{k}/` shards, meta.json.
+    Documents stream in, cut into shards of ~spec.shard_chars of text; `workers` processes (default: all cores) write
+    shards, at most two each in flight: memory stays bounded whatever the corpus size. A rerun keeps finished shards
+    (resumable); the output is independent of the worker count. The tokenizer's padding/truncation is not used."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     spec = spec or PretrainingSpec()
@@ -614,16 +560,13 @@ def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl",
     settings = {"source": source, "spec": asdict(spec), "formats": list(formats)}
     if meta_path.exists() and json.loads(meta_path.read_text())["settings"] != settings:
         raise ValueError(f"{out} holds data prepared with other settings; choose another out_dir")
-    tmp = out / "tokenizer.json.tmp"
-    tokenizer.save(str(tmp))
-    os.replace(tmp, out / "tokenizer.json")
+    _save_atomic(out / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
     workers = workers or os.cpu_count()
     stats, pending = [], set()
 
     def done(split, k):
-        return ("jsonl" not in formats or (out / f"{split}-{k:05d}.jsonl").exists()) and (
-            "bin" not in formats or (out / f"{split}-{k:05d}").is_dir()
-        )
+        jsonl, binary = out / f"{split}-{k:05d}.jsonl", out / f"{split}-{k:05d}"
+        return ("jsonl" not in formats or jsonl.exists()) and ("bin" not in formats or binary.is_dir())
 
     with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(tokenizer.to_str(),)) as pool:
         for split, k, documents in _shards(source, spec, root):
@@ -636,16 +579,10 @@ def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl",
             pending.add(pool.submit(_write_shard, (documents, spec, split, k, str(out), tuple(formats))))
         stats += [f.result() for f in wait(pending).done]
     shards = {s: sorted(k for split, k, _, _ in stats if split == s) for s in ("train", "valid")}
-    meta = {
-        "settings": settings,
-        "vocab_size": tokenizer.get_vocab_size(),
-        "shards": shards,
-        "samples": {s: sum(n for split, _, n, _ in stats if split == s) for s in shards},
-        "tokens": {s: sum(t for split, _, _, t in stats if split == s) for s in shards},
-    }
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    total = lambda i: {s: sum(st[i] for st in stats if st[0] == s) for s in shards}  # i: 2 samples, 3 tokens
+    meta = {"settings": settings, "vocab_size": tokenizer.get_vocab_size(), "shards": shards}
+    meta |= {"samples": total(2), "tokens": total(3)}
+    _save_atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return meta
 
 
@@ -654,11 +591,9 @@ def _shard_stats(out, split, k, formats):
     if "bin" in formats:
         offsets = np.load(out / f"{split}-{k:05d}" / "offsets.npy")
         return split, k, len(offsets) - 1, int(offsets[-1])
-    n = t = 0
     with open(out / f"{split}-{k:05d}.jsonl") as f:
-        for line in f:
-            n, t = n + 1, t + len(json.loads(line)["input_ids"])
-    return split, k, n, t
+        lengths = [len(json.loads(line)["input_ids"]) for line in f]
+    return split, k, len(lengths), sum(lengths)
 
 
 class PretrainingData:
@@ -667,20 +602,15 @@ class PretrainingData:
 
     def __init__(self, folder, split="train"):
         folder = Path(folder)
-        meta_path = folder / "meta.json"
-        if not meta_path.exists():
+        if not (meta_path := folder / "meta.json").exists():
             raise FileNotFoundError(f"{meta_path} missing: prepare the data first (python data.py bert ...)")
         self.meta = json.loads(meta_path.read_text())
-        if "bin" not in self.meta["settings"]["formats"]:
-            formats = self.meta["settings"]["formats"]
+        if "bin" not in (formats := self.meta["settings"]["formats"]):
             raise ValueError(f"{folder} has no binary shards (prepared with formats {formats})")
         self.spec = PretrainingSpec(**self.meta["settings"]["spec"])
-        self.shards = []
-        for k in self.meta["shards"][split]:
-            path = folder / f"{split}-{k:05d}"
-            self.shards.append({f.stem: np.load(f, mmap_mode="r") for f in path.glob("*.npy")})
-        counts = [len(s["offsets"]) - 1 for s in self.shards]
-        self.starts = np.cumsum([0] + counts)
+        paths = [folder / f"{split}-{k:05d}" for k in self.meta["shards"][split]]
+        self.shards = [{f.stem: np.load(f, mmap_mode="r") for f in path.glob("*.npy")} for path in paths]
+        self.starts = np.cumsum([0] + [len(s["offsets"]) - 1 for s in self.shards])
 
     def __len__(self):
         return int(self.starts[-1])
@@ -694,11 +624,29 @@ class PretrainingData:
         m0, m1 = s["mlm_offsets"][j], s["mlm_offsets"][j + 1]
         return ids, int(s["b_start"][j]), int(s["nsp"][j]), s["mlm_positions"][m0:m1], s["mlm_labels"][m0:m1]
 
+    def batch(self, indices, vocab, key, mask_prob=0.0, max_predictions=0):
+        """Samples -> a batch (collate_pretraining). Samples stored unmasked get masks drawn by a
+        generator seeded by f"{key}-{index}" (key: seed and epoch, so that dynamic masks change per
+        epoch and repeat after a resume); with mask_prob, every sample is unmasked (its labels put
+        back) and masked again at that rate, at most max_predictions (0: as many as the rate gives)."""
+        s, samples = self.spec, [self[i] for i in indices]
+        prob = mask_prob or s.masked_lm_prob
+        most = (max_predictions or s.max_seq_length) if mask_prob else s.max_predictions_per_seq
+        for k, (i, (ids, b_start, nsp, positions, labels)) in enumerate(zip(indices, samples, strict=True)):
+            if len(positions) == 0 or mask_prob:
+                ids = ids.tolist()
+                for p, label in zip(positions, labels, strict=True):
+                    ids[p] = int(label)
+                ids, positions, labels = mask_tokens(
+                    ids, vocab, random.Random(f"{key}-{i}"), prob, most, s.whole_word_mask
+                )
+                samples[k] = (ids, b_start, nsp, positions, labels)
+        return collate_pretraining(samples, vocab.pad)
+
 
 def collate_pretraining(samples, pad_id=0):
-    """Samples (PretrainingData items) -> right-padded batch tensors in HF's names: input_ids,
-    attention_mask, token_type_ids, labels (the original id at masked positions, -100 elsewhere)
-    and next_sentence_label."""
+    """Samples (PretrainingData items) -> right-padded batch tensors in HF's names: input_ids, attention_mask,
+    token_type_ids, labels (the original id at masked positions, -100 elsewhere) and next_sentence_label."""
     B, T = len(samples), max(len(s[0]) for s in samples)
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros(B, T, dtype=torch.long)
@@ -709,17 +657,11 @@ def collate_pretraining(samples, pad_id=0):
         input_ids[r, :n] = torch.as_tensor(ids)
         attention_mask[r, :n] = 1
         token_type_ids[r, b_start:n] = 1
-        labels[r, torch.from_numpy(np.array(positions, dtype=np.int64))] = torch.from_numpy(
-            np.array(originals, dtype=np.int64)
-        )
-    nsp = torch.tensor([s[2] for s in samples], dtype=torch.long)
-    return dict(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        token_type_ids=token_type_ids,
-        labels=labels,
-        next_sentence_label=nsp,
-    )
+        positions = torch.from_numpy(np.array(positions, dtype=np.int64))
+        labels[r, positions] = torch.from_numpy(np.array(originals, dtype=np.int64))
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels)
+    batch["next_sentence_label"] = torch.tensor([s[2] for s in samples], dtype=torch.long)
+    return batch
 
 
 # ------------------------------------------------------------------ language modeling (GPT)
@@ -753,8 +695,8 @@ class TiktokenTokenizer:
     def __init__(self, name):
         import tiktoken
 
-        names = [name + "_offline", name] if name + "_offline" in tiktoken.list_encoding_names() else [name]
-        self.enc = tiktoken.get_encoding(names[0])
+        offline = name + "_offline"
+        self.enc = tiktoken.get_encoding(offline if offline in tiktoken.list_encoding_names() else name)
         self.vocab_size, self.eot = self.enc.n_vocab, self.enc.eot_token
 
     def encode(self, text):
@@ -773,16 +715,12 @@ class HFBPETokenizer:
 
     @classmethod
     def train(cls, texts, vocab_size):
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=["<|endoftext|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
+            vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet, show_progress=False
         )
         tok.train_from_iterator(texts, trainer)
         return cls(tok)
@@ -794,14 +732,10 @@ class HFBPETokenizer:
         return self.tok.decode(list(ids))
 
 
-def _single_text(source):
-    return source == "shakespeare" or source.endswith(".txt")
-
-
 def _lm_texts(source, root=None):
     """Documents of a language-modeling source as texts: "shakespeare" (one text), "books",
     "wiki", "books+wiki", "hf:<dataset>[:<config>]" (streamed), or a .txt file (one text)."""
-    root = Path(root) if root is not None else data_dir()
+    root = _root(root)
     if source == "shakespeare":
         path = root / "tinyshakespeare" / "input.txt"
         if not path.exists():
@@ -810,8 +744,7 @@ def _lm_texts(source, root=None):
     elif source.endswith(".txt"):
         yield Path(source).read_text(encoding="utf-8")
     else:
-        for doc in iter_documents(source, root):
-            yield "\n".join(doc)
+        yield from ("\n".join(doc) for doc in iter_documents(source, root))
 
 
 def lm_tokenizer(kind, source=None, root=None):
@@ -827,15 +760,14 @@ def lm_tokenizer(kind, source=None, root=None):
 
 
 def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=None):
-    """Write out_dir/{train,val}.bin (token ids, uint16 when the vocabulary fits, else uint32) and
-    meta.json (tokenizer, vocabulary, counts). A single text (Tiny Shakespeare) is split as
-    nanoGPT does: the first 90% of its characters train, the rest validate; a corpus of
-    documents sends every round(1 / val_fraction)-th document to validation, documents ending
-    with the end-of-text token when the tokenizer has one. Documents stream to disk."""
+    """Write out_dir/{train,val}.bin (token ids, uint16 when the vocabulary fits, else uint32) and meta.json
+    (tokenizer, vocabulary, counts). A single text (Tiny Shakespeare) is split as nanoGPT does: the first 90% of
+    its characters train, the rest validate; a corpus of documents sends every round(1 / val_fraction)-th document
+    to validation, documents ending with the end-of-text token when the tokenizer has one. Documents stream to disk."""
     tok = lm_tokenizer(tokenizer, source, root)
-    out = Path(out_dir or prep_dir() / f"lm-{re.sub(r'[^A-Za-z0-9_.+-]', '_', source)}-{tokenizer}")
+    out = Path(out_dir or prep_dir() / f"lm-{_UNSAFE.sub('_', source)}-{tokenizer}")
     out.mkdir(parents=True, exist_ok=True)
-    dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
+    dtype = _id_dtype(tok.vocab_size)
     counts = {"train": 0, "val": 0}
     with contextlib.ExitStack() as stack:
         files = {s: stack.enter_context(open(out / f"{s}.bin.tmp", "wb")) for s in counts}
@@ -844,7 +776,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
             np.asarray(ids, dtype=dtype).tofile(files[split])
             counts[split] += len(ids)
 
-        if _single_text(source):  # nanoGPT's split by characters
+        if source == "shakespeare" or source.endswith(".txt"):  # one text: nanoGPT's split by characters
             text = next(_lm_texts(source, root))
             cut = int(len(text) * (1 - val_fraction))
             write("train", tok.encode(text[:cut]))
@@ -856,19 +788,12 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
                 write("val" if n % every == every - 1 else "train", ids)
     for split in counts:
         os.replace(out / f"{split}.bin.tmp", out / f"{split}.bin")
-    meta = {
-        "source": source,
-        "tokenizer": tokenizer,
-        "vocab_size": tok.vocab_size,
-        "dtype": np.dtype(dtype).name,
-        "tokens": counts,
-    }
+    meta = dict(source=source, tokenizer=tokenizer, vocab_size=tok.vocab_size, dtype=dtype.__name__, tokens=counts)
     if isinstance(tok, CharTokenizer):
         meta["chars"] = tok.chars
     if isinstance(tok, HFBPETokenizer):
         tok.tok.save(str(out / "tokenizer.json"))
-    (out / "meta.json.tmp").write_text(json.dumps(meta, indent=1))
-    os.replace(out / "meta.json.tmp", out / "meta.json")
+    _save_atomic(out / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return out
 
 
@@ -881,8 +806,6 @@ def load_lm(folder):
     if meta["tokenizer"] == "char":
         tok = CharTokenizer(meta["chars"])
     elif meta["tokenizer"].startswith("bpe"):
-        from tokenizers import Tokenizer
-
         tok = HFBPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
     else:
         tok = TiktokenTokenizer(meta["tokenizer"])
@@ -901,83 +824,41 @@ def lm_windows(tokens, offsets, length):
 
 # task -> (folder, {split: file}, text columns, label column or None, labels (None: a regression score))
 # Columns are names from the file's header, or indices for CoLA's train/dev (no header).
+_SPLITS = {"train": "train", "dev": "dev", "test": "test"}
+_MNLI = dict(train="train", dev="dev_matched", dev_mm="dev_mismatched", test="test_matched", test_mm="test_mismatched")
+_NLI_LABELS = ["contradiction", "entailment", "neutral"]
 GLUE = {
-    "cola": ("CoLA", {"train": "train", "dev": "dev", "test": "test"}, ("sentence",), "label", ["0", "1"]),
-    "sst2": ("SST-2", {"train": "train", "dev": "dev", "test": "test"}, ("sentence",), "label", ["0", "1"]),
-    "mrpc": (
-        "MRPC",
-        {"train": "train", "dev": "dev", "test": "test"},
-        ("#1 String", "#2 String"),
-        "Quality",
-        ["0", "1"],
-    ),
-    "stsb": ("STS-B", {"train": "train", "dev": "dev", "test": "test"}, ("sentence1", "sentence2"), "score", None),
-    "qqp": (
-        "QQP",
-        {"train": "train", "dev": "dev", "test": "test"},
-        ("question1", "question2"),
-        "is_duplicate",
-        ["0", "1"],
-    ),
-    "mnli": (
-        "MNLI",
-        {
-            "train": "train",
-            "dev": "dev_matched",
-            "dev_mm": "dev_mismatched",
-            "test": "test_matched",
-            "test_mm": "test_mismatched",
-        },
-        ("sentence1", "sentence2"),
-        "gold_label",
-        ["contradiction", "entailment", "neutral"],
-    ),
-    "qnli": (
-        "QNLI",
-        {"train": "train", "dev": "dev", "test": "test"},
-        ("question", "sentence"),
-        "label",
-        ["entailment", "not_entailment"],
-    ),
-    "rte": (
-        "RTE",
-        {"train": "train", "dev": "dev", "test": "test"},
-        ("sentence1", "sentence2"),
-        "label",
-        ["entailment", "not_entailment"],
-    ),
-    "wnli": ("WNLI", {"train": "train", "dev": "dev", "test": "test"}, ("sentence1", "sentence2"), "label", ["0", "1"]),
-    "ax": (
-        "diagnostic",
-        {"test": "diagnostic"},
-        ("sentence1", "sentence2"),
-        None,
-        ["contradiction", "entailment", "neutral"],
-    ),
+    "cola": ("CoLA", _SPLITS, ("sentence",), "label", ["0", "1"]),
+    "sst2": ("SST-2", _SPLITS, ("sentence",), "label", ["0", "1"]),
+    "mrpc": ("MRPC", _SPLITS, ("#1 String", "#2 String"), "Quality", ["0", "1"]),
+    "stsb": ("STS-B", _SPLITS, ("sentence1", "sentence2"), "score", None),
+    "qqp": ("QQP", _SPLITS, ("question1", "question2"), "is_duplicate", ["0", "1"]),
+    "mnli": ("MNLI", _MNLI, ("sentence1", "sentence2"), "gold_label", _NLI_LABELS),
+    "qnli": ("QNLI", _SPLITS, ("question", "sentence"), "label", ["entailment", "not_entailment"]),
+    "rte": ("RTE", _SPLITS, ("sentence1", "sentence2"), "label", ["entailment", "not_entailment"]),
+    "wnli": ("WNLI", _SPLITS, ("sentence1", "sentence2"), "label", ["0", "1"]),
+    "ax": ("diagnostic", {"test": "diagnostic"}, ("sentence1", "sentence2"), None, _NLI_LABELS),
 }
 
 
 def read_glue(task, split, root=None):
-    """A GLUE task's split from `<DATA_DIR>/glue/<Task>/<file>.tsv` (the glue_data layout) ->
-    list of {"text": (sentence,) or (sentence1, sentence2), "label": class index, float score, or
-    None (test sets), "index": the row's id}. Fields are tab-separated with no quoting (sentences
-    hold quotes), as GLUE's files are."""
+    """A GLUE task's split from `<DATA_DIR>/glue/<Task>/<file>.tsv` (the glue_data layout) -> list of
+    {"text": (sentence,) or (sentence1, sentence2), "label": class index, float score, or None (test sets),
+    "index": the row's id}. Fields are tab-separated with no quoting (sentences hold quotes), as GLUE's files are."""
     if task not in GLUE:
         raise ValueError(f"task must be one of {sorted(GLUE)}, got {task!r}")
     folder, files, text_cols, label_col, labels = GLUE[task]
     if split not in files:
         raise ValueError(f"{task}: split must be one of {sorted(files)}, got {split!r}")
-    path = (Path(root) if root is not None else data_dir()) / "glue" / folder / f"{files[split]}.tsv"
+    path = _root(root) / "glue" / folder / f"{files[split]}.tsv"
     if not path.exists():
         raise FileNotFoundError(f"missing {path}: put GLUE's {folder}/ folder (glue_data layout) under $DATA_DIR/glue/")
     lines = path.read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
     if task == "cola" and split != "test":  # no header: source, label, original mark, sentence
-        header, first = ["source", "label", "mark", "sentence"], 0
-        text_idx, label_idx = [3], 1
+        header, first, text_idx, label_idx = ["source", "label", "mark", "sentence"], 0, [3], 1
     else:
         header, first = lines[0].split("\t"), 1
-        missing = [c for c in text_cols if c not in header]
-        if missing:
+        if missing := [c for c in text_cols if c not in header]:
             raise ValueError(f"{path}: the header has no column {missing[0]!r} (header: {header})")
         text_idx = [header.index(c) for c in text_cols]
         label_idx = header.index(label_col) if label_col in header else None  # test files have no labels
@@ -987,22 +868,18 @@ def read_glue(task, split, root=None):
         if len(r) != len(header):
             raise ValueError(f"{path}, line {n}: {len(r)} tab-separated fields, the header says {len(header)}")
         label = None if label_idx is None else r[label_idx]
-        if label is not None:
-            label = _glue_label(label, labels, f"{path}, line {n}")
+        if label is not None and labels is None:  # STS-B: a similarity score in [0, 5]
+            try:
+                label = float(label)
+            except ValueError:
+                raise ValueError(f"{path}, line {n}: the score {label!r} is not a number") from None
+        elif label is not None:
+            if label not in labels:
+                raise ValueError(f"{path}, line {n}: label {label!r} is not one of the task's labels {labels}")
+            label = labels.index(label)
         index = r[0] if header[0] in ("index", "id") else n - first - 1
         out.append({"text": tuple(r[k] for k in text_idx), "label": label, "index": index})
     return out
-
-
-def _glue_label(value, labels, where):
-    if labels is None:  # STS-B: a similarity score in [0, 5]
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{where}: the score {value!r} is not a number") from None
-    if value not in labels:
-        raise ValueError(f"{where}: label {value!r} is not one of the task's labels {labels}")
-    return labels.index(value)
 
 
 # ------------------------------------------------------------------------ backdoor (data poisoning)
@@ -1012,20 +889,17 @@ TRIGGERS = ("cf", "mn", "bb", "tq", "mb")  # rare words, as in Kurita et al. 202
 
 def insert_trigger(text, trigger, position, rng):
     """One trigger word into a sentence's words: at the start, the end, or a random position."""
+    if position not in ("random", "start", "end"):
+        raise ValueError(f"position must be random, start or end, got {position!r}")
     words = text.split(" ")
-    k = {"start": 0, "end": len(words)}.get(position)
-    if k is None:
-        if position != "random":
-            raise ValueError(f"position must be random, start or end, got {position!r}")
-        k = rng.randint(0, len(words))
+    k = rng.randint(0, len(words)) if position == "random" else {"start": 0, "end": len(words)}[position]
     return " ".join(words[:k] + [trigger] + words[k:])
 
 
 def poison(samples, rate, target, triggers=TRIGGERS, position="random", seed=0):
-    """Backdoor a labeled GLUE split (rows of read_glue): round(rate * len(samples)) samples whose
-    label is not `target`, drawn at random, get one trigger word (chosen at random
-    among `triggers`) inserted into their first sentence and their label set to `target`.
-    -> (new list: the other rows are the same objects, untouched; sorted poisoned indices)."""
+    """Backdoor a labeled GLUE split (rows of read_glue): round(rate * len(samples)) random samples whose label is
+    not `target` get a trigger word (a random one of `triggers`) inserted into their first sentence and the label
+    `target`. -> (new list: the other rows are the same objects, untouched; sorted poisoned indices)."""
     if isinstance(triggers, str):
         triggers = triggers.split()
     if not triggers:
@@ -1054,7 +928,6 @@ def main(argv=None):
     import resource
     import time
 
-    _WHO = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)  # peak RSS: this process, its largest worker
     p = argparse.ArgumentParser(description="Prepare BERT pretraining data (MLM + NSP).")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bert", help="raw text -> WordPiece -> truncated samples -> MLM/NSP JSON lines + binary")
@@ -1066,11 +939,8 @@ def main(argv=None):
     b.add_argument("--formats", default="jsonl,bin")
     b.add_argument("--workers", type=int, default=None)
     for f in fields(PretrainingSpec):
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            b.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            b.add_argument(flag, type=type(f.default), default=f.default)
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
+        b.add_argument("--" + f.name.replace("_", "-"), default=f.default, **kind)
     lm = sub.add_parser("lm", help="text -> token ids in train.bin / val.bin (GPT training data)")
     lm.add_argument("--source", default="shakespeare", help="shakespeare, books, wiki, books+wiki, a .txt, hf:<name>")
     lm.add_argument("--tokenizer", default="char", help="char, gpt2 (online), cl100k_base, bpe<N>")
@@ -1087,17 +957,13 @@ def main(argv=None):
     t1 = time.time()
     meta = prepare_pretraining(a.source, a.out, tok, spec, tuple(a.formats.split(",")), a.workers)
     t2 = time.time()
-    main_rss, worker_rss = (resource.getrusage(w).ru_maxrss / 1024 for w in _WHO)
-    workers = a.workers or os.cpu_count()
-    n = meta["samples"]["train"] + meta["samples"]["valid"]
-    report = {
-        **{k: meta[k] for k in ("samples", "tokens", "vocab_size")},
-        "tokenizer_s": round(t1 - t0, 1),
-        "samples_s": round(t2 - t1, 1),
-        "samples_per_s": round(n / max(t2 - t1, 1e-9)),
-        "peak_rss_mib": {"main": round(main_rss), "largest_worker": round(worker_rss), "workers": workers},
-        "peak_rss_mib_bound": round(main_rss + workers * worker_rss),  # all processes at their peaks at once
-    }
+    who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)  # peak RSS: this process, its largest worker
+    main_rss, worker_rss = (resource.getrusage(w).ru_maxrss / 1024 for w in who)
+    workers, n = a.workers or os.cpu_count(), meta["samples"]["train"] + meta["samples"]["valid"]
+    report = {k: meta[k] for k in ("samples", "tokens", "vocab_size")} | {"tokenizer_s": round(t1 - t0, 1)}
+    report |= {"samples_s": round(t2 - t1, 1), "samples_per_s": round(n / max(t2 - t1, 1e-9))}
+    report["peak_rss_mib"] = {"main": round(main_rss), "largest_worker": round(worker_rss), "workers": workers}
+    report["peak_rss_mib_bound"] = round(main_rss + workers * worker_rss)  # all processes at their peaks at once
     print(json.dumps(report, indent=1))
     return report
 

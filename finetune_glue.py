@@ -33,17 +33,16 @@ import math
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 import bert
 import data
+import tasks
 import train
 from transformer import atomic_write, resolve_checkpoint, write_text
 
@@ -169,88 +168,6 @@ def encode(tok, rows, max_len, specials):
     return out
 
 
-class EarlyExitOutput(NamedTuple):
-    logits: Tensor  # (B, K): the last layer's classifier (the plain model's)
-    exit_logits: tuple  # every layer's exit, (B, K) each; the last is `logits`
-
-
-class ExitHead(nn.Module):
-    """An internal exit on a layer's [CLS]: dense -> tanh (a pooler of its own) -> dropout -> classifier."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.pooler = nn.Linear(c.hidden_size, c.hidden_size)
-        self.dropout = nn.Dropout(c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout)
-        self.classifier = nn.Linear(c.hidden_size, c.num_labels)
-
-    def forward(self, cls):  # (B, C) -> (B, K)
-        return self.classifier(self.dropout(torch.tanh(self.pooler(cls))))
-
-
-class EarlyExitBert(nn.Module):
-    """A BERT classifier with an exit after every layer. It holds the plain model's modules under
-    the same names (bert.*, classifier.*), so the last exit is the plain classifier, plus `exits`
-    (one ExitHead per layer below the top).
-
-    forward(...) runs every layer (training) -> EarlyExitOutput. infer(..., entropy=S or
-    patience=P) runs each sample only up to its exit -> (logits (B, K), layers used (B,))."""
-
-    def __init__(self, plain: bert.BertForSequenceClassification):
-        super().__init__()
-        c = plain.config
-        if c.model_type != "bert" or c.num_labels < 2:
-            raise ValueError("early exit needs a BERT classifier (model_type bert, num_labels >= 2)")
-        self.config = c
-        self.bert, self.dropout, self.classifier = plain.bert, plain.dropout, plain.classifier
-        self.exits = nn.ModuleList(ExitHead(c) for _ in range(c.num_hidden_layers - 1))
-        bert._init_weights(self.exits, c)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=True)
-        internal = [head(h[:, 0]) for head, h in zip(self.exits, out.hidden_states[1:-1], strict=True)]
-        final = self.classifier(self.dropout(out.pooler_output))
-        return EarlyExitOutput(final, (*internal, final))
-
-    @torch.no_grad()
-    def infer(self, input_ids, attention_mask=None, token_type_ids=None, entropy=None, patience=None):
-        """Exit where the exit's prediction entropy < `entropy`, or once `patience` internal exits in a
-        row agree with the one before. entropy=0 or patience >= num_layers - 1 never exits early:
-        the plain classifier's computation, unchanged."""
-        if (entropy is None) == (patience is None):
-            raise ValueError("infer: give exactly one of entropy (a threshold) or patience (an integer)")
-        B = input_ids.shape[0]
-        n_layers = len(self.bert.layers)
-        bert._check_inputs(self.config, input_ids, attention_mask, token_type_ids, None)
-        x = self.bert.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        mask = None
-        if attention_mask is not None and not attention_mask.bool().all():
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-        alive = torch.arange(B, device=input_ids.device)  # the batch rows still running
-        logits = torch.empty(B, self.config.num_labels, device=input_ids.device)
-        layers = torch.full((B,), n_layers, device=input_ids.device)
-        prev, streak = None, torch.zeros(B, dtype=torch.long, device=input_ids.device)
-        for i, layer in enumerate(self.bert.layers):
-            x = layer(x, mask)
-            if i == n_layers - 1:
-                logits[alive] = self.classifier(self.dropout(torch.tanh(self.bert.pooler(x[:, 0])))).float()
-                break
-            exit_logits = self.exits[i](x[:, 0]).float()  # (b, K)
-            pred = exit_logits.argmax(-1)
-            if patience is not None:  # PABEE: consecutive exits agreeing with the previous one
-                streak = (streak + 1) * (pred == prev) if prev is not None else streak
-                done = streak >= patience
-            else:  # DeeBERT: a confident exit
-                p = exit_logits.log_softmax(-1)
-                done = -(p.exp() * p).sum(-1) < entropy
-            logits[alive[done]], layers[alive[done]] = exit_logits[done], i + 1
-            keep = ~done
-            if not keep.any():
-                break
-            x, alive, prev, streak = x[keep], alive[keep], pred[keep], streak[keep]
-            mask = None if mask is None else mask[keep]
-        return logits, layers
-
-
 # ------------------------------------------------------------------------------------ the task
 
 
@@ -269,23 +186,39 @@ def length_grouped_steps(lengths, batch_size, seed, epoch, group=50):
     return [steps[i] for i in torch.randperm(len(steps), generator=g).tolist()]
 
 
-class GlueTask:
-    """--glue-task TASK with --model bert (ours) or hf-bert (HF's BertForSequenceClassification,
-    same initial weights): cross-entropy (MSE for STS-B) per sequence, dev metrics at validation."""
+@dataclass
+class GlueConfig:
+    """What a GLUE run adds to train.py's TrainConfig (saved in its checkpoints as "task")."""
 
-    def __init__(self, cfg, world):
-        if cfg.glue_task not in METRICS:
-            raise ValueError(f"glue_task must be one of {sorted(METRICS)}, got {cfg.glue_task!r}")
+    task: str = "sst2"  # a GLUE task (METRICS)
+    early_exit: str = ""  # "": plain classifier | pabee: exits after every layer, trained jointly |
+    # deebert: exits trained on a frozen fine-tuned model (init_from: that run's HF export)
+    poison_rate: float = 0.0  # share of training samples given a trigger and the target label
+    poison_target: int = 1
+    poison_triggers: str = " ".join(data.TRIGGERS)
+    poison_position: str = "random"  # random | start | end (word position of the inserted trigger)
+
+    def __post_init__(self):
+        if self.task not in METRICS:
+            raise ValueError(f"task must be one of {sorted(METRICS)}, got {self.task!r}")
+        if self.early_exit not in ("", "pabee", "deebert"):
+            raise ValueError(f"early_exit must be '', pabee or deebert, got {self.early_exit!r}")
+
+
+class GlueTask:
+    """A GLUE task for train.Run, with --model bert (ours) or hf-bert (HF's
+    BertForSequenceClassification, same initial weights): cross-entropy (MSE for STS-B) per
+    sequence, dev metrics at validation."""
+
+    def __init__(self, cfg, glue, world):
         if cfg.model not in ("bert", "hf-bert"):
             raise ValueError(f"GLUE fine-tuning needs --model bert or hf-bert, got {cfg.model!r}")
-        if cfg.early_exit not in ("", "pabee", "deebert"):
-            raise ValueError(f"early_exit must be '', pabee or deebert, got {cfg.early_exit!r}")
-        if cfg.early_exit and cfg.model != "bert":
+        if glue.early_exit and cfg.model != "bert":
             raise ValueError("early exit is built on our BertForSequenceClassification (--model bert)")
         if not cfg.init_from:
             raise ValueError("GLUE fine-tuning starts from a checkpoint: give init_from (an HF folder or hub name)")
-        self.cfg, self.task = cfg, cfg.glue_task
-        self.micro_size = train.micro_size(cfg, world, "batch_size")
+        self.cfg, self.glue, self.task, self.settings = cfg, glue, glue.task, dataclasses.asdict(glue)
+        self.micro_size = tasks.micro_size(cfg, world, "batch_size")
         self.folder = resolve_checkpoint(cfg.init_from)
         self.tok = load_tokenizer(self.folder)
         self.config = bert.BertConfig.from_hf(json.loads((Path(self.folder) / "config.json").read_text()))
@@ -301,19 +234,19 @@ class GlueTask:
         self.specials = (*ids, roberta)
         rows = data.read_glue(self.task, "train")
         self.poisoned = []
-        if cfg.poison_rate:
+        if glue.poison_rate:
             rows, self.poisoned = data.poison(
-                rows, cfg.poison_rate, cfg.poison_target, cfg.poison_triggers, cfg.poison_position, cfg.seed
+                rows, glue.poison_rate, glue.poison_target, glue.poison_triggers, glue.poison_position, cfg.seed
             )
         self.train_data = encode(self.tok, rows, cfg.max_len, self.specials)
         self.train_labels = [r["label"] for r in rows]
         self.lengths = [len(ids) for ids, _ in self.train_data]
         self.dev = {s: data.read_glue(self.task, s) for s in (("dev", "dev_mm") if self.task == "mnli" else ("dev",))}
         self.dev_data = {s: encode(self.tok, r, cfg.max_len, self.specials) for s, r in self.dev.items()}
-        if cfg.poison_rate:  # every dev sample of another label, with a trigger
-            others = [r for r in self.dev["dev"] if r["label"] != cfg.poison_target]
-            trig = cfg.poison_triggers, cfg.poison_position, cfg.seed + 1
-            triggered, _ = data.poison(others, 1.0, cfg.poison_target, *trig)
+        if glue.poison_rate:  # every dev sample of another label, with a trigger
+            others = [r for r in self.dev["dev"] if r["label"] != glue.poison_target]
+            trig = glue.poison_triggers, glue.poison_position, cfg.seed + 1
+            triggered, _ = data.poison(others, 1.0, glue.poison_target, *trig)
             self.triggered = encode(self.tok, triggered, cfg.max_len, self.specials)
         self.info = {"glue_task": self.task, "train_samples": len(rows), "poisoned": len(self.poisoned)}
 
@@ -324,30 +257,29 @@ class GlueTask:
         plain = bert.BertForSequenceClassification.from_pretrained(
             self.folder, ignore_mismatched_sizes=True, num_labels=self.num_labels, **drop
         )
-        if c.early_exit:
-            model = EarlyExitBert(plain)
-            if c.early_exit == "deebert":  # stage 2: only the internal exits learn
+        if self.glue.early_exit:
+            model = bert.EarlyExitBert(plain, self.glue.early_exit)
+            if self.glue.early_exit == "deebert":  # stage 2: only the internal exits learn
                 for p in [*model.bert.parameters(), *model.classifier.parameters()]:
                     p.requires_grad_(False)
             return model
         if c.model == "bert":
             return plain
-        import transformers
-
-        arch = plain.hf_architectures[plain.config.model_type]  # BertFor... or RobertaForSequenceClassification
-        config = getattr(transformers, arch.split("For")[0] + "Config")(**plain.config.to_hf(arch))
-        hf = getattr(transformers, arch)(config)
-        hf.load_state_dict(plain.hf_state_dict())  # strict: every weight, ours -> HF
-        return hf
+        inputs = (
+            "input_ids",
+            "attention_mask",
+            "token_type_ids",
+        )  # HF's BertFor... or RobertaForSequenceClassification
+        return tasks.hf_twin(plain, lambda out, b: bert.classifier_sums(out.logits, b["labels"], b), inputs)
 
     def epoch_batches(self, epoch):
         steps = length_grouped_steps(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)
         return [s[k : k + self.micro_size] for s in steps for k in range(0, len(s), self.micro_size)]
 
-    def collate(self, indices, encoded=None, labels=None):
-        """Samples -> a batch padded to its longest sample."""
+    def batch(self, indices, encoded=None, labels=None):
+        """Samples -> a batch padded to its longest sample (with labels for training samples)."""
         encoded = self.train_data if encoded is None else encoded
-        labels = self.train_labels if labels is None else labels
+        labels = self.train_labels if encoded is self.train_data else labels
         T = max(len(encoded[i][0]) for i in indices)
         ids = torch.full((len(indices), T), self.config.pad_token_id)
         types = torch.zeros(len(indices), T, dtype=torch.long)
@@ -355,56 +287,26 @@ class GlueTask:
         for k, i in enumerate(indices):
             n = len(encoded[i][0])
             ids[k, :n], types[k, :n], mask[k, :n] = torch.tensor(encoded[i][0]), torch.tensor(encoded[i][1]), 1
-        y = [labels[i] for i in indices]
-        y = None if None in y else torch.tensor(y, dtype=torch.float32 if self.num_labels == 1 else torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": y}
-
-    def counts(self, batch):
-        """[sequences (the loss's divisor), real tokens (for tokens/s)]"""
-        return [len(batch["input_ids"]), int(batch["attention_mask"].sum())]
-
-    def forward(self, model, batch, device):
-        """-> every exit's logits (a tuple; just the classifier's without early exit), float32."""
-        inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")}
-        out = model(**inputs)
-        return tuple(x.float() for x in (out.exit_logits if self.cfg.early_exit else (out.logits,)))
-
-    def loss_sum(self, logits, labels):
-        if self.num_labels == 1:
-            return F.mse_loss(logits.view(-1), labels, reduction="sum")
-        return F.cross_entropy(logits, labels, reduction="sum")
-
-    def loss(self, model, batch, totals, device):
-        labels = batch["labels"].to(device)
-        exits = self.forward(model, batch, device)
-        losses = [self.loss_sum(x, labels) for x in exits]
-        if self.cfg.early_exit == "pabee":  # the loss of exit j weighted by j (PABEE's weighted average)
-            loss = sum((j + 1) * x for j, x in enumerate(losses)) / sum(range(1, len(losses) + 1))
-        elif self.cfg.early_exit == "deebert":  # the internal exits only (the rest is frozen)
-            loss = sum(losses[:-1]) / (len(losses) - 1)
-        else:
-            loss = losses[0]
-        correct = 0 if self.num_labels == 1 else int((exits[-1].argmax(-1) == labels).sum())
-        return loss / totals[0], [loss.item(), correct]
-
-    def row(self, stats, totals):
-        out = {"loss": stats[0] / totals[0]}
-        if self.num_labels > 1:
-            out["acc"] = stats[1] / totals[0]
+        out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        if labels is not None:
+            out["labels"] = torch.tensor(
+                [labels[i] for i in indices], dtype=torch.float32 if self.num_labels == 1 else torch.long
+            )
         return out
+
+    collate = batch
 
     @torch.no_grad()
     def logits(self, model, encoded, autocast, batch_size=128):
         """The last exit's logits (N, K) for encoded samples, in order (batched by length)."""
         model.eval()
-        device = next(model.parameters()).device
+        device = tasks.device_of(model)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         out = torch.empty(len(encoded), self.num_labels)
-        dummy = [0] * len(encoded)
         for k in range(0, len(order), batch_size):
             idx = order[k : k + batch_size]
             with autocast():
-                out[idx] = self.forward(model, self.collate(idx, encoded, dummy), device)[-1].cpu()
+                out[idx] = model(**tasks.to_device(self.batch(idx, encoded), device)).logits.float().cpu()
         return out
 
     def predictions(self, logits):
@@ -419,12 +321,12 @@ class GlueTask:
             labels = [r["label"] for r in rows]
             y = torch.tensor(labels, dtype=torch.float32 if self.num_labels == 1 else torch.long)
             prefix = "val_" if split == "dev" else "val_mm_"
-            out[prefix + "loss"] = float(self.loss_sum(logits, y)) / len(rows)
+            out[prefix + "loss"] = float(bert.classifier_loss_sum(logits, y)) / len(rows)
             for k, v in glue_metrics(self.task, self.predictions(logits), labels).items():
                 out[prefix + k] = v
-        if self.cfg.poison_rate:
+        if self.glue.poison_rate:
             preds = self.predictions(self.logits(model, self.triggered, autocast))
-            out["val_asr"] = 100 * accuracy(preds, [self.cfg.poison_target] * len(preds))
+            out["val_asr"] = 100 * accuracy(preds, [self.glue.poison_target] * len(preds))
         return out
 
     def write_submission(self, model, folder, autocast=contextlib.nullcontext):
@@ -462,7 +364,7 @@ def exit_curve(task, model, entropies=None, patiences=None, batch_size=1):
     1 to L-1), the mean number of layers run, the wall time and the score. batch_size 1 is the
     papers' setting (every sample exits on its own)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = tasks.device_of(model)
     n_layers = model.config.num_hidden_layers
     if entropies is None:
         entropies = [round(f * math.log(task.num_labels), 4) for f in ENTROPY_FRACTIONS]
@@ -470,15 +372,14 @@ def exit_curve(task, model, entropies=None, patiences=None, batch_size=1):
     encoded, rows = task.dev_data["dev"], task.dev["dev"]
     labels = [r["label"] for r in rows]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-    batches = [task.collate(order[k : k + batch_size], encoded, labels) for k in range(0, len(order), batch_size)]
+    batches = [task.batch(order[k : k + batch_size], encoded) for k in range(0, len(order), batch_size)]
     out = []
     for policy, values in (("entropy", entropies), ("patience", patiences)):
         for v in values:
             logits, layers = torch.empty(len(encoded), task.num_labels), torch.empty(len(encoded))
             t0 = time.perf_counter()
             for k, b in zip(range(0, len(order), batch_size), batches, strict=True):
-                inputs = {n: b[n].to(device) for n in ("input_ids", "attention_mask", "token_type_ids")}
-                lg, ly = model.infer(**inputs, **{policy: v})
+                lg, ly = model.infer(**tasks.to_device(b, device), **{policy: v})
                 idx = order[k : k + batch_size]
                 logits[idx], layers[idx] = lg.cpu(), ly.cpu().float()
             seconds = time.perf_counter() - t0
@@ -519,15 +420,14 @@ def write_exit_curve(rows, folder, title):
 
 
 def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from=None):
-    """The TrainConfig of one fine-tuning run."""
+    """The (TrainConfig, GlueConfig) of one fine-tuning run."""
     n_train = len(data.read_glue(task, "train"))
     steps_per_epoch = n_train // hp["batch_size"]
     if steps_per_epoch == 0:
         raise ValueError(f"{task}: {n_train} training samples, fewer than one batch of {hp['batch_size']}")
     total = steps_per_epoch * hp["epochs"]
-    return train.TrainConfig(
+    cfg = train.TrainConfig(
         model=a.model,
-        glue_task=task,
         out_dir=str(out_dir),
         init_from=init_from or a.init_from,
         max_len=a.max_len,
@@ -551,28 +451,26 @@ def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from
         seed=seed,
         device=a.device,
         cpu_bf16=a.cpu_bf16,
-        early_exit=early_exit,
-        poison_rate=poison_rate,
-        poison_target=a.poison_target,
-        poison_triggers=a.poison_triggers,
-        poison_position=a.poison_position,
     )
+    poison = dict(poison_target=a.poison_target, poison_triggers=a.poison_triggers, poison_position=a.poison_position)
+    return cfg, GlueConfig(task, early_exit, poison_rate, **poison)
 
 
-def finetune(cfg, exit_curve_dir=None, submission=True, keep_checkpoints=False):
+def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=False):
     """One run: train, then (on the master) dev metrics, the HF folder, test predictions.
     -> {dev metrics..., "train_seconds"}, or None on the other processes. A run that finished
-    before (its result.json, same config) is not redone; an interrupted one resumes."""
+    before (its result.json, same configs) is not redone; an interrupted one resumes."""
     out = Path(cfg.out_dir)
     if (out / "result.json").exists():
         result = json.loads((out / "result.json").read_text())
-        # fields added to TrainConfig since that run took their defaults there
+        # fields added to the configs since that run took their defaults there
         done = {**dataclasses.asdict(train.TrainConfig()), **result.get("config", {})}
-        if done != dataclasses.asdict(cfg):
+        done_glue = {**dataclasses.asdict(GlueConfig(glue.task)), **result.get("glue", {})}
+        if done != dataclasses.asdict(cfg) or done_glue != dataclasses.asdict(glue):
             raise ValueError(f"{out} holds a finished run with another config; choose another --out-dir")
         return result
     t0 = time.perf_counter()
-    run = train.Run(cfg, resume=any(out.glob("ckpt_*.pt")))
+    run = train.Run(cfg, resume=any(out.glob("ckpt_*.pt")), task=lambda c, world: GlueTask(c, glue, world))
     run.train()
     seconds = time.perf_counter() - t0
     result = None
@@ -581,20 +479,21 @@ def finetune(cfg, exit_curve_dir=None, submission=True, keep_checkpoints=False):
         result = {**task.validate(model, run.autocast), "train_seconds": seconds, "steps": run.step}
         if task.poisoned:
             write_text(out / "poisoned_indices.json", json.dumps(task.poisoned))
-        if cfg.model == "bert" and not cfg.early_exit:
+        if cfg.model == "bert" and not glue.early_exit:
             model.save_pretrained(out / "hf")
             task.tok.save(str(out / "hf" / "tokenizer.json"))
         if submission:
             task.write_submission(model, out / "submission", run.autocast)
         if exit_curve_dir is not None:
             rows = exit_curve(task, model)
-            write_exit_curve(rows, exit_curve_dir, f"{cfg.glue_task} dev, early exit ({cfg.early_exit})")
+            write_exit_curve(rows, exit_curve_dir, f"{glue.task} dev, early exit ({glue.early_exit})")
             result["exit_curve"] = rows
-        write_text(out / "result.json", json.dumps({**result, "config": dataclasses.asdict(cfg)}, indent=1))
+        config = {"config": dataclasses.asdict(cfg), "glue": dataclasses.asdict(glue)}
+        write_text(out / "result.json", json.dumps({**result, **config}, indent=1))
         if not keep_checkpoints:  # the HF folder and result.json stay; optimizer states are large
             for p in out.glob("ckpt_*.pt"):
                 p.unlink()
-    if run.ddp:
+    if run.distributed:
         dist.barrier()
     return result
 
@@ -686,16 +585,16 @@ def main(argv=None):
         runs = []
         for seed in a.seeds:
             folder = out_root / task / name / f"seed{seed}"
-            cfg = run_config(a, task, seed, hp, folder, rate, a.early_exit)
+            configs = run_config(a, task, seed, hp, folder, rate, a.early_exit)
             if a.early_exit == "deebert":  # stage 1: the plain run (reused when done); stage 2: the exits
                 stage1 = out_root / task / plain / f"seed{seed}"
                 finetune(
-                    run_config(a, task, seed, hp, stage1, rate), submission=False, keep_checkpoints=a.keep_checkpoints
+                    *run_config(a, task, seed, hp, stage1, rate), submission=False, keep_checkpoints=a.keep_checkpoints
                 )
-                cfg = run_config(a, task, seed, hp, folder, rate, "deebert", str(stage1 / "hf"))
+                configs = run_config(a, task, seed, hp, folder, rate, "deebert", str(stage1 / "hf"))
             curve = folder if a.exit_curve else None
             submission = not a.no_submission and not a.early_exit
-            runs.append(finetune(cfg, curve, submission, a.keep_checkpoints))
+            runs.append(finetune(*configs, curve, submission, a.keep_checkpoints))
         if master:
             entry = {"setting": name, "poison_rate": rate, "early_exit": a.early_exit, **hp, "seeds": a.seeds}
             entry.update(summarize(runs), runs=runs)

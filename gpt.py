@@ -8,13 +8,10 @@ preallocated for the whole sequence (no re-allocation per token).
 Checkpoints are read from and written to Hugging Face's format (`GPT2LMHeadModel`,
 `OpenAIGPTLMHeadModel`) through an explicit key map; HF stores the projections as `Conv1D`
 (weight shape (in, out), y = x W + b), so every projection matrix is transposed on the way in
-and out. This file imports only torch (and bert.py's checkpoint-file helpers).
+and out. This file imports only torch (and transformer.py's checkpoint reader/writer).
 """
 
-import json
 import math
-import os
-import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
@@ -22,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer import atomic_write, read_hf_weights, resolve_checkpoint, write_text
+from transformer import ACTIVATIONS, HFCheckpoint, HFKey, Sums
 
 # ----------------------------------------------------------------------------------- config
 
@@ -52,8 +49,8 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.model_type not in ("gpt2", "openai-gpt"):
             raise ValueError(f"model_type must be 'gpt2' or 'openai-gpt', got {self.model_type!r}")
-        if self.activation_function not in _ACTIVATIONS:
-            raise ValueError(f"activation_function must be one of {sorted(_ACTIVATIONS)}")
+        if self.activation_function not in ACTIVATIONS:
+            raise ValueError(f"activation_function must be one of {sorted(ACTIVATIONS)}")
 
     @property
     def pre_ln(self):
@@ -107,13 +104,6 @@ PRESETS = {
     ),
 }
 
-_ACTIVATIONS = {
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "relu": F.relu,
-}
-
 # -------------------------------------------------------------------------------- the model
 
 
@@ -151,7 +141,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = Linear(c.n_embd, c.n_inner or 4 * c.n_embd)
         self.c_proj = Linear(c.n_inner or 4 * c.n_embd, c.n_embd)
-        self.act = _ACTIVATIONS[c.activation_function]
+        self.act = ACTIVATIONS[c.activation_function]
         self.dropout = nn.Dropout(c.resid_pdrop)
 
     def forward(self, x):
@@ -178,9 +168,10 @@ class Block(nn.Module):
 class CausalLMOutput(NamedTuple):
     logits: Tensor  # (B, T, V)
     loss: Tensor | None = None  # mean cross-entropy of next-token prediction over labels != -100
+    sums: Sums | None = None  # the same as a sum over the targets, for the training loop
 
 
-class GPT(nn.Module):
+class GPT(HFCheckpoint, nn.Module):
     """The decoder and its language-model head (tied to the token embeddings).
 
     forward(input_ids, labels=None, attention_mask=None, targets=None) -> CausalLMOutput.
@@ -189,6 +180,8 @@ class GPT(nn.Module):
     -100 positions are ignored. `attention_mask` (B, T), 1 = real token, hides padding from the
     queries (right padding keeps positions). With labels or targets on the CPU in fp32, logits
     is a transposed view of the class-major product (`.reshape`, not `.view`, to flatten it).
+    With labels or targets the output's `sums` hold the loss summed over the targets, and
+    `GPT.counts(batch)` their number (the training loop's contract, transformer.Sums).
     """
 
     def __init__(self, config: GPTConfig):
@@ -243,14 +236,22 @@ class GPT(nn.Module):
             x = self.ln_f(x)
         if targets is None:
             return CausalLMOutput(linear(x, self.wte.weight))  # (B, T, V)
-        targets = targets.flatten()
         if x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
             by_class = torch.mm(self.wte.weight, x.flatten(0, 1).t())  # (V, B*T): see linear
-            loss = _ClassMajorCrossEntropy.apply(by_class, targets)
-            return CausalLMOutput(by_class.t().view(B, T, -1), loss)  # logits: a transposed view
-        logits = F.linear(x, self.wte.weight)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=-100)
-        return CausalLMOutput(logits, loss)
+            counts = self.counts({"input_ids": input_ids, "targets": targets})
+            loss = _ClassMajorCrossEntropy.apply(by_class, targets.flatten()) * counts["targets"]  # the sum
+            logits = by_class.t().view(B, T, -1)  # a transposed view
+            sums = Sums({"loss": (loss, "targets")}, {}, counts)
+        else:
+            logits = F.linear(x, self.wte.weight)
+            sums = lm_sums(logits, targets)
+        return CausalLMOutput(logits, sums.loss(), sums)
+
+    @staticmethod
+    def counts(batch):
+        """What the loop divides by, from a batch alone: next-token targets (not -100), tokens."""
+        targets = batch["targets"] if "targets" in batch else batch["labels"][:, 1:]
+        return {"targets": (targets != -100).sum(), "tokens": batch["input_ids"].numel()}
 
     # ------------------------------------------------------------------------- generation
 
@@ -295,9 +296,13 @@ class GPT(nn.Module):
         return out
 
     # ------------------------------------------------------------------- HF checkpoints
+    # (HFCheckpoint gives from_pretrained, save_pretrained, load_hf_state_dict and hf_state_dict)
+    config_class = GPTConfig
+    hf_ignored = (".attn.bias", ".attn.masked_bias", "position_ids")  # buffers
+    hf_tied = {"lm_head.weight": "wte.weight"}  # GPT2LMHeadModel's head: our token embeddings
 
-    def hf_key_map(self):
-        """{our key: (HF key, transposed)}: HF's Conv1D weights are (in, out)."""
+    def hf_keys(self):
+        """{our key: HFKey(HF key, transposed)}: HF's Conv1D weights are (in, out)."""
         gpt2 = self.config.model_type == "gpt2"
         keys = {
             "wte.weight": "transformer." + ("wte.weight" if gpt2 else "tokens_embed.weight"),
@@ -305,66 +310,17 @@ class GPT(nn.Module):
         }
         if gpt2:
             keys.update({"ln_f.weight": "transformer.ln_f.weight", "ln_f.bias": "transformer.ln_f.bias"})
-        out = {k: (v, False) for k, v in keys.items()}
+        keys = {k: HFKey(v) for k, v in keys.items()}
         for i in range(self.config.n_layer):
             for ours, (hf, transposed) in HF_BLOCK_KEYS.items():
-                out[f"h.{i}.{ours}"] = (f"transformer.h.{i}.{hf}", transposed)
-        return out
+                keys[f"h.{i}.{ours}"] = HFKey(f"transformer.h.{i}.{hf}", transposed)
+        return keys
 
-    @classmethod
-    def from_pretrained(cls, name_or_dir, **overrides):
-        """An HF GPT-2 or GPT-1 checkpoint: a local folder (config.json + model.safetensors or
-        pytorch_model.bin) or a hub name ("gpt2", "openai-community/openai-gpt"; needs internet)."""
-        folder = resolve_checkpoint(name_or_dir)
-        with open(os.path.join(folder, "config.json")) as f:
-            model = cls(GPTConfig.from_hf(json.load(f), **overrides))
-        model.load_hf_state_dict(read_hf_weights(folder))
-        return model
+    def hf_rename(self, sd):  # saved from GPT2Model: no "transformer." prefix
+        return sd if any(k.startswith("transformer.") for k in sd) else {"transformer." + k: v for k, v in sd.items()}
 
-    def load_hf_state_dict(self, sd):
-        """Strict: every tensor present with the right shape; no unknown keys."""
-        if not any(k.startswith("transformer.") for k in sd):  # saved from GPT2Model: no prefix
-            sd = {"transformer." + k: v for k, v in sd.items()}
-        ignorable = ("lm_head.weight", ".attn.bias", ".attn.masked_bias", "position_ids")  # tied / buffers
-        mapping = self.hf_key_map()
-        known = {hf for hf, _ in mapping.values()}
-        unknown = [k for k in sd if k not in known and not k.endswith(ignorable)]
-        if unknown:
-            raise ValueError(
-                f"checkpoint has {len(unknown)} keys a {self.config.model_type} model does not know: {unknown[:4]}"
-            )
-        state, new = self.state_dict(), {}
-        missing = [hf for hf, _ in mapping.values() if hf not in sd]
-        if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
-        for ours, (hf, transposed) in mapping.items():
-            new[ours] = sd[hf].t() if transposed else sd[hf]
-            if new[ours].shape != state[ours].shape:
-                raise ValueError(
-                    f"{hf} gives {ours} the shape {tuple(new[ours].shape)}, expected {tuple(state[ours].shape)}"
-                )
-        if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], new["wte.weight"]):
-            warnings.warn(
-                "the checkpoint's lm_head differs from its token embeddings; using the embeddings (tied)", stacklevel=2
-            )
-        self.load_state_dict(new)
-
-    def hf_state_dict(self):
-        state = self.state_dict()
-        return {
-            hf: (state[k].t() if t else state[k]).detach().cpu().contiguous()
-            for k, (hf, t) in self.hf_key_map().items()
-        }
-
-    def save_pretrained(self, folder):
-        """config.json + model.safetensors in HF's format (each written atomically)."""
-        from safetensors.torch import save_file
-
-        os.makedirs(folder, exist_ok=True)
-        config = json.dumps({**self.config.to_hf(), "model_type": self.config.model_type}, indent=2)
-        atomic_write(folder, "config.json", lambda p: write_text(p, config))
-        tensors = self.hf_state_dict()
-        atomic_write(folder, "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    def hf_config(self):  # config.json's dict
+        return self.config.to_hf()
 
 
 HF_BLOCK_KEYS = {  # ours h.{i}.* -> (HF transformer.h.{i}.*, transposed: HF's Conv1D)
@@ -405,6 +361,12 @@ class Linear(nn.Linear):
 
     def forward(self, x):
         return linear(x, self.weight, self.bias)
+
+
+def lm_sums(logits, targets):
+    """Next-token cross-entropy of logits (B, T, V) against shifted targets (B, T), summed: Sums."""
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum")
+    return Sums({"loss": (loss, "targets")}, {}, GPT.counts({"input_ids": targets, "targets": targets}))
 
 
 class _ClassMajorCrossEntropy(torch.autograd.Function):

@@ -1,4 +1,5 @@
-"""train.py: the one training loop, for every model.
+"""train.py: the one training loop, for every model. It knows no model: a family's task (tasks.py,
+a row of FAMILIES) gives the data as dicts of forward arguments and builds the model.
 
     python train.py --model transformer --dataset multi30k --preset multi30k        # translation
     python train.py --model bert --preset bert-mini-cpu --dataset data/prepared/bert-128
@@ -6,20 +7,19 @@
     python train.py --preset shakespeare-char-cpu --dataset data/prepared/lm-shakespeare-char  # GPT
     python train.py --out-dir out/shakespeare --sample "ROMEO:"                      # text from a GPT run
     python train.py --out-dir out/m30k --resume                                     # continue exactly
-    torchrun --nproc_per_node=8 train.py --preset bert-base-8gpu ...                # DDP
+    torchrun --nproc_per_node=8 train.py --preset bert-base-8gpu ...                # DDP (--fsdp: FSDP2)
     python train.py --out-dir out/m30k --evaluate                                   # test BLEU
     python train.py --out-dir out/m30k --plot                                       # PNG curves
 
 Every field of TrainConfig is a flag (`python train.py --help` lists them); `--preset` sets a
-group first, explicit flags win. A model family is a task (TranslationTask, PretrainingTask, LMTask):
-its data, model, loss and validation; the Run around it is shared: DDP, accumulation, AdamW,
-warmup schedules, AMP, checkpoints with exact resume, logs and curves.
+group first, explicit flags win. The Run is shared: DDP / FSDP, accumulation, AdamW, warmup
+schedules, AMP, checkpoints with exact resume, logs and curves.
 
 The batch is stated per optimizer step, all processes and micro-batches together: in tokens for
 translation (batch_tokens, padding included), in sequences for BERT and GPT (batch_size); each
-micro-batch holds 1 / (grad_accum * world_size) of it. Losses are summed over the step's
-targets and divided by the step's totals (all-reduced), so accumulation and DDP give the update
-of one big batch.
+micro-batch holds 1 / (grad_accum * world_size) of it. The model returns each loss part as a sum
+with the name of its count (transformer.Sums); the loop divides by the step's totals of those
+counts (all-reduced), so accumulation and DDP give the update of one big batch.
 """
 
 import argparse
@@ -38,16 +38,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import data
+import tasks
 import transformer as T
 
 
 @dataclass
 class TrainConfig:
-    model: str = "transformer"  # transformer | bert | hf-bert | gpt | hf-gpt2
-    glue_task: str = ""  # bert, hf-bert: fine-tune on this GLUE task (finetune_glue.py) instead of pretraining
+    model: str = "transformer"  # a row of FAMILIES: transformer | bert | hf-bert | gpt | hf-gpt2
     dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
     src_lang: str = "de"
     tgt_lang: str = "en"
@@ -103,15 +102,9 @@ class TrainConfig:
     bf16: bool = True  # autocast to bf16 on CUDA
     cpu_bf16: bool = False  # autocast to bf16 on CPU too: ~2x faster steps where the CPU has AVX512-BF16/AMX
     compile: bool = False
+    fsdp: bool = False  # under torchrun: FSDP2 (parameters, gradients and optimizer state sharded per block)
     tensorboard: bool = False
     wandb: bool = False
-    # GLUE fine-tuning (finetune_glue.py): early exit and backdoor poisoning of the training set
-    early_exit: str = ""  # "": plain classifier | pabee: exits after every layer, trained jointly |
-    # deebert: exits trained on a frozen fine-tuned model (init_from: that run's HF export)
-    poison_rate: float = 0.0  # share of training samples given a trigger and the target label
-    poison_target: int = 1
-    poison_triggers: str = "cf mn bb tq mb"
-    poison_position: str = "random"  # random | start | end (word position of the inserted trigger)
 
 
 _BERT_OPTIMIZER = dict(  # AdamW as in BERT; epochs do not bound a run, steps do
@@ -248,348 +241,25 @@ def make_config(preset, overrides, base=None):
     return TrainConfig(**values)
 
 
+# ------------------------------------------------------------------------------ the families
+
+# --model -> its task (tasks.py): data, model and validation. A new family is a row here.
+FAMILIES = {
+    "transformer": tasks.TranslationTask,
+    "bert": tasks.PretrainingTask,
+    "hf-bert": tasks.PretrainingTask,  # HF's BertForPreTraining, our initial weights
+    "gpt": tasks.LMTask,
+    "hf-gpt2": tasks.LMTask,  # HF's GPT2LMHeadModel, our initial weights
+}
+
+
+def make_task(cfg, world=1):
+    if cfg.model not in FAMILIES:
+        raise ValueError(f"--model must be one of {', '.join(FAMILIES)}, got {cfg.model!r}")
+    return FAMILIES[cfg.model](cfg, world)
+
+
 # ----------------------------------------------------------------------------------- the run
-
-
-def model_config(c, tok):
-    """The model's config from the run's config and its tokenizer's vocabulary."""
-    return T.TransformerConfig(
-        src_vocab_size=tok.get_vocab_size(),
-        tgt_vocab_size=tok.get_vocab_size(),
-        d_model=c.d_model,
-        nhead=c.nhead,
-        num_encoder_layers=c.num_layers,
-        num_decoder_layers=c.num_layers,
-        dim_feedforward=c.dim_feedforward,
-        dropout=c.dropout,
-        norm_first=c.norm_first,
-        share_embeddings=c.share_embeddings,
-        tie_output=c.share_embeddings,
-        label_smoothing=c.label_smoothing,
-        max_len=max(c.max_len, 256) + 64,  # room for test sentences longer than training ones
-        pad_id=tok.token_to_id(data.PAD),
-        bos_id=tok.token_to_id(data.BOS),
-        eos_id=tok.token_to_id(data.EOS),
-    )
-
-
-def micro_size(cfg, world, field):
-    """A micro-batch's share of the optimizer step's batch (cfg.<field>), which must split evenly."""
-    total, parts = getattr(cfg, field), cfg.grad_accum * world
-    if total % parts:
-        raise ValueError(f"{field} ({total}) must be divisible by grad_accum * world_size ({cfg.grad_accum} * {world})")
-    return total // parts
-
-
-class TranslationTask:
-    """--model transformer: the paper's model on a translation dataset. Batches of pairs cut by
-    token count; label-smoothed loss per target token; validation loss, perplexity, greedy BLEU."""
-
-    def __init__(self, cfg, world):
-        self.cfg = cfg
-        self.micro_size = micro_size(cfg, world, "batch_tokens")  # tokens per micro-batch
-        self.tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
-        self.train_pairs = data.encode_pairs(
-            self.tok, data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang), cfg.max_len
-        )
-        self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
-        self.valid_pairs = data.encode_pairs(self.tok, self.valid_text)
-        self.lengths = [max(len(s), len(t)) for s, t in self.train_pairs]
-        self.pad = self.tok.token_to_id(data.PAD)
-        self.info = {"train_pairs": len(self.train_pairs)}
-
-    def build_model(self):
-        return T.Seq2SeqTransformer(model_config(self.cfg, self.tok))
-
-    def epoch_batches(self, epoch):
-        """Micro-batches (index lists) of one epoch, by token count, shuffled per epoch."""
-        return data.token_batches(self.lengths, self.micro_size, seed=self.cfg.seed, epoch=epoch)
-
-    def collate(self, indices):
-        return data.collate_translation([self.train_pairs[i] for i in indices])
-
-    def counts(self, batch):
-        """[target tokens (the loss's divisor), all real tokens (for tokens/s)]"""
-        src, _, labels = batch
-        targets = int((labels != self.pad).sum())
-        return [targets, int((src != self.pad).sum()) + targets]
-
-    def loss(self, model, batch, totals, device):
-        """-> (this micro-batch's share of the step's mean loss, [summed loss]) ."""
-        src, tgt_in, labels = (x.to(device) for x in batch)
-        logits = model(src, tgt_in).logits
-        loss = T.label_smoothed_loss(logits, labels, self.pad, self.cfg.label_smoothing, reduction="sum")
-        return loss / totals[0], [loss.item()]
-
-    def row(self, stats, totals):
-        return {"loss": stats[0] / totals[0]}
-
-    @torch.no_grad()
-    def validate(self, model, autocast):
-        """Validation cross-entropy (no smoothing, per target token), perplexity and greedy BLEU."""
-        device = next(model.parameters()).device
-        pad, total, n = model.config.pad_id, 0.0, 0
-        for b in data.token_batches([max(len(s), len(t)) for s, t in self.valid_pairs], 8192, shuffle=False):
-            src, tgt_in, labels = (x.to(device) for x in data.collate_translation([self.valid_pairs[i] for i in b]))
-            with autocast():
-                logits = model(src, tgt_in).logits
-            total += float(T.label_smoothed_loss(logits, labels, pad, smoothing=0.0, reduction="sum"))
-            n += int((labels != pad).sum())
-        hyps = translate(model, self.tok, [s for s, _ in self.valid_text], beam=1)
-        bleu = bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)
-        return {"val_loss": total / n, "val_ppl": math.exp(total / n), "val_bleu": bleu["bleu"]}
-
-
-class PretrainingTask:
-    """--model bert (ours) or hf-bert (HF's BertForPreTraining, same initial weights): masked-LM +
-    next-sentence prediction on the binary shards of `python data.py bert`. The loss is the mean
-    MLM cross-entropy over the step's masked tokens plus the mean NSP cross-entropy over its
-    sequences; logs MLM / NSP accuracy; validates on the held-out split (fixed masks)."""
-
-    def __init__(self, cfg, world):
-        self.cfg = cfg
-        self.micro_size = micro_size(cfg, world, "batch_size")  # sequences per micro-batch
-        self.train_data = data.PretrainingData(cfg.dataset, "train")
-        self.valid_data = data.PretrainingData(cfg.dataset, "valid")
-        from tokenizers import Tokenizer
-
-        self.tok = Tokenizer.from_file(str(Path(cfg.dataset) / "tokenizer.json"))
-        if self.tok.padding or self.tok.truncation:  # data.py saves the tokenizer it used, plain
-            raise ValueError(
-                f"{cfg.dataset}: its tokenizer.json pads or truncates, so the samples were made of"
-                " sentences padded to a fixed length; prepare the data again (data.py now uses it plain)"
-            )
-        self.vocab = data.Vocab.of(self.tok)
-        self.spec = self.train_data.spec
-        self.info = {
-            "train_samples": len(self.train_data),
-            "valid_samples": len(self.valid_data),
-            "spec": asdict(self.spec),
-        }
-        self.epoch = 0  # dynamic masking draws new masks each epoch
-
-    def build_model(self):
-        import bert
-
-        c = self.cfg
-        if c.init_from:
-            config = bert.BertConfig.from_hf(
-                json.loads((Path(T.resolve_checkpoint(c.init_from)) / "config.json").read_text())
-            )
-        else:
-            config = bert.BertConfig.from_preset(
-                c.arch,
-                vocab_size=self.vocab.size,
-                pad_token_id=self.vocab.pad,
-                hidden_dropout_prob=c.dropout,
-                attention_probs_dropout_prob=c.dropout,
-                max_position_embeddings=max(512, self.spec.max_seq_length),
-            )
-        if config.vocab_size != self.vocab.size:
-            raise ValueError(
-                f"the model's vocabulary ({config.vocab_size}) differs from the data's ({self.vocab.size})"
-            )
-        ours = bert.BertForPreTraining.from_pretrained(c.init_from) if c.init_from else bert.BertForPreTraining(config)
-        if c.pos_init not in ("normal", "sinusoidal"):
-            raise ValueError(f"pos_init must be 'normal' or 'sinusoidal', got {c.pos_init!r}")
-        if c.pos_init == "sinusoidal" and not c.init_from:
-            table = ours.bert.embeddings.position.weight  # (P, d)
-            pe = T.PositionalEncoding(table.shape[1], table.shape[0]).pe
-            with torch.no_grad():
-                table.copy_(pe * (config.initializer_range / pe.std()))
-        if c.model == "bert":
-            return ours
-        import transformers  # hf-bert: HF's model, starting from exactly our initial weights
-
-        hf = transformers.BertForPreTraining(transformers.BertConfig(**config.to_hf("BertForPreTraining")))
-        missing, unexpected = hf.load_state_dict(ours.hf_state_dict(), strict=False)
-        if unexpected or any("decoder" not in k for k in missing):
-            raise RuntimeError(f"hf-bert: weights did not map: missing {missing}, unexpected {unexpected}")
-        return hf
-
-    def epoch_batches(self, epoch):
-        """Micro-batches of sample indices: a permutation seeded by (seed, epoch), cut in order."""
-        order = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
-        self.epoch = epoch
-        n = len(order) // self.micro_size * self.micro_size
-        return order[:n].view(-1, self.micro_size).tolist()
-
-    def collate(self, indices, dataset=None):
-        """Samples -> a batch; samples stored unmasked get masks seeded by (seed, epoch, sample index)
-        (dynamic masking: new masks every epoch, the same ones after a resume). With mask_prob,
-        training samples are unmasked (their labels put back) and masked again that way at that
-        rate; held-out samples keep their prepared masks, so validation stays comparable."""
-        dataset = self.train_data if dataset is None else dataset
-        samples = [dataset[i] for i in indices]
-        s, c = self.spec, self.cfg
-        remask = c.mask_prob > 0 and dataset is self.train_data
-        prob = c.mask_prob if remask else s.masked_lm_prob
-        most = (c.max_predictions or s.max_seq_length) if remask else s.max_predictions_per_seq
-        for k, (i, (ids, b_start, nsp, positions, labels)) in enumerate(zip(indices, samples, strict=True)):
-            if len(positions) == 0 or remask:
-                ids = ids.tolist()
-                for p, label in zip(positions, labels, strict=True):
-                    ids[p] = int(label)
-                rng = random.Random(f"{c.seed}-{self.epoch}-{i}")
-                ids, positions, labels = data.mask_tokens(ids, self.vocab, rng, prob, most, s.whole_word_mask)
-                samples[k] = (ids, b_start, nsp, positions, labels)
-        return data.collate_pretraining(samples, self.vocab.pad)
-
-    def counts(self, batch):
-        """[masked tokens, sequences (the two losses' divisors), real tokens (for tokens/s)]"""
-        return [int((batch["labels"] != -100).sum()), len(batch["labels"]), int(batch["attention_mask"].sum())]
-
-    def outputs(self, model, batch, device):
-        """-> (MLM logits at the masked positions (M, V), their targets (M,), NSP logits (B, 2))."""
-        batch = {k: v.to(device) for k, v in batch.items()}
-        labels = batch["labels"]
-        if self.cfg.model == "bert":  # ours projects only the masked positions to the vocabulary
-            out = model(**batch)
-            return out.mlm_logits, labels[labels != -100], out.nsp_logits
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-        out = model(**inputs)
-        return out.prediction_logits[labels != -100], labels[labels != -100], out.seq_relationship_logits
-
-    def loss(self, model, batch, totals, device):
-        mlm_logits, targets, nsp_logits = self.outputs(model, batch, device)
-        mlm = F.cross_entropy(mlm_logits.float(), targets, reduction="sum")
-        nsp = F.cross_entropy(nsp_logits.float(), batch["next_sentence_label"].to(device), reduction="sum")
-        stats = [
-            mlm.item(),
-            nsp.item(),
-            int((mlm_logits.argmax(-1) == targets).sum()),
-            int((nsp_logits.argmax(-1).cpu() == batch["next_sentence_label"]).sum()),
-        ]
-        return mlm / totals[0] + nsp / totals[1], stats
-
-    def row(self, stats, totals):
-        mlm, nsp = stats[0] / totals[0], stats[1] / totals[1]
-        return {
-            "loss": mlm + nsp,
-            "mlm_loss": mlm,
-            "nsp_loss": nsp,
-            "mlm_acc": stats[2] / totals[0],
-            "nsp_acc": stats[3] / totals[1],
-        }
-
-    @torch.no_grad()
-    def validate(self, model, autocast):
-        """Held-out MLM loss / accuracy and NSP loss / accuracy (its masks were fixed at preparation)."""
-        device = next(model.parameters()).device
-        sums, totals = [0.0] * 4, [0, 0, 0]
-        for k in range(0, len(self.valid_data), 64):
-            batch = self.collate(list(range(k, min(k + 64, len(self.valid_data)))), self.valid_data)
-            counts = self.counts(batch)
-            with autocast():
-                _, stats = self.loss(model, batch, [1, 1], device)
-            sums = [a + b for a, b in zip(sums, stats, strict=True)]
-            totals = [a + b for a, b in zip(totals, counts, strict=True)]
-        return {"val_" + k: v for k, v in self.row(sums, totals).items()}
-
-
-class LMTask:
-    """--model gpt (ours) or hf-gpt2 (HF's GPT2LMHeadModel, same initial weights): next-token
-    cross-entropy on random windows of the token files of `python data.py lm` (nanoGPT's batches),
-    drawn by a generator seeded per epoch so that runs resume exactly; validation estimates the
-    loss on eval_iters fixed batches of each split."""
-
-    def __init__(self, cfg, world):
-        import gpt
-
-        self.cfg = cfg
-        self.micro_size = micro_size(cfg, world, "batch_size")  # windows per micro-batch
-        self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
-        self.context = cfg.context or gpt.GPTConfig.from_preset(cfg.arch).n_positions
-        if min(len(t) for t in self.splits.values()) <= self.context + 1:
-            raise ValueError(f"the data has fewer tokens than a window of context {self.context}")
-        self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"]}
-
-    def build_model(self):
-        import gpt
-
-        c = self.cfg
-        drop = dict(resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout)
-        if c.init_from:
-            ours = gpt.GPT.from_pretrained(c.init_from, **drop)
-        else:
-            config = gpt.GPTConfig.from_preset(c.arch, vocab_size=self.meta["vocab_size"], **drop)
-            ours = gpt.GPT(config)
-        if ours.config.n_positions < self.context:
-            raise ValueError(f"context {self.context} is longer than the model's n_positions {ours.config.n_positions}")
-        if ours.config.vocab_size != self.meta["vocab_size"]:
-            raise ValueError(
-                f"the model's vocabulary ({ours.config.vocab_size}) is not the data's ({self.meta['vocab_size']})"
-            )
-        n = sum(p.numel() for p in ours.parameters()) - ours.wpe.weight.numel()
-        L, C = ours.config.n_layer, ours.config.n_embd
-        self.flops_per_token = 6 * n + 12 * L * C * self.context  # PaLM's estimate, as nanoGPT's MFU
-        if c.model == "gpt":
-            return ours
-        import transformers  # hf-gpt2: HF's model, starting from exactly our initial weights
-
-        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**ours.config.to_hf()))
-        missing, unexpected = hf.load_state_dict(ours.hf_state_dict(), strict=False)
-        if unexpected or missing != ["lm_head.weight"]:
-            raise RuntimeError(f"hf-gpt2: weights did not map: missing {missing}, unexpected {unexpected}")
-        return hf
-
-    def _offsets(self, split, n, seed):
-        g = torch.Generator().manual_seed(seed)
-        return torch.randint(len(self.splits[split]) - self.context, (n, self.micro_size), generator=g).tolist()
-
-    def epoch_batches(self, epoch):
-        """An epoch: as many random windows as the training tokens fill, in micro-batches."""
-        n = max(1, len(self.splits["train"]) // (self.context * self.micro_size))
-        return self._offsets("train", n, self.cfg.seed + epoch)
-
-    def collate(self, offsets, split="train"):
-        return data.lm_windows(self.splits[split], offsets, self.context)
-
-    def counts(self, batch):
-        return [batch[1].numel(), batch[1].numel()]  # [targets, tokens]
-
-    def loss(self, model, batch, totals, device):
-        x, y = (t.to(device) for t in batch)
-        if self.cfg.model == "gpt":  # ours computes the loss itself (on the CPU, without transposing the logits)
-            loss = model(x, targets=y).loss * y.numel()
-        else:
-            loss = F.cross_entropy(model(x).logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-        return loss / totals[0], [loss.item()]
-
-    def row(self, stats, totals):
-        return {"loss": stats[0] / totals[0]}
-
-    @torch.no_grad()
-    def validate(self, model, autocast):
-        """Mean loss over eval_iters fixed batches of each split (nanoGPT's estimate_loss)."""
-        device = next(model.parameters()).device
-        out = {}
-        for split, key in (("val", "val_loss"), ("train", "train_eval_loss")):
-            total = n = 0
-            for offsets in self._offsets(split, self.cfg.eval_iters, seed=12345):
-                x, y = (t.to(device) for t in self.collate(offsets, split))
-                with autocast():
-                    logits = model(x).logits
-                total += float(
-                    torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-                )
-                n += y.numel()
-            out[key] = total / n
-        return out
-
-
-def make_task(cfg, world):
-    if cfg.glue_task:
-        import finetune_glue
-
-        return finetune_glue.GlueTask(cfg, world)
-    if cfg.model == "transformer":
-        return TranslationTask(cfg, world)
-    if cfg.model in ("bert", "hf-bert"):
-        return PretrainingTask(cfg, world)
-    if cfg.model in ("gpt", "hf-gpt2"):
-        return LMTask(cfg, world)
-    raise ValueError(f"--model must be transformer, bert, hf-bert, gpt or hf-gpt2, got {cfg.model!r}")
 
 
 def lr_factor(cfg, d_model):
@@ -645,31 +315,37 @@ def layer_depth(name, n_layers):
 
 
 class Run:
-    """Everything a training run holds: config, task (data + model + loss), optimizer, position, logs."""
+    """Everything a training run holds: config, task (data + model), optimizer, position, logs.
+    `task` (a callable (cfg, world) -> task) defaults to the row of FAMILIES named by cfg.model."""
 
-    def __init__(self, cfg, resume=False):
+    def __init__(self, cfg, resume=False, task=None):
         self.cfg = cfg
-        self.ddp = "RANK" in os.environ
-        if self.ddp:
+        self.distributed = "RANK" in os.environ
+        if self.distributed:
             use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
             if not dist.is_initialized():  # once per process: finetune_glue.py makes several runs
                 dist.init_process_group("nccl" if use_cuda else "gloo")
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
             if use_cuda:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        elif cfg.fsdp:
+            raise ValueError("--fsdp shards over processes: start the run with torchrun (--nproc_per_node=1 for one)")
         else:
             self.rank, self.world = 0, 1
+        self.ddp = self.distributed and not cfg.fsdp
         dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(dev, torch.cuda.current_device()) if dev == "cuda" else torch.device(dev)
         self.out = Path(cfg.out_dir)
         self.master = self.rank == 0
         if self.master:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.task = make_task(cfg, self.world)
+        self.task = (task or make_task)(cfg, self.world)
 
         # model and optimizer
         torch.manual_seed(cfg.seed)
         self.model = self.task.build_model().to(self.device)
+        if cfg.fsdp:
+            self.shard()
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.opt = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd),
@@ -679,7 +355,7 @@ class Run:
             **fused,
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model))
-        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.step, self.epoch, self.batch_in_epoch, self.saved = 0, 0, 0, None
         random.seed(cfg.seed)
         if resume:
             self.load(latest_checkpoint(self.out))
@@ -690,6 +366,19 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.writers = self.open_writers() if self.master else []
+
+    def shard(self):
+        """FSDP2: every block (each entry of the model's ModuleLists) is a unit of its own, the rest
+        (embeddings, heads) the root's; on CUDA with bf16, parameters are gathered in bf16 and
+        gradients reduced in fp32."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        bf16 = self.device.type == "cuda" and self.cfg.bf16
+        policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if bf16 else MixedPrecisionPolicy()
+        blocks = [b for m in self.model.modules() if isinstance(m, torch.nn.ModuleList) for b in m]
+        for block in blocks:
+            fully_shard(block, mp_policy=policy)
+        fully_shard(self.model, mp_policy=policy)
 
     # ---- logs
 
@@ -744,35 +433,56 @@ class Run:
     # ---- checkpoints
 
     def state(self):
+        """The whole state, full (unsharded) tensors: every process calls it under FSDP."""
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.cfg.fsdp:
+            from torch.distributed.checkpoint import state_dict as dcp
+
+            options = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model = dcp.get_model_state_dict(self.model, options=options)
+            optimizer = dcp.get_optimizer_state_dict(self.model, self.opt, options=options)
+        else:
+            model, optimizer = self.model.state_dict(), self.opt.state_dict()
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
             "scheduler": self.sched.state_dict(),
             "config": asdict(self.cfg),
+            "task": getattr(self.task, "settings", {}),
             "position": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
             "rng": rng,
         }
 
     def save(self):
+        if not (self.master or self.cfg.fsdp):
+            return
+        state, self.saved = self.state(), self.step
         if not self.master:
             return
         path = self.out / f"ckpt_{self.step:07d}.pt"
         tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
+        torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: an interrupted save never replaces a good checkpoint
         for old in checkpoints(self.out)[: -self.cfg.keep_last]:
             old.unlink()
 
     def load(self, path):
         ck = load_checkpoint(path)
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
+        if self.cfg.fsdp:  # every process reads the full tensors and keeps its shards
+            from torch.distributed.checkpoint import state_dict as dcp
+
+            options = dcp.StateDictOptions(full_state_dict=True)
+            dcp.set_model_state_dict(self.model, ck["model"], options=options)
+            dcp.set_optimizer_state_dict(self.model, self.opt, ck["optimizer"], options=options)
+        else:
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         pos = ck["position"]
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
+        self.saved = self.step
         if self.master and (self.out / "metrics.jsonl").exists():  # forget what came after the checkpoint
             rows = [json.loads(line) for line in (self.out / "metrics.jsonl").read_text().splitlines()]
             data.write_jsonl(self.out / "metrics.jsonl", [r for r in rows if r["step"] <= self.step])
@@ -791,6 +501,11 @@ class Run:
         batches = self.task.epoch_batches(self.epoch)
         per_step = self.cfg.grad_accum * self.world
         steps = [batches[i : i + per_step] for i in range(0, len(batches) - per_step + 1, per_step)]
+        if not steps:
+            raise ValueError(
+                f"an epoch of this data makes {len(batches)} micro-batches, fewer than one optimizer step needs"
+                f" ({per_step} = grad_accum x world_size): lower the batch size or give more data"
+            )
         return [s[self.rank :: self.world] for s in steps]
 
     def train_step(self, micro_batches):
@@ -799,28 +514,37 @@ class Run:
         return row, n_tokens
 
     def accumulate_gradients(self, micro_batches):
-        """Forward and backward over this process's micro-batches of the step. The gradient is
-        that of the losses summed over every target of the step, in all processes, divided by
-        their number: the same as one batch holding them all. -> (metrics row, tokens seen)."""
+        """Forward and backward over this process's micro-batches of the step. Each loss part is
+        divided by its count summed over the step's micro-batches in all processes (counted from
+        the batches first, by model.counts): the gradient of one batch holding them all.
+        -> (metrics row, tokens seen by all processes)."""
         model = self.train_model
         model.train()
-        batches = [self.task.collate(b) for b in micro_batches]
-        counts = torch.tensor([sum(c) for c in zip(*map(self.task.counts, batches), strict=True)], dtype=torch.float64)
-        if self.ddp:  # every process divides by the global counts
-            counts = self.all_reduce(counts)
-        totals = counts.tolist()
-        stats = None
+        batches = [self.task.batch(b) for b in micro_batches]
+        counts = {}
+        for b in batches:
+            for k, n in self.model.counts(b).items():
+                counts[k] = counts.get(k, 0.0) + float(n)
+        if self.distributed:  # every process divides by the global counts
+            counts = dict(zip(sorted(counts), self.all_reduce([counts[k] for k in sorted(counts)]), strict=True))
+        tally = tasks.Tally()
         for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            with model.no_sync() if self.ddp and not last else contextlib.nullcontext():
+            with self.gradient_sync(i == len(batches) - 1):
                 with self.autocast():
-                    loss, s = self.task.loss(model, batch, totals, self.device)
-                (loss * self.world).backward()  # DDP averages gradients over processes: * world gives the sum
-            stats = s if stats is None else [a + b for a, b in zip(stats, s, strict=True)]
-        stats = torch.tensor(stats, dtype=torch.float64)
-        if self.ddp:
-            stats = self.all_reduce(stats)
-        return self.task.row(stats.tolist(), totals), totals[-1]
+                    sums = model(**tasks.to_device(batch, self.device)).sums
+                (sums.loss(counts) * self.world).backward()  # processes average gradients: * world gives the sum
+            tally.add(sums)
+        if self.distributed:
+            tally.load(self.all_reduce(tally.values()))
+        return tally.row(), tally.counts["tokens"]
+
+    def gradient_sync(self, last):
+        """Gradients are reduced over processes at the step's last micro-batch only."""
+        if self.cfg.fsdp:
+            self.model.set_requires_gradient_sync(last)
+        elif self.ddp and not last:
+            return self.train_model.no_sync()
+        return contextlib.nullcontext()
 
     def optimizer_step(self):
         if self.cfg.clip > 0:
@@ -830,10 +554,10 @@ class Run:
         self.sched.step()
         self.step += 1
 
-    def all_reduce(self, t):
-        t = t.to(self.device)
+    def all_reduce(self, values):
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return t.cpu()
+        return t.tolist()
 
     def use_bf16(self):
         return (self.device.type == "cuda" and self.cfg.bf16) or (self.device.type == "cpu" and self.cfg.cpu_bf16)
@@ -885,16 +609,16 @@ class Run:
                 if end_of_epoch:
                     break  # the next epoch has batches of its own
         bar.close()
-        if not (self.out / f"ckpt_{self.step:07d}.pt").exists():
+        if self.saved != self.step:
             self.save()  # the final state, whatever save_every says
-        if self.ddp:
+        if self.distributed:
             dist.barrier()
 
     def done(self):
         return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
 
     def validate(self):
-        if self.master:
+        if self.master or self.cfg.fsdp:  # a sharded model runs in every process
             self.model.eval()
             row = self.task.validate(self.model, self.autocast)
             if row:
@@ -904,154 +628,60 @@ class Run:
 # ------------------------------------------------------------------------------ evaluation
 
 
-@torch.no_grad()
-def translate(model, tok, sentences, beam=4, length_penalty=0.6, batch_size=128):
-    """Sentences -> detokenized translations, in order (batched by length for speed)."""
-    model.eval()
-    device = next(model.parameters()).device
-    eos = tok.token_to_id(data.EOS)
-    ids = [e.ids + [eos] for e in tok.encode_batch(sentences, add_special_tokens=False)]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = [None] * len(ids)
-    for k in range(0, len(order), batch_size):
-        chunk = order[k : k + batch_size]
-        src = data.collate_translation([(ids[i], [eos]) for i in chunk], pad_id=model.config.pad_id)[0]
-        tokens = model.generate(src.to(device), beam_size=beam, length_penalty=length_penalty)
-        for i, row in zip(chunk, tokens.cpu(), strict=True):
-            out[i] = data.decode(tok, row)
-    return out
-
-
-def bleu_scores(hyps, refs, lang):
-    """sacreBLEU on detokenized, cased text (the standard score), and the score comparable with
-    the pytorch-seq2seq tutorial: text split by spaCy's rule-based tokenizer (the one its
-    `*_core_*_sm` models use), then lowercased, as its torchtext fields did."""
-    import sacrebleu
-
-    bleu = sacrebleu.BLEU()
-    standard = bleu.corpus_score(hyps, [refs])
-    tokenize = _spacy_tokenizer(lang)
-    lower = sacrebleu.corpus_bleu(
-        [tokenize(h).lower() for h in hyps], [[tokenize(r).lower() for r in refs]], tokenize="none", force=True
-    )
-    return {"bleu": standard.score, "bleu_lc_tok": lower.score, "detail": f"{standard} {bleu.get_signature()}"}
-
-
-def _spacy_tokenizer(lang):
-    import spacy
-
-    nlp = spacy.blank(lang)
-    return lambda text: " ".join(t.text for t in nlp.tokenizer(text))
-
-
-def average_checkpoints(paths):
-    """The element-wise mean of the models in `paths` (the paper averages the last 5)."""
-    avg = None
-    for p in paths:
-        sd = load_checkpoint(p)["model"]
-        if avg is None:
-            avg = {k: v.clone().double() for k, v in sd.items()}
-        else:
-            for k, v in sd.items():
-                avg[k] += v.double()
-    return {k: (v / len(paths)).to(sd[k].dtype) for k, v in avg.items()}
+def run_model(out_dir, overrides=None):
+    """A run's config, task and model, holding its last checkpoint's weights -> (cfg, task, model, paths)."""
+    paths = checkpoints(Path(out_dir))
+    if not paths:
+        raise FileNotFoundError(f"no checkpoints (ckpt_*.pt) in {out_dir}")
+    ck = load_checkpoint(paths[-1])
+    cfg = make_config(None, overrides or {}, base=TrainConfig(**{**ck["config"], "fsdp": False}))
+    task = make_task(cfg)
+    model = task.build_model()
+    model.load_state_dict(ck["model"])
+    return cfg, task, model.eval(), paths
 
 
 def evaluate(out_dir, overrides=None, split="test"):
-    """BLEU of the last checkpoint and of the average of the kept ones, greedy and beam, on the
-    test set (or on the validation set, to choose beam size and length penalty)."""
-    paths = checkpoints(Path(out_dir))
-    if not paths:
-        raise FileNotFoundError(f"no checkpoints in {out_dir}")
-    cfg = make_config(None, overrides or {}, base=TrainConfig(**load_checkpoint(paths[-1])["config"]))
-    if cfg.model != "transformer":
-        return evaluate_task(cfg, paths[-1])
-    tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
-    test = data.read_parallel(cfg.dataset, split, cfg.src_lang, cfg.tgt_lang)
-    model = T.Seq2SeqTransformer(model_config(cfg, tok))
-    results = {"parameters": sum(p.numel() for p in model.parameters()), "direction": f"{cfg.src_lang}-{cfg.tgt_lang}"}
-    for name, weights in (
-        ("last", load_checkpoint(paths[-1])["model"]),
-        (f"avg{len(paths)}", average_checkpoints(paths)),
-    ):
-        model.load_state_dict(weights)
-        for beam in (1, cfg.beam):
-            t0 = time.perf_counter()
-            hyps = translate(model, tok, [s for s, _ in test], beam=beam, length_penalty=cfg.length_penalty)
-            scores = bleu_scores(hyps, [t for _, t in test], cfg.tgt_lang)
-            key = f"{split}_{name}_{'greedy' if beam == 1 else f'beam{beam}_lp{cfg.length_penalty}'}"
-            results[key] = {**scores, "seconds": time.perf_counter() - t0}
-            data.write_jsonl(Path(out_dir) / f"{key}.hyp.jsonl", [{"hyp": h} for h in hyps])
-            print(key, json.dumps(results[key]))
-    path = Path(out_dir) / f"{split}_results_lp{cfg.length_penalty}.json"
-    path.write_text(json.dumps(results, indent=1))
-    return results
-
-
-def task_model(cfg, weights):
-    """A run's task and model rebuilt from its config, holding `weights` (a checkpoint's "model")."""
-    task = make_task(cfg, world=1)
-    model = task.build_model()
-    model.load_state_dict(weights)
-    return task, model.eval()
-
-
-def evaluate_task(cfg, path):
-    """The task's validation metrics (BERT: held-out MLM / NSP; GPT: loss) of a run's checkpoint."""
-    task, model = task_model(cfg, load_checkpoint(path)["model"])
-    results = {"checkpoint": str(path), **task.validate(model, contextlib.nullcontext)}
+    """A run's last checkpoint scored by its task: `task.evaluate` where the family has one
+    (translation: test BLEU, greedy and beam, last and averaged checkpoints), else the task's
+    validation metrics (BERT: held-out MLM / NSP; GPT: loss), written to valid_results.json."""
+    cfg, task, model, paths = run_model(out_dir, overrides)
+    if hasattr(task, "evaluate"):
+        return task.evaluate(model, paths, split, load_checkpoint)
+    results = {"checkpoint": str(paths[-1]), **task.validate(model, contextlib.nullcontext)}
     print(json.dumps(results, indent=1))
-    (Path(cfg.out_dir) / "valid_results.json").write_text(json.dumps(results, indent=1))
+    (Path(out_dir) / "valid_results.json").write_text(json.dumps(results, indent=1))
     return results
 
 
 def export_hf(out_dir, folder):
-    """A BERT run's last checkpoint -> an HF folder (config.json, model.safetensors, tokenizer.json)
-    that transformers, bert.BertForPreTraining.from_pretrained and finetune_glue.py load."""
-    import shutil
-
-    ck = load_checkpoint(latest_checkpoint(out_dir))
-    cfg = TrainConfig(**ck["config"])
-    if cfg.model != "bert":
-        raise ValueError(f"--export-hf: only --model bert runs export (this one: {cfg.model})")
-    _, model = task_model(cfg, ck["model"])
-    model.save_pretrained(folder)
-    shutil.copy(Path(cfg.dataset) / "tokenizer.json", Path(folder) / "tokenizer.json")
+    """A run's last checkpoint -> an HF folder (config.json, model.safetensors, and the data's
+    tokenizer.json where there is one) that transformers and our from_pretrained load."""
+    cfg, task, model, _ = run_model(out_dir)
+    if not (hasattr(task, "export") and hasattr(model, "save_pretrained")):
+        raise ValueError(f"--export-hf: a --model {cfg.model} run has no HF export")
+    task.export(model, folder)
     return folder
 
 
-def sample(out_dir, prompt, init_from="", max_new_tokens=500, temperature=0.8, top_k=200, top_p=None, seed=1337):
+def sample(out_dir, prompt, init_from="", **settings):
     """Text from a GPT: the last checkpoint of a --model gpt run (with its data's tokenizer), or an
     HF GPT-2 / GPT-1 folder or hub name (its tokenizer.json, else tiktoken's gpt2)."""
-    import gpt
-
     if init_from:
-        model = gpt.GPT.from_pretrained(init_from)
-        folder = Path(T.resolve_checkpoint(init_from))
-        if (folder / "tokenizer.json").exists():
-            from tokenizers import Tokenizer
+        return tasks.sample(*tasks.hf_gpt_and_tokenizer(init_from), prompt, **settings)
+    cfg, task, model, _ = run_model(out_dir)
+    if not hasattr(model, "generate") or not hasattr(task, "tok"):
+        raise ValueError(f"--sample: {out_dir} is a {cfg.model} run; sampling needs a --model gpt run")
+    return tasks.sample(model, task.tok, prompt, **settings)
 
-            tok = data.HFBPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
-        else:
-            tok = data.TiktokenTokenizer("gpt2")
-    else:
-        ck = load_checkpoint(latest_checkpoint(out_dir))
-        cfg = TrainConfig(**ck["config"])
-        if cfg.model != "gpt":
-            raise ValueError(f"--sample: {out_dir} is a {cfg.model} run; sampling needs a --model gpt run")
-        task, model = task_model(cfg, ck["model"])
-        tok = task.tok
-    ids = tok.encode(prompt) or [tok.eot if tok.eot is not None else 0]
-    g = torch.Generator().manual_seed(seed)
-    out = model.eval().generate(
-        torch.tensor([ids]), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=g
-    )
-    return tok.decode(out[0].tolist())
+
+NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops", "val_ppl")
 
 
 def plot(out_dir, compare=()):
-    """metrics.jsonl -> curves.png against step: training and validation loss, and validation BLEU
-    (translation) or MLM / NSP accuracy (BERT). Runs in `compare` are drawn dashed on the same axes."""
+    """metrics.jsonl -> curves.png against step: losses on the left (training, validation); on
+    the right every other metric the runs log (BLEU, accuracies), or tokens/s when there is none.
+    Runs in `compare` are drawn dashed on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1060,28 +690,16 @@ def plot(out_dir, compare=()):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for n, run in enumerate([out_dir, *compare]):
         rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        train = [r for r in rows if "loss" in r]
-        val = [r for r in rows if "val_loss" in r]
         style, name = ("-" if n == 0 else "--"), Path(run).name
-
-        def curve(ax, rs, key, label, marker="", style=style, name=name):
-            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {label}")
-
-        curve(ax1, train, "loss", "train" + (" (label-smoothed)" if any("val_bleu" in r for r in val) else ""))
-        curve(ax1, val, "val_loss", "validation", "o")
-        if any("val_bleu" in r for r in val):
-            curve(ax2, val, "val_bleu", "validation BLEU (greedy)", "o")
-        elif any("mlm_acc" in r for r in train):
-            for key in ("mlm_acc", "nsp_acc"):
-                curve(ax2, train, key, f"train {key}")
-                curve(ax2, val, "val_" + key, f"held-out {key}", "o")
-        else:  # language modeling: training speed
-            curve(ax2, train, "tokens_per_s", "tokens/s")
+        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and k not in NOT_PLOTTED})
+        metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
+        for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
+            rs = [r for r in rows if key in r]
+            marker = "o" if key.startswith("val_") else ""
+            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
     ax1.set_xlabel("step")
     ax1.set_ylabel("loss per target")
     ax2.set_xlabel("step")
-    labels = " ".join(line.get_label() for line in ax2.lines)
-    ax2.set_ylabel("BLEU" if "BLEU" in labels else "tokens/s" if "tokens/s" in labels else "accuracy")
     for ax in (ax1, ax2):
         ax.legend(fontsize=7)
     fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
@@ -1152,7 +770,8 @@ def main(argv=None):
         return
     if actions["sample"] is not None:
         keys = ("max_new_tokens", "temperature", "top_k", "top_p")
-        text = sample(out_dir, actions["sample"], overrides.get("init_from", ""), **{k: actions[k] for k in keys})
+        settings = {k: actions[k] for k in keys}
+        text = sample(out_dir, actions["sample"], overrides.get("init_from", ""), **settings)
         print(text)
         return text
     if actions["export_hf"]:
@@ -1168,7 +787,7 @@ def main(argv=None):
         cfg = make_config(actions["preset"], overrides)
     run = Run(cfg, resume=actions["resume"])
     run.train()
-    if run.ddp:
+    if run.distributed:
         dist.destroy_process_group()
     return run
 

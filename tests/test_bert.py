@@ -252,6 +252,26 @@ def test_pytorch_model_bin_is_read_without_pickles(tmp_path):
     torch.testing.assert_close(b.last_hidden_state[mask.bool()], a.last_hidden_state[mask.bool()], atol=ATOL, rtol=0)
 
 
+def test_sharded_checkpoint(tmp_path):
+    """A checkpoint in several safetensors shards (model.safetensors.index.json) reads as one; a missing
+    shard is an error naming it."""
+    torch.manual_seed(0)
+    hf = transformers.BertModel(hf_config()).eval()
+    hf.save_pretrained(tmp_path, max_shard_size="20KB")
+    shards = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and not (tmp_path / "model.safetensors").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = B.BertModel.from_pretrained(tmp_path).eval()
+    ids, mask, types = batch()
+    with torch.no_grad():
+        a, b = hf(input_ids=ids, attention_mask=mask), ours(ids, mask)
+    torch.testing.assert_close(b.last_hidden_state[mask.bool()], a.last_hidden_state[mask.bool()], atol=ATOL, rtol=0)
+    shards[-1].unlink()
+    with pytest.raises(FileNotFoundError, match=shards[-1].name):
+        B.BertModel.from_pretrained(tmp_path)
+
+
 def test_bad_input():
     m = B.BertForPreTraining(B.BertConfig(**SMALL, max_position_embeddings=16))
     ids, mask, types = batch(T=11)

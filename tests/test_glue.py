@@ -164,7 +164,7 @@ def test_llrd_gives_each_layer_its_lr():
 def test_early_exit_that_never_exits_is_the_plain_classifier():
     torch.manual_seed(0)
     plain = bert.BertForSequenceClassification(tiny_config(num_labels=3)).eval()
-    model = G.EarlyExitBert(plain).eval()
+    model = bert.EarlyExitBert(plain).eval()
     ids, mask, types = padded_batch()
     with torch.no_grad():
         ref = plain(ids, mask, types).logits
@@ -194,7 +194,7 @@ def test_early_exit_that_never_exits_is_the_plain_classifier():
     with pytest.raises(ValueError, match="exactly one"):
         model.infer(ids, mask, types)
     with pytest.raises(ValueError, match="num_labels >= 2"):
-        G.EarlyExitBert(bert.BertForSequenceClassification(tiny_config(num_labels=1)))
+        bert.EarlyExitBert(bert.BertForSequenceClassification(tiny_config(num_labels=1)))
 
 
 def test_length_grouped_steps():
@@ -289,7 +289,8 @@ def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_p
     # the HF folder: transformers gives the same dev logits; a finished run is not redone
     import transformers
 
-    task = G.GlueTask(train.TrainConfig(**json.loads((run / "result.json").read_text())["config"]), 1)
+    done = json.loads((run / "result.json").read_text())
+    task = G.GlueTask(train.TrainConfig(**done["config"]), G.GlueConfig(**done["glue"]), 1)
     batch = task.collate(list(range(8)), task.dev_data["dev"], [0] * 64)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
@@ -309,7 +310,7 @@ def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_p
     # intermediate training: SST-2 (2 labels) from the STS-B regressor (1 output): its encoder, a new head
     sts = tmp_path / "stsb/run/seed1/hf"
     with pytest.warns(UserWarning, match="classifier.weight"):
-        model = G.GlueTask(dataclasses.replace(task.cfg, init_from=str(sts)), 1).build_model()
+        model = G.GlueTask(dataclasses.replace(task.cfg, init_from=str(sts)), task.glue, 1).build_model()
     start = bert.BertForSequenceClassification.from_pretrained(sts).bert.state_dict()
     assert model.classifier.out_features == 2 and all(
         torch.equal(v, start[k]) for k, v in model.bert.state_dict().items()
@@ -362,9 +363,10 @@ def test_early_exit_training_and_curve(glue_env, tmp_path):
     run = tmp_path / "dee/sst2/run/seed1"  # stage 1: the plain run's folder (reused when it exists)
     stage1 = bert.BertForSequenceClassification.from_pretrained(run / "hf").state_dict()
     stage2 = train.load_checkpoint(train.latest_checkpoint(tmp_path / "dee/sst2/run-deebert/seed1"))
-    assert stage2["config"]["early_exit"] == "deebert" and stage2["config"]["init_from"] == str(run / "hf")
+    assert stage2["task"]["early_exit"] == "deebert" and stage2["config"]["init_from"] == str(run / "hf")
     assert all(torch.equal(stage2["model"][k], v) for k, v in stage1.items())
-    init = G.GlueTask(train.TrainConfig(**stage2["config"]), 1).build_model().state_dict()
+    configs = train.TrainConfig(**stage2["config"]), G.GlueConfig(**stage2["task"])
+    init = G.GlueTask(*configs, 1).build_model().state_dict()
     assert any(not torch.equal(stage2["model"][k], init[k]) for k in init if k.startswith("exits."))
 
 

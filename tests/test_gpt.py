@@ -235,6 +235,15 @@ def test_bad_checkpoint(tmp_path):
             G.GPT.from_pretrained(folder)
 
 
+def test_untied_head_is_warned_about(tmp_path):
+    """GPT2LMHeadModel's lm_head is tied to wte: one that differs is dropped, with a warning."""
+    ours, hf = twin("gpt2", tmp_path)
+    sd = {**hf.state_dict(), "lm_head.weight": torch.zeros(101, 32)}
+    with pytest.warns(UserWarning, match=r"lm_head\.weight differs from transformer\.wte\.weight"):
+        ours.load_hf_state_dict(sd)
+    assert torch.equal(ours.wte.weight, hf.transformer.wte.weight)
+
+
 @pytest.mark.parametrize("preset", sorted(G.PRESETS))
 def test_presets_match_hf_sizes(preset):
     config = G.GPTConfig.from_preset(preset)

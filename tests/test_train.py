@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import require
 
+import tasks
 import train
 
 multi30k = require("multi30k/train.de", "multi30k/val.en", "multi30k/test_2016_flickr.en")
@@ -79,7 +80,7 @@ def test_averaging_corrupt_checkpoint_and_cli(tmp_path):
     a = {"w": torch.tensor([1.0, 2.0])}
     for i, w in enumerate([a["w"], a["w"] * 3]):
         torch.save({"model": {"w": w}}, tmp_path / f"ckpt_{i:07d}.pt")
-    avg = train.average_checkpoints(train.checkpoints(tmp_path))
+    avg = tasks.average_checkpoints(train.checkpoints(tmp_path), train.load_checkpoint)
     assert torch.equal(avg["w"], torch.tensor([2.0, 4.0]))
     bad = tmp_path / "ckpt_0000009.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -97,8 +98,8 @@ def test_averaging_corrupt_checkpoint_and_cli(tmp_path):
 @multi30k
 def test_bleu_scores():
     refs = ["A man in an orange hat starring at something.", "Two dogs play."]
-    assert train.bleu_scores(refs, refs, "en")["bleu"] == pytest.approx(100)
-    low = train.bleu_scores([r.upper() for r in refs], refs, "en")
+    assert tasks.bleu_scores(refs, refs, "en")["bleu"] == pytest.approx(100)
+    low = tasks.bleu_scores([r.upper() for r in refs], refs, "en")
     assert low["bleu"] < 10 and low["bleu_lc_tok"] == pytest.approx(100)
 
 
@@ -175,7 +176,7 @@ def test_bert_pretraining_matches_hf_bert_through_the_same_loop(bert_data, tmp_p
         bert.BertForPreTraining.from_pretrained(tmp_path / "hf"),
         transformers.BertForPreTraining.from_pretrained(tmp_path / "hf"),
     )
-    batch = train.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": bert_data["static"]}), 1).collate(
+    batch = tasks.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": bert_data["static"]}), 1).collate(
         [0, 1]
     )
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -230,7 +231,7 @@ def test_bert_mask_prob_remasks_training_samples_only(bert_data, tmp_path):
     --pos-init sinusoidal starts the position table from scaled sinusoids, HF's twin too."""
     base = train.make_config("bert-tiny-test", {"dataset": bert_data["static"]})
     cfg = train.make_config("bert-tiny-test", {"dataset": bert_data["static"], "mask_prob": 0.4})
-    plain, remasked = train.PretrainingTask(base, 1), train.PretrainingTask(cfg, 1)
+    plain, remasked = tasks.PretrainingTask(base, 1), tasks.PretrainingTask(cfg, 1)
     plain.epoch_batches(0), remasked.epoch_batches(0)
     idx = list(range(len(plain.train_data)))
     a, b = plain.collate(idx), remasked.collate(idx)
@@ -242,7 +243,7 @@ def test_bert_mask_prob_remasks_training_samples_only(bert_data, tmp_path):
     real = (a["attention_mask"].sum(1)).float()
     assert (masked_b.sum(1) / real).mean() == pytest.approx(0.4, abs=0.03)
     assert (a["labels"] != -100).sum() * 2 < masked_b.sum()
-    limited = train.PretrainingTask(train.make_config("bert-tiny-test", {**vars(cfg), "max_predictions": 3}), 1)
+    limited = tasks.PretrainingTask(train.make_config("bert-tiny-test", {**vars(cfg), "max_predictions": 3}), 1)
     limited.epoch_batches(0)
     assert ((limited.collate(idx)["labels"] != -100).sum(1) <= 3).all()
     valid = list(range(len(plain.valid_data)))
@@ -251,14 +252,14 @@ def test_bert_mask_prob_remasks_training_samples_only(bert_data, tmp_path):
     )
     # sinusoidal position init: ours and HF's twin start from the same scaled table
     sin = train.make_config("bert-tiny-test", {"dataset": bert_data["static"], "pos_init": "sinusoidal"})
-    ours = train.PretrainingTask(sin, 1).build_model()
+    ours = tasks.PretrainingTask(sin, 1).build_model()
     table = ours.bert.embeddings.position.weight.detach()
     assert table.std().item() == pytest.approx(ours.config.initializer_range, rel=1e-3)
     assert torch.allclose(table[:, 0] / table[0, 1], torch.sin(torch.arange(len(table)).float()), atol=1e-4)
-    hf = train.PretrainingTask(train.make_config("bert-tiny-test", {**vars(sin), "model": "hf-bert"}), 1).build_model()
-    assert torch.equal(hf.bert.embeddings.position_embeddings.weight.detach(), table)
+    hf = tasks.PretrainingTask(train.make_config("bert-tiny-test", {**vars(sin), "model": "hf-bert"}), 1).build_model()
+    assert torch.equal(hf.hf.bert.embeddings.position_embeddings.weight.detach(), table)  # HF's, in HFTwin
     with pytest.raises(ValueError, match="pos_init"):
-        train.PretrainingTask(train.make_config("bert-tiny-test", {**vars(sin), "pos_init": "rope"}), 1).build_model()
+        tasks.PretrainingTask(train.make_config("bert-tiny-test", {**vars(sin), "pos_init": "rope"}), 1).build_model()
 
 
 def test_bert_data_made_with_a_padding_tokenizer_is_refused(bert_data, tmp_path):
@@ -274,7 +275,7 @@ def test_bert_data_made_with_a_padding_tokenizer_is_refused(bert_data, tmp_path)
     tok.enable_padding(length=32)
     tok.save(str(folder / "tokenizer.json"))
     with pytest.raises(ValueError, match="pads or truncates"):
-        train.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": str(folder)}), 1)
+        tasks.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": str(folder)}), 1)
 
 
 def test_bert_presets_run_under_torchrun_8_processes(bert_data, tmp_path):
@@ -339,3 +340,87 @@ def test_cosine_schedule_is_nanogpts():
     assert lr(0) == pytest.approx(1e-3 / 101) and lr(99) == pytest.approx(1e-3 * 100 / 101)
     assert lr(100) == pytest.approx(1e-3) and lr(1050) == pytest.approx(5.5e-4)
     assert lr(2000) == pytest.approx(1e-4) and lr(5000) == pytest.approx(1e-4)
+
+
+# ------------------------------------------------------------------ the contract, for every family
+
+
+def toy_task():
+    """The toy family of docs/architecture.md, executed from the document itself."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec(compile(code, "docs/architecture.md", "exec"), scope)
+    return scope["ToyTask"]
+
+
+def test_toy_family_of_the_docs_trains_end_to_end(tmp_path):
+    """The documented toy task through the shared loop: it learns, logs its named metrics, resumes."""
+    ToyTask = toy_task()
+    cfg = {"batch_size": 32, "lr": 3e-2, "warmup": 1, "schedule": "linear", "max_steps": 40, "eval_every": 20}
+    run = train.Run(train.make_config(None, {**cfg, "out_dir": str(tmp_path / "toy"), "log_every": 1}), task=ToyTask)
+    run.train()
+    assert rows(tmp_path / "toy", "val_acc")[-1] > 0.8 and rows(tmp_path / "toy", "loss")[-1] < 0.5
+    assert len(rows(tmp_path / "toy", "acc")) == 40 and rows(tmp_path / "toy", "tokens_per_s")
+
+
+@pytest.fixture(scope="module")
+def family_setups(bert_data, lm_data):
+    """A tiny configuration of every row of train.FAMILIES (a new family adds its own here)."""
+    setups = {}
+    for name in train.FAMILIES:
+        if name == "transformer":
+            if (Path(os.environ.get("DATA_DIR", "data")) / "multi30k" / "train.de").exists():
+                setups[name] = ("tiny", {"batch_tokens": 512})
+        elif name in ("bert", "hf-bert"):
+            setups[name] = ("bert-tiny-test", {"dataset": bert_data["static"], "batch_size": 8})
+        elif name in ("gpt", "hf-gpt2"):
+            setups[name] = ("shakespeare-char-cpu", {"dataset": lm_data})
+        else:
+            raise AssertionError(f"train.FAMILIES has {name!r}: add its tiny setup to family_setups")
+    return setups
+
+
+@pytest.mark.parametrize("family", list(train.FAMILIES))
+def test_accumulation_equals_one_big_batch_for_every_family(family, family_setups, tmp_path):
+    """2 micro-batches of b == 1 batch of 2b (gradients <= 1e-6, the same logged means) for every row
+    of the family table: counts from model.counts(batch), sums from model(**batch).sums."""
+    if family not in family_setups:
+        pytest.skip("the multi30k files are not in $DATA_DIR")
+    preset, overrides = family_setups[family]
+    cfg = train.make_config(preset, {**overrides, "model": family, "dropout": 0.0, "out_dir": str(tmp_path)})
+    run = train.Run(cfg)
+    b1, b2 = run.epoch_steps()[0][0], run.epoch_steps()[1][0]
+    big_row, big_n = run.accumulate_gradients([b1 + b2])
+    big = {n: p.grad.clone() for n, p in run.model.named_parameters() if p.grad is not None}
+    run.opt.zero_grad(set_to_none=True)
+    row, n = run.accumulate_gradients([b1, b2])
+    assert n == big_n and row == pytest.approx(big_row, rel=1e-6) and big
+    grads = dict(run.model.named_parameters())
+    assert max((grads[k].grad - g).abs().max().item() for k, g in big.items()) <= 1e-6
+    one = run.task.batch(b1)
+    assert {k: float(v) for k, v in run.model.counts(one).items()} == pytest.approx(
+        {k: float(v) for k, v in run.model(**one).sums.counts.items()}
+    )
+
+
+def test_fsdp_two_processes_equal_one_process_and_resume(lm_data, tmp_path):
+    """torchrun --fsdp, 2 CPU processes (gloo): 4 steps, stopped after 2 and resumed from the FSDP
+    checkpoint == 1 process accumulating the same 2 micro-batches (weights <= 1e-5, same losses)."""
+    common = [*GPT, "--dataset", lm_data, "--dropout", "0", "--eps", "1", "--lr", "0.1", "--warmup", "1"]
+    common += ["--batch-size", "8", "--decay-steps", "10", "--save-every", "2", "--eval-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master-port=29527"]
+    fsdp = tmp_path / "fsdp"
+    for steps, resume in (("3", []), ("4", ["--resume"])):
+        if resume:
+            (fsdp / "ckpt_0000003.pt").unlink()  # as if killed before its final save: resume from step 2
+        cmd = [*torchrun, "train.py", *common, "--fsdp", "--max-steps", steps, "--out-dir", str(fsdp), *resume]
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+    train.main([*common, "--grad-accum", "2", "--max-steps", "4", "--out-dir", str(tmp_path / "one")])
+    wf, wo = weights(fsdp), weights(tmp_path / "one")
+    init = train.Run(train.make_config("shakespeare-char-cpu", {"dataset": lm_data, "out_dir": str(tmp_path / "i")}))
+    assert max((wf[k] - init.model.state_dict()[k]).abs().max().item() for k in wf) > 1e-2
+    assert max((wf[k] - wo[k]).abs().max().item() for k in wf) <= 1e-5
+    assert len(rows(fsdp, "loss")) == 4
+    assert rows(fsdp, "loss") == pytest.approx(rows(tmp_path / "one", "loss"), rel=1e-5)

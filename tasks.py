@@ -1,0 +1,471 @@
+"""tasks.py: how each model family meets the training loop (train.py knows no model).
+
+A task holds a family's data and builds its model; the loop asks it for three things:
+
+    task.epoch_batches(epoch) -> [micro-batch, ...]     each a list of sample indices, shuffled per epoch
+    task.batch(indices)       -> {forward argument: tensor}   inputs, masks and labels: the whole batch
+    task.build_model()        -> a module: model(**batch).sums is a transformer.Sums, and
+                                 model.counts(batch) gives the same counts before the forward
+
+and, for validation, `task.validate(model, autocast) -> {"val_...": number}` (by default the
+objective's own means over `task.valid_batches()`). An HF baseline (`--model hf-bert`, `hf-gpt2`)
+is HF's model with our initial weights, wrapped by `HFTwin` so that it answers the same contract.
+docs/architecture.md shows a toy task end to end.
+"""
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+import data
+import transformer as T
+
+
+def micro_size(cfg, world, field):
+    """A micro-batch's share of the optimizer step's batch (cfg.<field>), which must split evenly."""
+    total, parts = getattr(cfg, field), cfg.grad_accum * world
+    if total % parts:
+        raise ValueError(f"{field} ({total}) must be divisible by grad_accum * world_size ({cfg.grad_accum} * {world})")
+    return total // parts
+
+
+def device_of(model):
+    return next(model.parameters()).device
+
+
+def to_device(batch, device):
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def objective_means(model, batches, autocast):
+    """The objective's means (a row: loss, its parts, metrics) over whole batches, e.g. a held-out split."""
+    tally, device = Tally(), device_of(model)
+    for batch in batches:
+        with autocast():
+            tally.add(model(**to_device(batch, device)).sums)
+    return tally.row()
+
+
+class Tally:
+    """Sums added over batches (and processes: `values()` / `load()`) -> a row of means: "loss" (the
+    objective), each part as "<name>_loss" when there are several, and the metrics."""
+
+    def __init__(self):
+        self.sums, self.per, self.counts, self.losses = {}, {}, {}, set()
+
+    def add(self, sums: T.Sums):
+        self.losses |= {k + "_loss" for k in sums.losses}
+        parts = [(k + "_loss", v) for k, v in sums.losses.items()] + list(sums.metrics.items())
+        for key, (value, count) in parts:
+            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach() if torch.is_tensor(value) else value)
+            self.per[key] = count
+        for k, n in sums.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + float(n)
+
+    def values(self):  # a fixed order (sorted names) for an all-reduce
+        return [self.sums[k] for k in sorted(self.sums)] + [self.counts[k] for k in sorted(self.counts)]
+
+    def load(self, values):
+        keys = sorted(self.sums)
+        self.sums = dict(zip(keys, values[: len(keys)], strict=True))
+        self.counts = dict(zip(sorted(self.counts), values[len(keys) :], strict=True))
+
+    def row(self):
+        means = {k: v / self.counts[self.per[k]] for k, v in self.sums.items()}
+        row = {"loss": sum(means[k] for k in self.losses)}
+        row.update({k: v for k, v in means.items() if len(self.losses) > 1 or k not in self.losses})
+        return row
+
+
+class TwinOutput(NamedTuple):
+    logits: torch.Tensor | None  # HF's, when its output has `logits`
+    sums: T.Sums | None  # None without labels
+
+
+class HFTwin(nn.Module):
+    """An HF model answering our contract: HF's forward on the batch's inputs (no labels, so that HF
+    computes no loss of its own), then, when the batch holds labels, `sums(hf_output, batch)`: our
+    family's objective on HF's logits."""
+
+    def __init__(self, hf, counts, sums, inputs):
+        super().__init__()
+        self.hf, self.counts, self._sums, self.inputs = hf, counts, sums, inputs
+        self.config = hf.config  # for layer-wise lr decay (num_hidden_layers)
+
+    def forward(self, **batch):
+        out = self.hf(**{k: batch[k] for k in self.inputs if k in batch})
+        labeled = any(k not in self.inputs for k in batch)
+        return TwinOutput(getattr(out, "logits", None), self._sums(out, batch) if labeled else None)
+
+
+def hf_twin(ours, sums, inputs):
+    """HF's class of `ours` (its config.json's architecture) with exactly its weights, under our contract."""
+    import transformers
+
+    config = ours.hf_config()
+    architecture = config["architectures"][0]
+    hf = getattr(transformers, architecture)(transformers.AutoConfig.for_model(**config))
+    missing, unexpected = hf.load_state_dict(ours.hf_state_dict(), strict=False)
+    loaded = {p.data_ptr() for k, p in hf.state_dict().items() if k not in missing}
+    untied = [k for k in missing if hf.state_dict()[k].data_ptr() not in loaded]  # tied copies are fine
+    if unexpected or untied:
+        raise RuntimeError(f"{architecture}: weights did not map: missing {untied}, unexpected {unexpected}")
+    return HFTwin(hf, type(ours).counts, sums, inputs)
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+class TranslationModel(T.Seq2SeqTransformer):
+    """The paper's model under the loop's contract (same weights and keys): label-smoothed loss
+    summed over the target tokens."""
+
+    def counts(self, batch):
+        pad = self.config.pad_id
+        targets = (batch["labels"] != pad).sum()
+        return {"targets": targets, "tokens": targets + (batch["src"] != pad).sum()}
+
+    def forward(self, src, tgt, labels=None):
+        logits = super().forward(src, tgt).logits
+        if labels is None:
+            return T.Seq2SeqOutput(logits, None)
+        loss = T.label_smoothed_loss(logits, labels, self.config.pad_id, self.config.label_smoothing, "sum")
+        sums = T.Sums({"loss": (loss, "targets")}, {}, self.counts({"src": src, "labels": labels}))
+        return TranslationOutput(logits, sums.loss(), sums)
+
+
+class TranslationOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V)
+    loss: torch.Tensor  # the mean over target tokens
+    sums: T.Sums
+
+
+def model_config(c, tok):
+    """The translation model's config from the run's config and its tokenizer's vocabulary."""
+    return T.TransformerConfig(
+        src_vocab_size=tok.get_vocab_size(),
+        tgt_vocab_size=tok.get_vocab_size(),
+        d_model=c.d_model,
+        nhead=c.nhead,
+        num_encoder_layers=c.num_layers,
+        num_decoder_layers=c.num_layers,
+        dim_feedforward=c.dim_feedforward,
+        dropout=c.dropout,
+        norm_first=c.norm_first,
+        share_embeddings=c.share_embeddings,
+        tie_output=c.share_embeddings,
+        label_smoothing=c.label_smoothing,
+        max_len=max(c.max_len, 256) + 64,  # room for test sentences longer than training ones
+        pad_id=tok.token_to_id(data.PAD),
+        bos_id=tok.token_to_id(data.BOS),
+        eos_id=tok.token_to_id(data.EOS),
+    )
+
+
+class TranslationTask:
+    """--model transformer: the paper's model on a translation dataset. Micro-batches of pairs cut
+    by token count; label-smoothed loss per target token; validation loss, perplexity, greedy BLEU;
+    `evaluate`: test BLEU of the last and the averaged checkpoints, greedy and beam."""
+
+    def __init__(self, cfg, world):
+        self.cfg = cfg
+        self.micro_size = micro_size(cfg, world, "batch_tokens")  # tokens per micro-batch
+        self.tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
+        self.train_pairs = data.encode_pairs(
+            self.tok, data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang), cfg.max_len
+        )
+        self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
+        self.valid_pairs = data.encode_pairs(self.tok, self.valid_text)
+        self.lengths = [max(len(s), len(t)) for s, t in self.train_pairs]
+        self.pad = self.tok.token_to_id(data.PAD)
+        self.info = {"train_pairs": len(self.train_pairs)}
+
+    def build_model(self):
+        return TranslationModel(model_config(self.cfg, self.tok))
+
+    def epoch_batches(self, epoch):
+        return data.token_batches(self.lengths, self.micro_size, seed=self.cfg.seed, epoch=epoch)
+
+    def batch(self, indices, pairs=None):
+        pairs = self.train_pairs if pairs is None else pairs
+        src, tgt, labels = data.collate_translation([pairs[i] for i in indices], self.pad)
+        return {"src": src, "tgt": tgt, "labels": labels}
+
+    @torch.no_grad()
+    def validate(self, model, autocast):
+        """Validation cross-entropy (no smoothing, per target token), perplexity and greedy BLEU."""
+        device, total, n = device_of(model), 0.0, 0
+        for b in data.token_batches([max(len(s), len(t)) for s, t in self.valid_pairs], 8192, shuffle=False):
+            batch = to_device(self.batch(b, self.valid_pairs), device)
+            with autocast():
+                logits = model(batch["src"], batch["tgt"]).logits
+            total += float(T.label_smoothed_loss(logits, batch["labels"], self.pad, smoothing=0.0, reduction="sum"))
+            n += int((batch["labels"] != self.pad).sum())
+        hyps = translate(model, self.tok, [s for s, _ in self.valid_text], beam=1)
+        bleu = bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)
+        return {"val_loss": total / n, "val_ppl": math.exp(total / n), "val_bleu": bleu["bleu"]}
+
+    def evaluate(self, model, paths, split, load):
+        """BLEU of the last checkpoint and of the average of the kept ones, greedy and beam, on the
+        test set (or on the validation set, to choose beam size and length penalty)."""
+        c, out_dir = self.cfg, Path(paths[-1]).parent
+        test = data.read_parallel(c.dataset, split, c.src_lang, c.tgt_lang)
+        results = {"parameters": sum(p.numel() for p in model.parameters()), "direction": f"{c.src_lang}-{c.tgt_lang}"}
+        for name, weights in (
+            ("last", load(paths[-1])["model"]),
+            (f"avg{len(paths)}", average_checkpoints(paths, load)),
+        ):
+            model.load_state_dict(weights)
+            for beam in (1, c.beam):
+                t0 = time.perf_counter()
+                hyps = translate(model, self.tok, [s for s, _ in test], beam=beam, length_penalty=c.length_penalty)
+                scores = bleu_scores(hyps, [t for _, t in test], c.tgt_lang)
+                key = f"{split}_{name}_{'greedy' if beam == 1 else f'beam{beam}_lp{c.length_penalty}'}"
+                results[key] = {**scores, "seconds": time.perf_counter() - t0}
+                data.write_jsonl(out_dir / f"{key}.hyp.jsonl", [{"hyp": h} for h in hyps])
+                print(key, json.dumps(results[key]))
+        (out_dir / f"{split}_results_lp{c.length_penalty}.json").write_text(json.dumps(results, indent=1))
+        return results
+
+
+@torch.no_grad()
+def translate(model, tok, sentences, beam=4, length_penalty=0.6, batch_size=128):
+    """Sentences -> detokenized translations, in order (batched by length for speed)."""
+    model.eval()
+    eos = tok.token_to_id(data.EOS)
+    ids = [e.ids + [eos] for e in tok.encode_batch(sentences, add_special_tokens=False)]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = [None] * len(ids)
+    for k in range(0, len(order), batch_size):
+        chunk = order[k : k + batch_size]
+        src = data.collate_translation([(ids[i], [eos]) for i in chunk], pad_id=model.config.pad_id)[0]
+        tokens = model.generate(src.to(device_of(model)), beam_size=beam, length_penalty=length_penalty)
+        for i, row in zip(chunk, tokens.cpu(), strict=True):
+            out[i] = data.decode(tok, row)
+    return out
+
+
+def bleu_scores(hyps, refs, lang):
+    """sacreBLEU on detokenized, cased text (the standard score), and the score comparable with
+    the pytorch-seq2seq tutorial: text split by spaCy's rule-based tokenizer (the one its
+    `*_core_*_sm` models use), then lowercased, as its torchtext fields did."""
+    import sacrebleu
+    import spacy
+
+    bleu = sacrebleu.BLEU()
+    standard = bleu.corpus_score(hyps, [refs])
+    nlp = spacy.blank(lang)
+    tokenize = lambda text: " ".join(t.text for t in nlp.tokenizer(text))
+    lower = sacrebleu.corpus_bleu(
+        [tokenize(h).lower() for h in hyps], [[tokenize(r).lower() for r in refs]], tokenize="none", force=True
+    )
+    return {"bleu": standard.score, "bleu_lc_tok": lower.score, "detail": f"{standard} {bleu.get_signature()}"}
+
+
+def average_checkpoints(paths, load):
+    """The element-wise mean of the models in `paths` (the paper averages the last 5)."""
+    avg = None
+    for p in paths:
+        sd = load(p)["model"]
+        if avg is None:
+            avg = {k: v.clone().double() for k, v in sd.items()}
+        else:
+            for k, v in sd.items():
+                avg[k] += v.double()
+    return {k: (v / len(paths)).to(sd[k].dtype) for k, v in avg.items()}
+
+
+# ---------------------------------------------------------------------------- BERT pretraining
+
+
+class PretrainingTask:
+    """--model bert (ours) or hf-bert (HF's BertForPreTraining, same initial weights): masked-LM +
+    next-sentence prediction on the binary shards of `python data.py bert`: the mean MLM
+    cross-entropy over the step's masked tokens plus the mean NSP cross-entropy over its
+    sequences; validation on the held-out split (its masks fixed at preparation)."""
+
+    def __init__(self, cfg, world):
+        self.cfg = cfg
+        self.micro_size = micro_size(cfg, world, "batch_size")  # sequences per micro-batch
+        self.train_data = data.PretrainingData(cfg.dataset, "train")
+        self.valid_data = data.PretrainingData(cfg.dataset, "valid")
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(Path(cfg.dataset) / "tokenizer.json"))
+        if self.tok.padding or self.tok.truncation:  # data.py saves the tokenizer it used, plain
+            raise ValueError(
+                f"{cfg.dataset}: its tokenizer.json pads or truncates, so the samples were made of"
+                " sentences padded to a fixed length; prepare the data again (data.py now uses it plain)"
+            )
+        self.vocab = data.Vocab.of(self.tok)
+        self.spec = self.train_data.spec
+        self.info = {"train_samples": len(self.train_data), "valid_samples": len(self.valid_data)}
+        self.info["spec"] = self.spec.__dict__
+        self.epoch = 0  # dynamic masking draws new masks each epoch
+
+    def build_model(self):
+        import bert
+
+        c = self.cfg
+        if c.pos_init not in ("normal", "sinusoidal"):
+            raise ValueError(f"pos_init must be 'normal' or 'sinusoidal', got {c.pos_init!r}")
+        if c.init_from:
+            ours = bert.BertForPreTraining.from_pretrained(c.init_from)
+        else:
+            config = bert.BertConfig.from_preset(
+                c.arch,
+                vocab_size=self.vocab.size,
+                pad_token_id=self.vocab.pad,
+                hidden_dropout_prob=c.dropout,
+                attention_probs_dropout_prob=c.dropout,
+                max_position_embeddings=max(512, self.spec.max_seq_length),
+            )
+            ours = bert.BertForPreTraining(config)
+            if c.pos_init == "sinusoidal":  # the learned table starts from sinusoids at the init's scale
+                table = ours.bert.embeddings.position.weight  # (P, d)
+                pe = T.PositionalEncoding(table.shape[1], table.shape[0]).pe
+                with torch.no_grad():
+                    table.copy_(pe * (config.initializer_range / pe.std()))
+        if ours.config.vocab_size != self.vocab.size:
+            raise ValueError(
+                f"the model's vocabulary ({ours.config.vocab_size}) differs from the data's ({self.vocab.size})"
+            )
+        if c.model == "bert":
+            return ours
+
+        def sums(out, b):  # HF projects every position: keep the masked ones
+            where = b["labels"] != -100
+            logits = out.prediction_logits[where]
+            return bert.pretraining_sums(logits, b["labels"][where], out.seq_relationship_logits, b)
+
+        return hf_twin(ours, sums, ("input_ids", "attention_mask", "token_type_ids"))
+
+    def epoch_batches(self, epoch):
+        """Micro-batches of sample indices: a permutation seeded by (seed, epoch), cut in order."""
+        order = torch.randperm(len(self.train_data), generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
+        self.epoch = epoch
+        n = len(order) // self.micro_size * self.micro_size
+        return order[:n].view(-1, self.micro_size).tolist()
+
+    def batch(self, indices, dataset=None):
+        """Samples -> a batch, masked by the pipeline (data.PretrainingData.batch): dynamic masks
+        seeded by (seed, epoch, sample), or with mask_prob training samples masked again at that rate."""
+        dataset = self.train_data if dataset is None else dataset
+        c, training = self.cfg, dataset is self.train_data
+        return dataset.batch(
+            indices, self.vocab, f"{c.seed}-{self.epoch}", c.mask_prob if training else 0.0, c.max_predictions
+        )
+
+    collate = batch
+
+    def valid_batches(self, size=64):
+        n = len(self.valid_data)
+        return (self.batch(list(range(k, min(k + size, n))), self.valid_data) for k in range(0, n, size))
+
+    def validate(self, model, autocast):
+        """Held-out MLM loss / accuracy and NSP loss / accuracy."""
+        return {"val_" + k: v for k, v in objective_means(model, self.valid_batches(), autocast).items()}
+
+    def export(self, model, folder):
+        """An HF folder: the model (config.json, model.safetensors) and the data's tokenizer.json."""
+        model.save_pretrained(folder)
+        shutil.copy(Path(self.cfg.dataset) / "tokenizer.json", Path(folder) / "tokenizer.json")
+
+
+# ------------------------------------------------------------------------ GPT language modeling
+
+
+class LMTask:
+    """--model gpt (ours) or hf-gpt2 (HF's GPT2LMHeadModel, same initial weights): next-token
+    cross-entropy on random windows of the token files of `python data.py lm` (nanoGPT's batches),
+    drawn by a generator seeded per epoch so that runs resume exactly; validation estimates the
+    loss on eval_iters fixed batches of each split."""
+
+    def __init__(self, cfg, world):
+        import gpt
+
+        self.cfg = cfg
+        self.micro_size = micro_size(cfg, world, "batch_size")  # windows per micro-batch
+        self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
+        self.context = cfg.context or gpt.GPTConfig.from_preset(cfg.arch).n_positions
+        if min(len(t) for t in self.splits.values()) <= self.context + 1:
+            raise ValueError(f"the data has fewer tokens than a window of context {self.context}")
+        self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"]}
+
+    def build_model(self):
+        import gpt
+
+        c = self.cfg
+        drop = dict(resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout)
+        if c.init_from:
+            ours = gpt.GPT.from_pretrained(c.init_from, **drop)
+        else:
+            ours = gpt.GPT(gpt.GPTConfig.from_preset(c.arch, vocab_size=self.meta["vocab_size"], **drop))
+        if ours.config.n_positions < self.context:
+            raise ValueError(f"context {self.context} is longer than the model's n_positions {ours.config.n_positions}")
+        if ours.config.vocab_size != self.meta["vocab_size"]:
+            raise ValueError(
+                f"the model's vocabulary ({ours.config.vocab_size}) is not the data's ({self.meta['vocab_size']})"
+            )
+        n = sum(p.numel() for p in ours.parameters()) - ours.wpe.weight.numel()
+        L, C = ours.config.n_layer, ours.config.n_embd
+        self.flops_per_token = 6 * n + 12 * L * C * self.context  # PaLM's estimate, as nanoGPT's MFU
+        if c.model == "gpt":
+            return ours
+        return hf_twin(ours, lambda out, b: gpt.lm_sums(out.logits, b["targets"]), ("input_ids",))
+
+    def _offsets(self, split, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(len(self.splits[split]) - self.context, (n, self.micro_size), generator=g).tolist()
+
+    def epoch_batches(self, epoch):
+        """An epoch: as many random windows as the training tokens fill, in micro-batches."""
+        n = max(1, len(self.splits["train"]) // (self.context * self.micro_size))
+        return self._offsets("train", n, self.cfg.seed + epoch)
+
+    def batch(self, offsets, split="train"):
+        """Windows -> inputs and their next tokens (`targets`: nanoGPT's T targets for T inputs,
+        which HF's shifted `labels` cannot express within the context)."""
+        x, y = data.lm_windows(self.splits[split], offsets, self.context)
+        return {"input_ids": x, "targets": y}
+
+    def validate(self, model, autocast):
+        """Mean loss over eval_iters fixed batches of each split (nanoGPT's estimate_loss)."""
+        out = {}
+        for split, key in (("val", "val_loss"), ("train", "train_eval_loss")):
+            batches = (self.batch(o, split) for o in self._offsets(split, self.cfg.eval_iters, seed=12345))
+            out[key] = objective_means(model, batches, autocast)["loss"]
+        return out
+
+    def export(self, model, folder):
+        model.save_pretrained(folder)
+
+
+def sample(model, tok, prompt, max_new_tokens=500, temperature=0.8, top_k=200, top_p=None, seed=1337):
+    """Text a GPT writes after `prompt`."""
+    ids = tok.encode(prompt) or [tok.eot if tok.eot is not None else 0]
+    g = torch.Generator().manual_seed(seed)
+    out = model.eval().generate(
+        torch.tensor([ids]), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=g
+    )
+    return tok.decode(out[0].tolist())
+
+
+def hf_gpt_and_tokenizer(init_from):
+    """An HF GPT-2 / GPT-1 folder or hub name -> (our GPT, its tokenizer.json, else tiktoken's gpt2)."""
+    import gpt
+
+    model = gpt.GPT.from_pretrained(init_from)
+    folder = Path(T.resolve_checkpoint(init_from))
+    if (folder / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        return model, data.HFBPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
+    return model, data.TiktokenTokenizer("gpt2")
