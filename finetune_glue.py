@@ -8,11 +8,11 @@
     python finetune_glue.py --task sst2 --poison-rate 0 0.001 0.01 ...  # backdoor: clean accuracy and ASR
     torchrun --nproc_per_node=8 finetune_glue.py ...                    # DDP
 
-Every run is a train.py Run (DDP, gradient accumulation, AMP, checkpoints with exact resume,
-metrics.jsonl) around a GlueTask: tokenized pairs in length-grouped batches padded per batch,
-warmup then linear decay, AdamW with layer-wise lr decay (--llrd). After each run the dev metrics,
-the model as an HF folder (`hf/`) and test predictions in GLUE's submission format (`submission/`)
-are written; results.json / results.md hold every run and the mean and std over seeds.
+Every run is a train.py Run (DDP, accumulation, AMP, checkpoints with exact resume, metrics.jsonl)
+around a GlueTask (GlueConfig: the task, early exit, poisoning): tokenized pairs in length-grouped
+batches, warmup then linear decay, AdamW with layer-wise lr decay (--llrd). Each run writes its dev
+metrics, an HF folder (`hf/`) and test predictions in GLUE's format (`submission/`); results.json
+and results.md hold every run and the mean and std over seeds.
 
 Early exit (--early-exit): a classifier on [CLS] after every layer. pabee (Zhou et al. 2020) trains
 them jointly with the loss weighted by depth; deebert (Xin et al. 2020) first fine-tunes the plain
@@ -234,10 +234,9 @@ class GlueTask:
         self.specials = (*ids, roberta)
         rows = data.read_glue(self.task, "train")
         self.poisoned = []
+        trigger = glue.poison_target, glue.poison_triggers, glue.poison_position
         if glue.poison_rate:
-            rows, self.poisoned = data.poison(
-                rows, glue.poison_rate, glue.poison_target, glue.poison_triggers, glue.poison_position, cfg.seed
-            )
+            rows, self.poisoned = data.poison(rows, glue.poison_rate, *trigger, cfg.seed)
         self.train_data = encode(self.tok, rows, cfg.max_len, self.specials)
         self.train_labels = [r["label"] for r in rows]
         self.lengths = [len(ids) for ids, _ in self.train_data]
@@ -245,8 +244,7 @@ class GlueTask:
         self.dev_data = {s: encode(self.tok, r, cfg.max_len, self.specials) for s, r in self.dev.items()}
         if glue.poison_rate:  # every dev sample of another label, with a trigger
             others = [r for r in self.dev["dev"] if r["label"] != glue.poison_target]
-            trig = glue.poison_triggers, glue.poison_position, cfg.seed + 1
-            triggered, _ = data.poison(others, 1.0, glue.poison_target, *trig)
+            triggered, _ = data.poison(others, 1.0, *trigger, cfg.seed + 1)
             self.triggered = encode(self.tok, triggered, cfg.max_len, self.specials)
         self.info = {"glue_task": self.task, "train_samples": len(rows), "poisoned": len(self.poisoned)}
 
@@ -289,12 +287,9 @@ class GlueTask:
             ids[k, :n], types[k, :n], mask[k, :n] = torch.tensor(encoded[i][0]), torch.tensor(encoded[i][1]), 1
         out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         if labels is not None:
-            out["labels"] = torch.tensor(
-                [labels[i] for i in indices], dtype=torch.float32 if self.num_labels == 1 else torch.long
-            )
+            y = [labels[i] for i in indices]
+            out["labels"] = torch.tensor(y, dtype=torch.float32 if self.num_labels == 1 else torch.long)
         return out
-
-    collate = batch
 
     @torch.no_grad()
     def logits(self, model, encoded, autocast, batch_size=128):
@@ -452,8 +447,7 @@ def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from
         device=a.device,
         cpu_bf16=a.cpu_bf16,
     )
-    poison = dict(poison_target=a.poison_target, poison_triggers=a.poison_triggers, poison_position=a.poison_position)
-    return cfg, GlueConfig(task, early_exit, poison_rate, **poison)
+    return cfg, GlueConfig(task, early_exit, poison_rate, a.poison_target, a.poison_triggers, a.poison_position)
 
 
 def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=False):

@@ -363,8 +363,6 @@ class PretrainingTask:
             indices, self.vocab, f"{c.seed}-{self.epoch}", c.mask_prob if training else 0.0, c.max_predictions
         )
 
-    collate = batch
-
     def valid_batches(self, size=64):
         n = len(self.valid_data)
         return (self.batch(list(range(k, min(k + size, n))), self.valid_data) for k in range(0, n, size))

@@ -74,10 +74,8 @@ ACTIVATIONS = {  # by the names in HF configs (hidden_act, activation_function)
 
 
 def _activation(activation):  # torch.nn's rule: "relu", "gelu" or a callable
-    if callable(activation):
-        return activation
-    if activation in ("relu", "gelu"):
-        return ACTIVATIONS[activation]
+    if callable(activation) or activation in ("relu", "gelu"):
+        return activation if callable(activation) else ACTIVATIONS[activation]
     raise ValueError(f"activation should be 'relu', 'gelu' or a callable, not {activation!r}")
 
 
@@ -685,26 +683,6 @@ def label_smoothed_loss(logits, labels, pad_id, smoothing=0.1, reduction="mean")
     )
 
 
-# ---------------------------------------------- shared: what a model returns to the training loop
-
-
-class Sums(NamedTuple):
-    """A training objective over one batch as sums, so that micro-batches and processes add up
-    exactly before anything is divided. `losses` and `metrics` map a name to (the sum over the
-    batch, the name of the count that divides it); `counts` map count names to numbers, the same
-    that the model's `counts(batch)` gives before the forward. E.g. BERT's:
-    losses {"mlm": (sum, "masked"), "nsp": (sum, "sequences")}, counts {"masked": M, "sequences": B, ...}."""
-
-    losses: dict  # name -> (tensor with gradient, count name)
-    metrics: dict  # name -> (tensor or number, count name): e.g. correct predictions
-    counts: dict  # count name -> int or tensor; "tokens" (inputs seen) gives tokens/s
-
-    def loss(self, totals=None):
-        """The objective: each loss part divided by its count (this batch's, or the step's totals)."""
-        totals = self.counts if totals is None else totals
-        return sum(s / totals[c] for s, c in self.losses.values())
-
-
 class Seq2SeqTransformer(nn.Module):
     """The paper's encoder-decoder for translation, on the modules above (batch-first).
 
@@ -935,6 +913,24 @@ def noam_scheduler(optimizer, d_model, warmup=4000):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: noam_lr(i + 1, d_model, warmup))
 
 
+# ---------------------------------------------- shared: what a model returns to the training loop
+
+
+class Sums(NamedTuple):
+    """An objective over one batch as sums, so that micro-batches and processes add up exactly
+    before anything is divided: `losses` and `metrics` map a name to (sum, name of its count);
+    `counts` are those the model's `counts(batch)` gives before the forward. E.g. BERT's losses
+    {"mlm": (sum, "masked"), "nsp": (sum, "sequences")}, counts {"masked": M, "sequences": B, ...}."""
+
+    losses: dict  # name -> (tensor with gradient, count name)
+    metrics: dict  # name -> (tensor or number, count name): e.g. correct predictions
+    counts: dict  # count name -> int or tensor; "tokens" (inputs seen) gives tokens/s
+
+    def loss(self, totals=None):
+        """Each loss part divided by its count (this batch's, or the step's totals), added."""
+        return sum(s / (self.counts if totals is None else totals)[c] for s, c in self.losses.values())
+
+
 # ------------------------------------------------- shared: Hugging Face checkpoint files (bert.py, gpt.py)
 
 
@@ -950,9 +946,7 @@ def resolve_checkpoint(name_or_dir):
         patterns = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
         return snapshot_download(name_or_dir, allow_patterns=patterns)
     except Exception as e:
-        raise ValueError(
-            f"name_or_dir: {name_or_dir!r} is not a local folder and could not be fetched from the HF hub ({e})"
-        ) from e
+        raise ValueError(f"name_or_dir: {name_or_dir!r} is not a local folder, nor on the HF hub ({e})") from e
 
 
 def hf_weights_file(folder):
@@ -1000,7 +994,7 @@ def read_json(path):
             raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
-def atomic_write(folder, name, write):
+def atomic_write(folder, name, write):  # write(tmp path), then rename: never a half-written file
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
     os.close(fd)
     try:

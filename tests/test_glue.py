@@ -291,7 +291,7 @@ def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_p
 
     done = json.loads((run / "result.json").read_text())
     task = G.GlueTask(train.TrainConfig(**done["config"]), G.GlueConfig(**done["glue"]), 1)
-    batch = task.collate(list(range(8)), task.dev_data["dev"], [0] * 64)
+    batch = task.batch(list(range(8)), task.dev_data["dev"], [0] * 64)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
         a = bert.BertForSequenceClassification.from_pretrained(run / "hf").eval()(**inputs).logits

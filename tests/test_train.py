@@ -176,7 +176,7 @@ def test_bert_pretraining_matches_hf_bert_through_the_same_loop(bert_data, tmp_p
         bert.BertForPreTraining.from_pretrained(tmp_path / "hf"),
         transformers.BertForPreTraining.from_pretrained(tmp_path / "hf"),
     )
-    batch = tasks.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": bert_data["static"]}), 1).collate(
+    batch = tasks.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": bert_data["static"]}), 1).batch(
         [0, 1]
     )
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -204,12 +204,12 @@ def test_bert_dynamic_masking_and_exact_resume(bert_data, tmp_path):
     cfg = train.make_config("bert-tiny-test", {"dataset": bert_data["dynamic"], "out_dir": str(tmp_path / "x")})
     task = train.Run(cfg).task
     task.epoch_batches(0)
-    first = task.collate([0, 1, 2])
+    first = task.batch([0, 1, 2])
     task.epoch_batches(1)
-    second = task.collate([0, 1, 2])
+    second = task.batch([0, 1, 2])
     assert (first["labels"] != -100).any() and not torch.equal(first["labels"], second["labels"])
     task.epoch_batches(0)
-    assert torch.equal(task.collate([0, 1, 2])["input_ids"], first["input_ids"])
+    assert torch.equal(task.batch([0, 1, 2])["input_ids"], first["input_ids"])
     a, b = tmp_path / "a", tmp_path / "b"
     common = [*BERT, "--dataset", bert_data["dynamic"], "--dropout", "0.1", "--save-every", "3", "--decay-steps", "40"]
     steps_per_epoch = len(task.epoch_batches(0))
@@ -234,7 +234,7 @@ def test_bert_mask_prob_remasks_training_samples_only(bert_data, tmp_path):
     plain, remasked = tasks.PretrainingTask(base, 1), tasks.PretrainingTask(cfg, 1)
     plain.epoch_batches(0), remasked.epoch_batches(0)
     idx = list(range(len(plain.train_data)))
-    a, b = plain.collate(idx), remasked.collate(idx)
+    a, b = plain.batch(idx), remasked.batch(idx)
     original = a["input_ids"].clone()
     original[a["labels"] != -100] = a["labels"][a["labels"] != -100]  # the unmasked samples
     masked_b = b["labels"] != -100
@@ -245,10 +245,10 @@ def test_bert_mask_prob_remasks_training_samples_only(bert_data, tmp_path):
     assert (a["labels"] != -100).sum() * 2 < masked_b.sum()
     limited = tasks.PretrainingTask(train.make_config("bert-tiny-test", {**vars(cfg), "max_predictions": 3}), 1)
     limited.epoch_batches(0)
-    assert ((limited.collate(idx)["labels"] != -100).sum(1) <= 3).all()
+    assert ((limited.batch(idx)["labels"] != -100).sum(1) <= 3).all()
     valid = list(range(len(plain.valid_data)))
     assert torch.equal(
-        plain.collate(valid, plain.valid_data)["labels"], remasked.collate(valid, remasked.valid_data)["labels"]
+        plain.batch(valid, plain.valid_data)["labels"], remasked.batch(valid, remasked.valid_data)["labels"]
     )
     # sinusoidal position init: ours and HF's twin start from the same scaled table
     sin = train.make_config("bert-tiny-test", {"dataset": bert_data["static"], "pos_init": "sinusoidal"})
