@@ -7,10 +7,10 @@ A task holds a family's data and builds its model; the loop asks it for three th
     task.build_model()        -> a module: model(**batch).sums is a transformer.Sums, and
                                  model.counts(batch) gives the same counts before the forward
 
-and, for validation, `task.validate(model, autocast) -> {"val_...": number}` (by default the
-objective's own means over `task.valid_batches()`). An HF baseline (`--model hf-bert`, `hf-gpt2`)
-is HF's model with our initial weights, wrapped by `HFTwin` so that it answers the same contract.
-docs/architecture.md shows a toy task end to end.
+and, for validation, `task.validate(model, autocast) -> {"val_...": number}` (often the
+objective's own means over held-out batches: `objective_means`). An HF baseline (`--model
+hf-bert`, `hf-gpt2`) is HF's model with our initial weights, wrapped by `HFTwin` so that it
+answers the same contract. docs/architecture.md shows a toy task end to end.
 """
 
 import json
@@ -78,7 +78,9 @@ class Tally:
         self.counts = dict(zip(sorted(self.counts), values[len(keys) :], strict=True))
 
     def row(self):
-        means = {k: v / self.counts[self.per[k]] for k, v in self.sums.items()}
+        means = {
+            k: v / self.counts[self.per[k]] if self.counts[self.per[k]] else math.nan for k, v in self.sums.items()
+        }
         row = {"loss": sum(means[k] for k in self.losses)}
         row.update({k: v for k, v in means.items() if len(self.losses) > 1 or k not in self.losses})
         return row

@@ -212,9 +212,7 @@ def parse_args(argv=None):
     p.add_argument("--plot", action="store_true", help="only draw --out-dir's learning curves to PNG")
     p.add_argument("--split", default="test", help="with --evaluate: test, or valid (to choose decoding settings)")
     p.add_argument("--compare", nargs="*", default=[], help="with --plot: other runs to draw on the same axes")
-    p.add_argument(
-        "--export-hf", default=None, metavar="DIR", help="write a BERT run's last checkpoint as an HF folder"
-    )
+    p.add_argument("--export-hf", metavar="DIR", help="write a BERT or GPT run's last checkpoint as an HF folder")
     p.add_argument("--sample", metavar="PROMPT", help="print text a GPT run (or --init-from an HF GPT) writes")
     p.add_argument("--max-new-tokens", type=int, default=500, help="with --sample")
     p.add_argument("--temperature", type=float, default=0.8, help="with --sample (0: greedy)")
@@ -233,8 +231,13 @@ def parse_args(argv=None):
     return actions, args  # args: only the fields given explicitly
 
 
+MOVED = ("glue_task", "early_exit", "poison_rate", "poison_target", "poison_triggers", "poison_position")
+
+
 def make_config(preset, overrides, base=None):
-    values = asdict(base) if base is not None else {}
+    """base (a checkpoint's config dict; the fields that moved to finetune_glue.GlueConfig dropped),
+    then the preset, then the flags given."""
+    values = {k: v for k, v in (base or {}).items() if k not in MOVED}
     if preset:
         values.update(PRESETS[preset])
     values.update(overrides)
@@ -634,7 +637,7 @@ def run_model(out_dir, overrides=None):
     if not paths:
         raise FileNotFoundError(f"no checkpoints (ckpt_*.pt) in {out_dir}")
     ck = load_checkpoint(paths[-1])
-    cfg = make_config(None, overrides or {}, base=TrainConfig(**{**ck["config"], "fsdp": False}))
+    cfg = make_config(None, overrides or {}, base={**ck["config"], "fsdp": False})
     task = make_task(cfg)
     model = task.build_model()
     model.load_state_dict(ck["model"])
@@ -781,7 +784,7 @@ def main(argv=None):
         keep = ("beam", "length_penalty")
         return evaluate(out_dir, {k: v for k, v in overrides.items() if k in keep}, actions["split"])
     if actions["resume"]:
-        base = TrainConfig(**load_checkpoint(latest_checkpoint(out_dir))["config"])
+        base = load_checkpoint(latest_checkpoint(out_dir))["config"]
         cfg = make_config(actions["preset"], overrides, base=base)
     else:
         cfg = make_config(actions["preset"], overrides)

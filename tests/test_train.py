@@ -331,6 +331,15 @@ def test_gpt_training_matches_hf_gpt2_and_resumes_exactly(lm_data, tmp_path):
     assert rows(a, "loss") == rows(b, "loss") and len(rows(a, "loss")) == 8
     wa, wb = weights(a), weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # exported to HF's format: transformers gives our logits
+    import transformers
+
+    train.main(["--out-dir", str(a), "--export-hf", str(tmp_path / "hf")])
+    ids = torch.randint(0, 30, (2, 16))
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    ours = train.run_model(a)[2]
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids).logits).abs().max() < 1e-4
 
 
 def test_cosine_schedule_is_nanogpts():
