@@ -13,6 +13,7 @@ Raw data lives in $DATA_DIR (default ./data), in the standard layouts (see each 
 """
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -233,6 +234,13 @@ def _sentences(text):
     return [s for block in blocks if block.strip() for s in split_sentences(" ".join(block.split()))]
 
 
+def read_text(path):  # a UTF-8 text file; an error names the file and the first bad byte
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); convert it, e.g. with iconv") from None
+
+
 def iter_documents(source, root=None):
     """Yield documents, each a list of sentences, one at a time (memory stays bounded). source: "books"
     ($DATA_DIR/books/*.txt, a book per document, Gutenberg boilerplate removed), "wiki" ($DATA_DIR/wiki-sample/
@@ -246,7 +254,7 @@ def iter_documents(source, root=None):
             if not files:
                 raise FileNotFoundError(f"no books: put Project Gutenberg .txt files in {root / 'books'}")
             for f in files:  # the book between Project Gutenberg's '*** START OF' and '*** END OF' lines, if any
-                text = f.read_text(encoding="utf-8").lstrip("\ufeff")
+                text = read_text(f).lstrip("\ufeff")
                 start = re.search(r"^\*\*\* ?START OF.*$", text, re.MULTILINE)
                 end = re.search(r"^\*\*\* ?END OF.*$", text, re.MULTILINE)
                 yield _sentences(text[start.end() if start else 0 : end.start() if end else len(text)])
@@ -270,8 +278,8 @@ def iter_documents(source, root=None):
                     f"source {part!r}: not 'books', 'wiki', 'hf:<name>', or a .txt file / folder of .txt files"
                 )
             for f in files:  # runs of non-blank lines
-                with open(f, encoding="utf-8") as lines:
-                    yield from (list(doc) for full, doc in itertools.groupby(map(str.strip, lines), key=bool) if full)
+                lines = read_text(f).splitlines()
+                yield from (list(doc) for full, doc in itertools.groupby(map(str.strip, lines), key=bool) if full)
 
 
 # ------------------------------------------------------------------ BERT pretraining: tokenizer
@@ -558,8 +566,9 @@ def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl",
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
     settings = {"source": source, "spec": asdict(spec), "formats": list(formats)}
-    if meta_path.exists() and json.loads(meta_path.read_text())["settings"] != settings:
-        raise ValueError(f"{out} holds data prepared with other settings; choose another out_dir")
+    settings["tokenizer"] = tokenizer_hash(tokenizer)
+    if meta_path.exists() and json.loads(meta_path.read_text()).get("settings") != settings:
+        raise ValueError(f"--out {out} holds data made with another tokenizer or other settings; choose another --out")
     _save_atomic(out / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
     workers = workers or os.cpu_count()
     stats, pending = [], set()
@@ -580,9 +589,26 @@ def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl",
         stats += [f.result() for f in wait(pending).done]
     shards = {s: sorted(k for split, k, _, _ in stats if split == s) for s in ("train", "valid")}
     total = lambda i: {s: sum(st[i] for st in stats if st[0] == s) for s in shards}  # i: 2 samples, 3 tokens
-    meta = {"settings": settings, "vocab_size": tokenizer.get_vocab_size(), "shards": shards}
+    meta = {"kind": "bert", "settings": settings, "vocab_size": tokenizer.get_vocab_size(), "shards": shards}
     meta |= {"samples": total(2), "tokens": total(3)}
     _save_atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    return meta
+
+
+def tokenizer_hash(tokenizer):
+    """What identifies an HF tokenizer: the sha256 of its JSON (its vocabulary, normalizer, ...)."""
+    return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+
+
+def read_meta(folder, kind):
+    """A prepared folder's meta.json, checked to be of `kind` ("bert": `data.py bert`, "lm": `data.py lm`)."""
+    path = Path(folder) / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"--dataset {folder}: no meta.json; prepare the data first (python data.py {kind} ...)")
+    meta = json.loads(path.read_text())
+    made = meta.get("kind", "bert" if "settings" in meta else "lm")  # folders made before "kind" was recorded
+    if made != kind:
+        raise ValueError(f"--dataset {folder} was made by `data.py {made}`; this run needs one of `data.py {kind}`")
     return meta
 
 
@@ -602,9 +628,7 @@ class PretrainingData:
 
     def __init__(self, folder, split="train"):
         folder = Path(folder)
-        if not (meta_path := folder / "meta.json").exists():
-            raise FileNotFoundError(f"{meta_path} missing: prepare the data first (python data.py bert ...)")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_meta(folder, "bert")
         if "bin" not in (formats := self.meta["settings"]["formats"]):
             raise ValueError(f"{folder} has no binary shards (prepared with formats {formats})")
         self.spec = PretrainingSpec(**self.meta["settings"]["spec"])
@@ -740,9 +764,9 @@ def _lm_texts(source, root=None):
         path = root / "tinyshakespeare" / "input.txt"
         if not path.exists():
             raise FileNotFoundError(f"missing {path}: the Tiny Shakespeare input.txt (1,115,394 characters)")
-        yield path.read_text(encoding="utf-8")
+        yield read_text(path)
     elif source.endswith(".txt"):
-        yield Path(source).read_text(encoding="utf-8")
+        yield read_text(source)
     else:
         yield from ("\n".join(doc) for doc in iter_documents(source, root))
 
@@ -788,7 +812,10 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
                 write("val" if n % every == every - 1 else "train", ids)
     for split in counts:
         os.replace(out / f"{split}.bin.tmp", out / f"{split}.bin")
-    meta = dict(source=source, tokenizer=tokenizer, vocab_size=tok.vocab_size, dtype=dtype.__name__, tokens=counts)
+    if not counts["train"]:
+        raise ValueError(f"--source {source}: no text to train on (0 tokens)")
+    meta = dict(kind="lm", source=source, tokenizer=tokenizer, vocab_size=tok.vocab_size, dtype=dtype.__name__)
+    meta["tokens"] = counts
     if isinstance(tok, CharTokenizer):
         meta["chars"] = tok.chars
     if isinstance(tok, HFBPETokenizer):
@@ -800,9 +827,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
 def load_lm(folder):
     """A prepared folder -> (meta, tokenizer, {"train": memmap, "val": memmap})."""
     folder = Path(folder)
-    if not (folder / "meta.json").exists():
-        raise FileNotFoundError(f"{folder / 'meta.json'} missing: run `python data.py lm --source ...` first")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_meta(folder, "lm")
     if meta["tokenizer"] == "char":
         tok = CharTokenizer(meta["chars"])
     elif meta["tokenizer"].startswith("bpe"):

@@ -171,21 +171,6 @@ def encode(tok, rows, max_len, specials):
 # ------------------------------------------------------------------------------------ the task
 
 
-def length_grouped_steps(lengths, batch_size, seed, epoch, group=50):
-    """One epoch's optimizer steps (lists of sample indices, batch_size each; the remainder is
-    dropped): a permutation seeded by (seed, epoch), sorted by length within chunks of `group`
-    steps so that each batch pads little, then the steps shuffled. A step holds the same samples
-    whatever the accumulation or the number of processes."""
-    g = torch.Generator().manual_seed(seed + epoch)
-    order = torch.randperm(len(lengths), generator=g).tolist()
-    order = order[: len(order) // batch_size * batch_size]
-    steps = []
-    for k in range(0, len(order), group * batch_size):
-        chunk = sorted(order[k : k + group * batch_size], key=lambda i: -lengths[i])
-        steps += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
-    return [steps[i] for i in torch.randperm(len(steps), generator=g).tolist()]
-
-
 @dataclass
 class GlueConfig:
     """What a GLUE run adds to train.py's TrainConfig (saved in its checkpoints as "task")."""
@@ -197,6 +182,7 @@ class GlueConfig:
     poison_target: int = 1
     poison_triggers: str = " ".join(data.TRIGGERS)
     poison_position: str = "random"  # random | start | end (word position of the inserted trigger)
+    start: str = ""  # what init_from holds (tasks.identity): a finished run is reused only from the same
 
     def __post_init__(self):
         if self.task not in METRICS:
@@ -271,7 +257,7 @@ class GlueTask:
         return tasks.hf_twin(plain, lambda out, b: bert.classifier_sums(out.logits, b["labels"], b), inputs)
 
     def epoch_batches(self, epoch):
-        steps = length_grouped_steps(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)
+        steps = tasks.length_grouped_steps(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)
         return [s[k : k + self.micro_size] for s in steps for k in range(0, len(s), self.micro_size)]
 
     def batch(self, indices, encoded=None, labels=None):
@@ -447,7 +433,8 @@ def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from
         device=a.device,
         cpu_bf16=a.cpu_bf16,
     )
-    return cfg, GlueConfig(task, early_exit, poison_rate, a.poison_target, a.poison_triggers, a.poison_position)
+    poison = (a.poison_target, a.poison_triggers, a.poison_position)
+    return cfg, GlueConfig(task, early_exit, poison_rate, *poison, tasks.identity(cfg.init_from))
 
 
 def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=False):
@@ -463,8 +450,10 @@ def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=F
         if done != dataclasses.asdict(cfg) or done_glue != dataclasses.asdict(glue):
             raise ValueError(f"{out} holds a finished run with another config; choose another --out-dir")
         return result
+    interrupted = bool(train.checkpoints(out))  # resumed (train.Run refuses one of another config)
     t0 = time.perf_counter()
-    run = train.Run(cfg, resume=any(out.glob("ckpt_*.pt")), task=lambda c, world: GlueTask(c, glue, world))
+    task = lambda c, world: GlueTask(c, glue, world)  # noqa: E731
+    run = train.Run(cfg, resume=interrupted, overwrite=not interrupted, task=task)
     run.train()
     seconds = time.perf_counter() - t0
     result = None
@@ -517,10 +506,11 @@ def summarize(runs):
 
 
 def start_point(a, out_dir, master):
-    """--init-from as an HF folder: a train.py BERT run (a folder of ckpt_*.pt) is exported first."""
+    """--init-from as an HF folder: a train.py BERT run (a folder of ckpt_*.pt) is exported first to
+    out_dir/init-hf (again whenever the run's last checkpoint is another one)."""
     if Path(a.init_from).is_dir() and any(Path(a.init_from).glob("ckpt_*.pt")):
         folder = Path(out_dir) / "init-hf"
-        if master and not (folder / "config.json").exists():
+        if master:
             train.export_hf(a.init_from, folder)
         if dist.is_initialized():
             dist.barrier()

@@ -26,6 +26,101 @@ from torch import nn
 import data
 import transformer as T
 
+# ---------------------------------------------------------------- recipes (train.py --preset)
+
+_BERT_OPTIMIZER = dict(  # AdamW as in BERT; epochs do not bound a run, steps do
+    model="bert", schedule="linear", beta2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0, dropout=0.1, max_epochs=10**6
+)
+_GPT_OPTIMIZER = dict(  # nanoGPT's: AdamW(0.9, 0.99), decay 0.1 on matrices, warmup 100, cosine to lr / 10
+    model="gpt",
+    lr=1e-3,
+    min_lr=1e-4,
+    warmup=100,
+    schedule="cosine",
+    beta2=0.99,
+    eps=1e-8,
+    weight_decay=0.1,
+    clip=1.0,
+    max_epochs=10**6,
+    eval_every=250,
+    save_every=250,
+    log_every=10,
+)
+PRESETS = {
+    # The run of docs/results.md: small enough for a 2-core CPU in about an hour.
+    "multi30k": dict(
+        d_model=256,
+        nhead=4,
+        num_layers=3,
+        dim_feedforward=1024,
+        dropout=0.1,
+        batch_tokens=2048,
+        lr=8e-4,
+        warmup=400,
+        max_epochs=16,
+        clip=1.0,
+    ),
+    "transformer-base": dict(),  # the paper's base model (8 GPUs: --grad-accum 1 under torchrun)
+    "transformer-big": dict(d_model=1024, nhead=16, dim_feedforward=4096, dropout=0.3, lr=5e-4),
+    "tiny": dict(d_model=32, nhead=4, num_layers=1, dim_feedforward=64, vocab_size=500, batch_tokens=512, warmup=10),
+    # BERT (Devlin et al. 2018, appendix A.2): batch 256, lr 1e-4, Adam(0.9, 0.999, 1e-6), L2 0.01,
+    # warmup 10k then linear decay, dropout 0.1, 1M steps: seq 128 for 900k, then seq 512 for 100k
+    # (continue with --resume --dataset <the seq-512 folder> --max-steps 1000000).
+    "bert-base-8gpu": dict(
+        **_BERT_OPTIMIZER,
+        arch="bert-base",
+        batch_size=256,  # 8 processes x 32
+        lr=1e-4,
+        warmup=10_000,
+        max_steps=900_000,
+        decay_steps=1_000_000,
+        eval_every=10_000,
+        save_every=10_000,
+        log_every=100,
+    ),
+    "bert-base-1gpu": dict(grad_accum=8),  # applied on top of bert-base-8gpu: the same batch of 256
+    # docs/results.md's run 4: bert-mini (4 layers x 256) from scratch on books + wiki, 32 x 128 tokens
+    # per step, 40% of the tokens masked in training, bf16 autocast: about 1.9 h on 2 CPU cores
+    "bert-mini-cpu": dict(
+        **_BERT_OPTIMIZER,
+        arch="bert-mini",
+        batch_size=32,
+        lr=1e-3,
+        warmup=200,
+        max_steps=14000,
+        mask_prob=0.4,
+        pos_init="sinusoidal",
+        eval_every=1000,
+        save_every=1000,
+        log_every=50,
+        cpu_bf16=True,
+    ),
+    # nanoGPT's Tiny Shakespeare character-level recipes (config/train_shakespeare_char.py, and its
+    # README's CPU variant), on the folder of `python data.py lm --source shakespeare --tokenizer char`
+    "shakespeare-char-cpu": dict(
+        **_GPT_OPTIMIZER,
+        arch="shakespeare-char-cpu",
+        batch_size=12,
+        context=64,
+        max_steps=2000,
+        dropout=0.0,
+        eval_iters=20,
+    ),
+    "shakespeare-char": dict(
+        **_GPT_OPTIMIZER,
+        arch="shakespeare-char",
+        batch_size=64,
+        context=256,
+        max_steps=5000,
+        dropout=0.2,
+        eval_iters=200,
+    ),
+    "bert-tiny-test": dict(
+        model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
+    ),
+}
+PRESETS["bert-base-1gpu"] = {**PRESETS["bert-base-8gpu"], **PRESETS["bert-base-1gpu"]}
+
 
 def micro_size(cfg, world, field):
     """A micro-batch's share of the optimizer step's batch (cfg.<field>), which must split evenly."""
@@ -33,6 +128,29 @@ def micro_size(cfg, world, field):
     if total % parts:
         raise ValueError(f"{field} ({total}) must be divisible by grad_accum * world_size ({cfg.grad_accum} * {world})")
     return total // parts
+
+
+def length_grouped_steps(lengths, batch_size, seed, epoch, group=50):
+    """One epoch's optimizer steps (lists of sample indices, batch_size each; the remainder is
+    dropped): a permutation seeded by (seed, epoch), sorted by length within chunks of `group`
+    steps so that each batch pads little, then the steps shuffled. A step holds the same samples
+    whatever the accumulation or the number of processes."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    order = order[: len(order) // batch_size * batch_size]
+    steps = []
+    for k in range(0, len(order), group * batch_size):
+        chunk = sorted(order[k : k + group * batch_size], key=lambda i: -lengths[i])
+        steps += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    return [steps[i] for i in torch.randperm(len(steps), generator=g).tolist()]
+
+
+def identity(name_or_dir):
+    """What a checkpoint is, for caches: a local folder's weights file (path, size, mtime), or a hub name."""
+    if not Path(name_or_dir).is_dir():
+        return str(name_or_dir)
+    weights = Path(T.hf_weights_file(name_or_dir)).resolve()
+    return f"{weights} {weights.stat().st_size} {weights.stat().st_mtime_ns}"
 
 
 def device_of(model):
@@ -306,6 +424,9 @@ class PretrainingTask:
                 f"{cfg.dataset}: its tokenizer.json pads or truncates, so the samples were made of"
                 " sentences padded to a fixed length; prepare the data again (data.py now uses it plain)"
             )
+        made_with = self.train_data.meta["settings"].get("tokenizer")  # absent in folders made before it was kept
+        if made_with and data.tokenizer_hash(self.tok) != made_with:
+            raise ValueError(f"--dataset {cfg.dataset}: its tokenizer.json is not the one the samples were made with")
         self.vocab = data.Vocab.of(self.tok)
         self.spec = self.train_data.spec
         self.info = {"train_samples": len(self.train_data), "valid_samples": len(self.valid_data)}
@@ -316,9 +437,8 @@ class PretrainingTask:
         import bert
 
         c = self.cfg
-        if c.pos_init not in ("normal", "sinusoidal"):
-            raise ValueError(f"pos_init must be 'normal' or 'sinusoidal', got {c.pos_init!r}")
         if c.init_from:
+            self.check_vocabulary(T.resolve_checkpoint(c.init_from))
             ours = bert.BertForPreTraining.from_pretrained(c.init_from)
         else:
             config = bert.BertConfig.from_preset(
@@ -348,6 +468,22 @@ class PretrainingTask:
             return bert.pretraining_sums(logits, b["labels"][where], out.seq_relationship_logits, b)
 
         return hf_twin(ours, sums, ("input_ids", "attention_mask", "token_type_ids"))
+
+    def check_vocabulary(self, folder):
+        """A checkpoint's tokenizer (tokenizer.json or vocab.txt) must be the data's: same tokens, same ids."""
+        folder, vocab = Path(folder), None
+        if (folder / "tokenizer.json").exists():
+            from tokenizers import Tokenizer
+
+            vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab()
+        elif (folder / "vocab.txt").exists():
+            vocab = {t: i for i, t in enumerate(data.read_text(folder / "vocab.txt").splitlines())}
+        if vocab is not None and vocab != self.tok.get_vocab():
+            same = len(set(vocab.items()) & set(self.tok.get_vocab().items()))
+            raise ValueError(
+                f"--init-from {folder} has another vocabulary than --dataset {self.cfg.dataset}'s tokenizer.json"
+                f" ({same} of {len(vocab)} tokens agree): prepare the data with `data.py bert --tokenizer {folder}`"
+            )
 
     def epoch_batches(self, epoch):
         """Micro-batches of sample indices: a permutation seeded by (seed, epoch), cut in order."""

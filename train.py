@@ -30,6 +30,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -106,99 +107,40 @@ class TrainConfig:
     tensorboard: bool = False
     wandb: bool = False
 
+    def __post_init__(self):
+        """Every number in its range and every choice known, checked once, before any work starts."""
+        flag = lambda name: f"{name} (--{name.replace('_', '-')})"  # noqa: E731
+        for names, ok, want in RANGES:
+            for name in names:
+                value = getattr(self, name)
+                if not ok(value):
+                    raise ValueError(f"{flag(name)} must be {want}, got {value!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.schedule == "cosine" and self.min_lr > self.lr:
+            raise ValueError(f"min_lr (--min-lr {self.min_lr}) must not exceed lr (--lr {self.lr})")
 
-_BERT_OPTIMIZER = dict(  # AdamW as in BERT; epochs do not bound a run, steps do
-    model="bert", schedule="linear", beta2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0, dropout=0.1, max_epochs=10**6
-)
-_GPT_OPTIMIZER = dict(  # nanoGPT's: AdamW(0.9, 0.99), decay 0.1 on matrices, warmup 100, cosine to lr / 10
-    model="gpt",
-    lr=1e-3,
-    min_lr=1e-4,
-    warmup=100,
-    schedule="cosine",
-    beta2=0.99,
-    eps=1e-8,
-    weight_decay=0.1,
-    clip=1.0,
-    max_epochs=10**6,
-    eval_every=250,
-    save_every=250,
-    log_every=10,
-)
-PRESETS = {
-    # The run of docs/results.md: small enough for a 2-core CPU in about an hour.
-    "multi30k": dict(
-        d_model=256,
-        nhead=4,
-        num_layers=3,
-        dim_feedforward=1024,
-        dropout=0.1,
-        batch_tokens=2048,
-        lr=8e-4,
-        warmup=400,
-        max_epochs=16,
-        clip=1.0,
-    ),
-    "transformer-base": dict(),  # the paper's base model (8 GPUs: --grad-accum 1 under torchrun)
-    "transformer-big": dict(d_model=1024, nhead=16, dim_feedforward=4096, dropout=0.3, lr=5e-4),
-    "tiny": dict(d_model=32, nhead=4, num_layers=1, dim_feedforward=64, vocab_size=500, batch_tokens=512, warmup=10),
-    # BERT (Devlin et al. 2018, appendix A.2): batch 256, lr 1e-4, Adam(0.9, 0.999, 1e-6), L2 0.01,
-    # warmup 10k then linear decay, dropout 0.1, 1M steps: seq 128 for 900k, then seq 512 for 100k
-    # (continue with --resume --dataset <the seq-512 folder> --max-steps 1000000).
-    "bert-base-8gpu": dict(
-        **_BERT_OPTIMIZER,
-        arch="bert-base",
-        batch_size=256,  # 8 processes x 32
-        lr=1e-4,
-        warmup=10_000,
-        max_steps=900_000,
-        decay_steps=1_000_000,
-        eval_every=10_000,
-        save_every=10_000,
-        log_every=100,
-    ),
-    "bert-base-1gpu": dict(grad_accum=8),  # applied on top of bert-base-8gpu: the same batch of 256
-    # docs/results.md's run 4: bert-mini (4 layers x 256) from scratch on books + wiki, 32 x 128 tokens
-    # per step, 40% of the tokens masked in training, bf16 autocast: about 1.9 h on 2 CPU cores
-    "bert-mini-cpu": dict(
-        **_BERT_OPTIMIZER,
-        arch="bert-mini",
-        batch_size=32,
-        lr=1e-3,
-        warmup=200,
-        max_steps=14000,
-        mask_prob=0.4,
-        pos_init="sinusoidal",
-        eval_every=1000,
-        save_every=1000,
-        log_every=50,
-        cpu_bf16=True,
-    ),
-    # nanoGPT's Tiny Shakespeare character-level recipes (config/train_shakespeare_char.py, and its
-    # README's CPU variant), on the folder of `python data.py lm --source shakespeare --tokenizer char`
-    "shakespeare-char-cpu": dict(
-        **_GPT_OPTIMIZER,
-        arch="shakespeare-char-cpu",
-        batch_size=12,
-        context=64,
-        max_steps=2000,
-        dropout=0.0,
-        eval_iters=20,
-    ),
-    "shakespeare-char": dict(
-        **_GPT_OPTIMIZER,
-        arch="shakespeare-char",
-        batch_size=64,
-        context=256,
-        max_steps=5000,
-        dropout=0.2,
-        eval_iters=200,
-    ),
-    "bert-tiny-test": dict(
-        model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
-    ),
+
+AT_LEAST_1 = ("batch_tokens", "batch_size", "grad_accum", "max_epochs", "keep_last", "log_every", "eval_iters", "beam")
+AT_LEAST_1 += ("vocab_size", "max_len", "d_model", "nhead", "num_layers", "dim_feedforward")
+AT_LEAST_0 = ("warmup", "decay_steps", "max_steps", "eval_every", "save_every", "max_predictions", "context")
+AT_LEAST_0 += ("min_lr", "weight_decay", "clip", "length_penalty")
+RANGES = [  # (fields, test, what the value must be)
+    (AT_LEAST_1, lambda v: v >= 1, ">= 1"),
+    (AT_LEAST_0, lambda v: v >= 0, ">= 0"),
+    (("lr", "eps"), lambda v: v > 0, "> 0"),
+    (("dropout", "label_smoothing", "mask_prob", "beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("llrd",), lambda v: 0 < v <= 1, "in (0, 1]"),
+]
+CHOICES = {
+    "schedule": ("noam", "linear", "cosine"),
+    "pos_init": ("normal", "sinusoidal"),
+    "tokenizer": ("bpe", "unigram"),
 }
-PRESETS["bert-base-1gpu"] = {**PRESETS["bert-base-8gpu"], **PRESETS["bert-base-1gpu"]}
+
+
+PRESETS = tasks.PRESETS  # the families' recipes (--preset), in tasks.py beside their tasks
 
 
 # -------------------------------------------------------------------------------- command line
@@ -208,6 +150,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a group of settings, applied before the flags")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir (default: refuse)")
     p.add_argument("--evaluate", action="store_true", help="only evaluate --out-dir's checkpoints on the test set")
     p.add_argument("--plot", action="store_true", help="only draw --out-dir's learning curves to PNG")
     p.add_argument("--split", default="test", help="with --evaluate: test, or valid (to choose decoding settings)")
@@ -225,7 +168,7 @@ def parse_args(argv=None):
         else:
             p.add_argument(flag, type=type(f.default), default=argparse.SUPPRESS, help=f"default {f.default!r}")
     args = vars(p.parse_args(argv))
-    names = ("preset", "resume", "evaluate", "plot", "split", "compare", "export_hf", "sample")
+    names = ("preset", "resume", "overwrite", "evaluate", "plot", "split", "compare", "export_hf", "sample")
     names += ("max_new_tokens", "temperature", "top_k", "top_p")
     actions = {k: args.pop(k) for k in names}
     return actions, args  # args: only the fields given explicitly
@@ -321,7 +264,7 @@ class Run:
     """Everything a training run holds: config, task (data + model), optimizer, position, logs.
     `task` (a callable (cfg, world) -> task) defaults to the row of FAMILIES named by cfg.model."""
 
-    def __init__(self, cfg, resume=False, task=None):
+    def __init__(self, cfg, resume=False, task=None, overwrite=False):
         self.cfg = cfg
         self.distributed = "RANK" in os.environ
         if self.distributed:
@@ -341,7 +284,7 @@ class Run:
         self.out = Path(cfg.out_dir)
         self.master = self.rank == 0
         if self.master:
-            self.out.mkdir(parents=True, exist_ok=True)
+            claim(self.out, resume, overwrite)
         self.task = (task or make_task)(cfg, self.world)
 
         # model and optimizer
@@ -369,6 +312,7 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.writers = self.open_writers() if self.master else []
+        self.epoch_steps()  # an epoch that makes no optimizer step fails here, not in the loop
 
     def shard(self):
         """FSDP2: every block (each entry of the model's ModuleLists) is a unit of its own, the rest
@@ -473,6 +417,9 @@ class Run:
 
     def load(self, path):
         ck = load_checkpoint(path)
+        made = make_config(None, {k: v for k, v in asdict(self.cfg).items() if k in RESUMABLE}, ck["config"])
+        if made != self.cfg or ck.get("task", {}) != getattr(self.task, "settings", {}):
+            raise ValueError(f"{self.out} holds a run with another config: --resume keeps its settings")
         if self.cfg.fsdp:  # every process reads the full tensors and keeps its shards
             from torch.distributed.checkpoint import state_dict as dcp
 
@@ -628,6 +575,45 @@ class Run:
                 self.log(row)
 
 
+# ------------------------------------------------------------------ run folders and resuming
+
+
+def claim(out, resume, overwrite):
+    """A run folder belongs to one run: a new run refuses a folder holding another's checkpoints
+    or logs, or with `overwrite` clears it first (moved aside at once, then deleted)."""
+    theirs = [p.name for p in checkpoints(out)] + [n for n in ("metrics.jsonl", "log.txt") if (out / n).exists()]
+    if theirs and not resume:
+        if not overwrite:
+            raise ValueError(
+                f"--out-dir {out} holds another run ({', '.join(theirs[:3])}): continue it with --resume,"
+                " choose a fresh --out-dir, or pass --overwrite to replace it"
+            )
+        trash = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        os.replace(out, trash)
+        shutil.rmtree(trash)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+# what --resume may change: how long the run goes on, what it logs and keeps, where it runs, and
+# the data (BERT's second phase continues on sequences of 512: --resume --dataset <that folder>)
+RESUMABLE = ("max_steps", "max_epochs", "dataset", "eval_every", "save_every", "keep_last", "log_every", "eval_iters")
+RESUMABLE += ("device", "compile", "tensorboard", "wandb", "out_dir")
+
+
+def resume_config(out_dir, preset, overrides):
+    """The checkpoint's config wins: a flag (or a preset's value) that would change a setting is refused."""
+    cfg = make_config(None, {}, base=load_checkpoint(latest_checkpoint(out_dir))["config"])
+    given = {**(PRESETS[preset] if preset else {}), **overrides}
+    for k, v in given.items():
+        if k not in RESUMABLE and getattr(cfg, k) != v:
+            by = f"--{k.replace('_', '-')}" if k in overrides else f"--preset {preset} (its {k})"
+            raise ValueError(
+                f"{by}: {out_dir} is a --model {cfg.model} run with {k}={getattr(cfg, k)!r};"
+                f" --resume keeps its settings (it may change {', '.join(RESUMABLE)})"
+            )
+    return make_config(None, given, base=asdict(cfg))
+
+
 # ------------------------------------------------------------------------------ evaluation
 
 
@@ -659,11 +645,22 @@ def evaluate(out_dir, overrides=None, split="test"):
 
 def export_hf(out_dir, folder):
     """A run's last checkpoint -> an HF folder (config.json, model.safetensors, and the data's
-    tokenizer.json where there is one) that transformers and our from_pretrained load."""
+    tokenizer.json where there is one) that transformers and our from_pretrained load. Written
+    aside, then moved in; not redone while its source.json names the same checkpoint."""
+    last, folder = latest_checkpoint(out_dir), Path(folder)
+    source = {"run": str(Path(out_dir).resolve()), "checkpoint": last.name, "size": last.stat().st_size}
+    source["mtime_ns"] = last.stat().st_mtime_ns
+    if (folder / "source.json").exists() and json.loads((folder / "source.json").read_text()) == source:
+        return folder
     cfg, task, model, _ = run_model(out_dir)
     if not (hasattr(task, "export") and hasattr(model, "save_pretrained")):
         raise ValueError(f"--export-hf: a --model {cfg.model} run has no HF export")
-    task.export(model, folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    task.export(model, tmp)
+    (tmp / "source.json").write_text(json.dumps(source))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
     return folder
 
 
@@ -772,8 +769,12 @@ def main(argv=None):
         print(plot(out_dir, actions["compare"]))
         return
     if actions["sample"] is not None:
-        keys = ("max_new_tokens", "temperature", "top_k", "top_p")
-        settings = {k: actions[k] for k in keys}
+        settings = {k: actions[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
+        for k, ok, want in (("max_new_tokens", 1, ">= 1"), ("temperature", 0, ">= 0"), ("top_k", 1, ">= 1")):
+            if settings[k] < ok:
+                raise ValueError(f"--{k.replace('_', '-')} must be {want}, got {settings[k]}")
+        if settings["top_p"] is not None and not 0 < settings["top_p"] <= 1:
+            raise ValueError(f"--top-p must be in (0, 1], got {settings['top_p']}")
         text = sample(out_dir, actions["sample"], overrides.get("init_from", ""), **settings)
         print(text)
         return text
@@ -784,11 +785,10 @@ def main(argv=None):
         keep = ("beam", "length_penalty")
         return evaluate(out_dir, {k: v for k, v in overrides.items() if k in keep}, actions["split"])
     if actions["resume"]:
-        base = load_checkpoint(latest_checkpoint(out_dir))["config"]
-        cfg = make_config(actions["preset"], overrides, base=base)
+        cfg = resume_config(out_dir, actions["preset"], overrides)
     else:
         cfg = make_config(actions["preset"], overrides)
-    run = Run(cfg, resume=actions["resume"])
+    run = Run(cfg, resume=actions["resume"], overwrite=actions["overwrite"])
     run.train()
     if run.distributed:
         dist.destroy_process_group()

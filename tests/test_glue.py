@@ -15,6 +15,7 @@ import torch
 import bert
 import data
 import finetune_glue as G
+import tasks
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,10 +200,14 @@ def test_early_exit_that_never_exits_is_the_plain_classifier():
 
 def test_length_grouped_steps():
     lengths = [random.Random(i).randint(3, 60) for i in range(1000)]
-    steps = G.length_grouped_steps(lengths, 32, seed=1, epoch=0)
+    steps = tasks.length_grouped_steps(lengths, 32, seed=1, epoch=0)
     flat = [i for s in steps for i in s]
     assert all(len(s) == 32 for s in steps) and len(flat) == len(set(flat)) == 992
-    assert steps == G.length_grouped_steps(lengths, 32, seed=1, epoch=0) != G.length_grouped_steps(lengths, 32, 1, 1)
+    assert (
+        steps
+        == tasks.length_grouped_steps(lengths, 32, seed=1, epoch=0)
+        != tasks.length_grouped_steps(lengths, 32, 1, 1)
+    )
     padded = sum(32 * max(lengths[i] for i in s) for s in steps)
     rand = torch.randperm(1000, generator=torch.Generator().manual_seed(0)).tolist()
     random_padded = sum(32 * max(lengths[i] for i in rand[k : k + 32]) for k in range(0, 992, 32))
@@ -430,3 +435,36 @@ def test_finetune_from_a_train_py_bert_run(glue_env, tmp_path):
     assert (tmp_path / "glue/init-hf/tokenizer.json").exists() and "val_acc" in res["sst2"][0]
     cfg = json.loads((tmp_path / "glue/sst2/run/seed1/result.json").read_text())["config"]
     assert cfg["init_from"] == str(tmp_path / "glue/init-hf")
+    # another pretraining run into the same --out-dir: exported again, the finished run is not reused
+    train.main(
+        [
+            "--preset",
+            "bert-tiny-test",
+            "--dataset",
+            str(tmp_path / "prep"),
+            "--out-dir",
+            str(run),
+            "--overwrite",
+            "--seed",
+            "7",
+        ]
+    )
+    with pytest.raises(ValueError, match="another config"):
+        G.main(args(glue_env, tmp_path / "glue", "--init-from", str(run), "--task", "sst2", "--epochs", "1"))
+    exported = bert.BertForPreTraining.from_pretrained(tmp_path / "glue/init-hf").state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in train.run_model(run)[2].state_dict().items())
+    (tmp_path / "glue/init-hf/model.safetensors").unlink()  # an export of unknown source (older code): redone
+    (tmp_path / "glue/init-hf/source.json").unlink()
+    assert (train.export_hf(run, tmp_path / "glue/init-hf") / "model.safetensors").exists()
+
+
+def test_an_interrupted_run_resumes_only_with_its_own_config(glue_env, tmp_path):
+    """A run killed after a checkpoint (result.json missing) is resumed by the same command, and refused
+    with another --lr."""
+    common = ["--task", "sst2", "--epochs", "1", "--batch-size", "16", "--no-submission", "--keep-checkpoints"]
+    first = G.main(args(glue_env, tmp_path, *common))["sst2"][0]
+    run = tmp_path / "sst2/run/seed1"
+    (run / "result.json").unlink()  # as if killed after its last checkpoint
+    with pytest.raises(ValueError, match="another config"):
+        G.main(args(glue_env, tmp_path, *common, "--lr", "1e-3"))
+    assert G.main(args(glue_env, tmp_path, *common))["sst2"][0]["val_acc"] == first["val_acc"]

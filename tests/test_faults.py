@@ -1,0 +1,274 @@
+"""Faults and bad input: nothing hangs, mixes, loses data or answers for the wrong input.
+One test per class of failure (docs/results.md's table), each with several variants."""
+
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import gpt
+import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_hang():
+    """Every test here ends within 60 s: a hang is a failure, not a stuck CI."""
+
+    def fail(*_):
+        raise TimeoutError("the test hung")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="module")
+def lm_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    (root / "t.txt").write_text("".join(f"line {i % 97}: the quick brown fox {i % 13} jumps.\n" for i in range(2000)))
+    return str(data.prepare_lm(str(root / "t.txt"), "char", root / "char"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(120)]
+    docs = ["\n".join(" ".join(rng.choices(words, k=rng.randint(3, 10))) + " ." for _ in range(8)) for _ in range(30)]
+    (root / "corpus.txt").write_text("\n\n".join(docs))
+    return root / "corpus.txt"
+
+
+@pytest.fixture(scope="module")
+def bert_folder(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bert") / "prep"
+    tok = data.train_wordpiece((s for d in data.iter_documents(str(corpus)) for s in d), 150)
+    spec = data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
+    data.prepare_pretraining(str(corpus), out, tok, spec, workers=1)
+    return str(out)
+
+
+GPT = ["--preset", "shakespeare-char-cpu", "--log-every", "1", "--eval-every", "0", "--eval-iters", "2"]
+BERT = ["--preset", "bert-tiny-test", "--log-every", "1", "--eval-every", "0"]
+
+
+def rows(out_dir, key="loss"):
+    return [r[key] for r in map(json.loads, (Path(out_dir) / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+# 1 ------------------------------------------------------------------------------------ hangs
+
+
+def test_an_epoch_without_a_full_step_is_an_error_not_a_hang(lm_folder, bert_folder, tmp_path):
+    n = len(data.PretrainingData(bert_folder, "train"))
+    with pytest.raises(ValueError, match="fewer than one optimizer step"):
+        train.main([*BERT, "--dataset", bert_folder, "--batch-size", str(8 * n), "--out-dir", str(tmp_path / "a")])
+    with pytest.raises(ValueError, match="fewer than one optimizer step"):  # accumulation beyond the epoch
+        train.main(
+            [*GPT, "--dataset", lm_folder, "--grad-accum", "100000", "--batch-size", "100000"]
+            + ["--out-dir", str(tmp_path / "b")]
+        )
+    assert not (tmp_path / "a" / "metrics.jsonl").exists()
+
+
+# 2 --------------------------------------------------------------------- one run per folder
+
+
+def test_a_new_run_refuses_a_folder_that_holds_another(lm_folder, tmp_path):
+    out = str(tmp_path / "run")
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "3", "--out-dir", out])
+    before = sorted(p.name for p in Path(out).iterdir())
+    for extra in ([], ["--max-steps", "2"], ["--lr", "1e-2"]):
+        with pytest.raises(ValueError, match="--resume.*--overwrite"):
+            train.main([*GPT, "--dataset", lm_folder, "--max-steps", "3", "--out-dir", out, *extra])
+    assert sorted(p.name for p in Path(out).iterdir()) == before and len(rows(out)) == 3  # untouched
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", out, "--overwrite"])
+    assert len(rows(out)) == 2 and sorted(p.name for p in Path(out).glob("ckpt_*")) == ["ckpt_0000002.pt"]
+    Path(out, "log.txt").unlink()
+    with pytest.raises(ValueError, match="another run"):  # checkpoints alone also make a run
+        train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", out])
+
+
+# 3 ------------------------------------------------------------------------ resume semantics
+
+
+def test_resume_keeps_the_checkpoints_settings_and_refuses_changes(lm_folder, tmp_path):
+    out = str(tmp_path / "run")
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "3", "--out-dir", out])
+    for flags, name in (
+        (["--lr", "1e-2"], "--lr"),
+        (["--preset", "shakespeare-char"], "--preset"),
+        (["--warmup", "5"], "--warmup"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            train.main(["--out-dir", out, "--resume", "--max-steps", "5", *flags])
+    assert len(rows(out)) == 3
+    # the same value is no change; max_steps may grow (a longer run), and the run continues
+    run = train.main(["--out-dir", out, "--resume", "--max-steps", "5", "--lr", "1e-3"])
+    assert run.step == 5 and len(rows(out)) == 5 and run.cfg.warmup == 100
+
+
+# 4 ----------------------------------------------------- caches keyed by what produced them
+
+
+def test_prepared_pretraining_data_is_keyed_by_its_tokenizer(corpus, bert_folder, tmp_path):
+    out = tmp_path / "prep"
+    spec = data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
+    texts = lambda: (s for d in data.iter_documents(str(corpus)) for s in d)  # noqa: E731
+    data.prepare_pretraining(str(corpus), out, data.train_wordpiece(texts(), 150), spec, workers=1)
+    other = data.train_wordpiece(texts(), 140)
+    with pytest.raises(ValueError, match="another tokenizer or other settings"):
+        data.prepare_pretraining(str(corpus), out, other, spec, workers=1)
+    with pytest.raises(ValueError, match="another tokenizer or other settings"):
+        data.prepare_pretraining(
+            str(corpus),
+            out,
+            data.train_wordpiece(texts(), 150),
+            dataclasses.replace(spec, max_seq_length=40),
+            workers=1,
+        )
+    # the data's tokenizer.json replaced by hand: training refuses it
+    other.save(str(out / "tokenizer.json"))
+    with pytest.raises(ValueError, match="tokenizer.json is not the one"):
+        train.main([*BERT, "--dataset", str(out), "--out-dir", str(tmp_path / "run")])
+
+
+def test_init_from_with_another_vocabulary_is_refused(bert_folder, tmp_path):
+    import bert
+
+    folder = tmp_path / "hf"
+    ours = bert.BertForPreTraining(bert.BertConfig.from_preset("bert-tiny", vocab_size=150))
+    ours.save_pretrained(folder)
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"x{i}" for i in range(145)])
+    )
+    with pytest.raises(ValueError, match="--init-from.*another vocabulary"):
+        train.main([*BERT, "--dataset", bert_folder, "--init-from", str(folder), "--out-dir", str(tmp_path / "r")])
+
+
+# 5 --------------------------------------------------------- the wrong kind of prepared data
+
+
+def test_a_folder_of_another_kind_is_named(lm_folder, bert_folder, tmp_path):
+    with pytest.raises(ValueError, match="--dataset.*data.py bert.*data.py lm"):
+        train.main([*GPT, "--dataset", bert_folder, "--out-dir", str(tmp_path / "a")])
+    with pytest.raises(ValueError, match="--dataset.*data.py lm.*data.py bert"):
+        train.main([*BERT, "--dataset", lm_folder, "--out-dir", str(tmp_path / "b")])
+    with pytest.raises(FileNotFoundError, match="--dataset.*meta.json"):
+        train.main([*GPT, "--dataset", str(tmp_path), "--out-dir", str(tmp_path / "c")])
+
+
+# 6 ---------------------------------------------------------------------- numbers checked once
+
+
+@pytest.mark.parametrize(
+    "flags, name",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-4"], "--batch-size"),
+        (["--grad-accum", "0"], "--grad-accum"),
+        (["--lr", "0"], "--lr"),
+        (["--eval-iters", "0"], "--eval-iters"),
+        (["--max-steps", "-1"], "--max-steps"),
+        (["--keep-last", "-1"], "--keep-last"),
+        (["--dropout", "1.5"], "--dropout"),
+        (["--warmup", "-3"], "--warmup"),
+        (["--schedule", "step"], "--schedule"),
+        (["--min-lr", "0.5"], "--min-lr"),
+    ],
+)
+def test_settings_are_checked_before_any_work(flags, name, lm_folder, tmp_path):
+    with pytest.raises(ValueError, match=name):
+        train.main([*GPT, "--dataset", lm_folder, "--out-dir", str(tmp_path / "run"), *flags])
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_keep_last_never_deletes_every_checkpoint_and_sampling_flags_are_checked(lm_folder, tmp_path):
+    out = str(tmp_path / "run")
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", out])
+    for flags, name in (
+        (["--max-new-tokens", "-3"], "--max-new-tokens"),
+        (["--temperature", "-1"], "--temperature"),
+        (["--top-k", "0"], "--top-k"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            train.main(["--out-dir", out, "--sample", "line", *flags])
+    assert list(Path(out).glob("ckpt_*.pt"))
+
+
+# 7 --------------------------------------------------------------- errors that name the file
+
+
+def test_errors_name_the_file(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "a.txt").write_text("one sentence .\nanother one .\n")
+    (folder / "b.txt").write_bytes(b"caf\xe9 latin-1 .\n")
+    with pytest.raises(ValueError, match=r"b\.txt.*UTF-8"):
+        list(data.iter_documents(str(folder)))
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match=r"empty\.txt.*no text"):
+        data.prepare_lm(str(tmp_path / "empty.txt"), "char", tmp_path / "lm")
+    model = gpt.GPT(gpt.GPTConfig(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2))
+    ids = torch.randint(0, 20, (2, 8))
+    with pytest.raises(ValueError, match="targets.*vocab_size=20"):
+        model(ids, targets=ids + 20)
+    with pytest.raises(ValueError, match="labels.*vocab_size=20"):
+        model(ids, labels=ids + 20)
+    model.save_pretrained(tmp_path / "hf")
+    weights = tmp_path / "hf" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"model\.safetensors"):
+        gpt.GPT.from_pretrained(tmp_path / "hf")
+
+
+# 8 ------------------------------------------------------------- the wrong model for a run
+
+
+def test_resume_with_another_model_names_the_run(lm_folder, tmp_path):
+    out = str(tmp_path / "run")
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", out])
+    with pytest.raises(ValueError, match="--model.*gpt run"):
+        train.main(["--out-dir", out, "--resume", "--model", "bert"])
+    with pytest.raises(ValueError, match="--arch.*shakespeare-char-cpu"):
+        train.main(["--out-dir", out, "--resume", "--arch", "gpt2"])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train.main(["--out-dir", str(tmp_path / "nothing"), "--resume"])
+
+
+# kill -9 during checkpoint writes --------------------------------------------------------
+
+
+def test_killed_during_saves_the_latest_checkpoint_is_whole_and_resumes(lm_folder, tmp_path):
+    """A run saving every step, killed (SIGKILL) at random moments a few times: the latest checkpoint
+    always loads, and --resume goes on from it."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng = random.Random(0)
+    cmd = [sys.executable, "train.py", *GPT, "--dataset", lm_folder, "--save-every", "1", "--max-steps", "400"]
+    for k in range(3):
+        args = [*cmd, "--out-dir", str(out)] + (["--resume"] if k else [])
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while not list(out.glob("ckpt_*.pt")) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.2, 1.0))
+        proc.kill()
+        proc.wait()
+        latest = train.latest_checkpoint(out)
+        assert train.load_checkpoint(latest)["position"]["step"] == int(latest.stem.split("_")[1])
+    step = train.load_checkpoint(train.latest_checkpoint(out))["position"]["step"]
+    assert train.main(["--out-dir", str(out), "--resume", "--max-steps", str(step + 1)]).step == step + 1
