@@ -199,7 +199,7 @@ FAMILIES = {
 }
 
 
-def make_task(cfg, world=1):
+def make_task(cfg, world=1):  # the task of cfg.model's row
     if cfg.model not in FAMILIES:
         raise ValueError(f"--model must be one of {', '.join(FAMILIES)}, got {cfg.model!r}")
     return FAMILIES[cfg.model](cfg, world)
@@ -652,6 +652,9 @@ def export_hf(out_dir, folder):
     source["mtime_ns"] = last.stat().st_mtime_ns
     if (folder / "source.json").exists() and json.loads((folder / "source.json").read_text()) == source:
         return folder
+    other = {p.name for p in folder.glob("*")} - {"config.json", "model.safetensors", "tokenizer.json", "source.json"}
+    if other:  # it is deleted and made again: only ever an export of ours
+        raise ValueError(f"--export-hf {folder} holds other files ({sorted(other)[:3]}): give a new or empty folder")
     cfg, task, model, _ = run_model(out_dir)
     if not (hasattr(task, "export") and hasattr(model, "save_pretrained")):
         raise ValueError(f"--export-hf: a --model {cfg.model} run has no HF export")
@@ -679,9 +682,8 @@ NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops"
 
 
 def plot(out_dir, compare=()):
-    """metrics.jsonl -> curves.png against step: losses on the left (training, validation); on
-    the right every other metric the runs log (BLEU, accuracies), or tokens/s when there is none.
-    Runs in `compare` are drawn dashed on the same axes."""
+    """metrics.jsonl -> curves.png against step: losses on the left, every other metric logged (BLEU,
+    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -697,11 +699,9 @@ def plot(out_dir, compare=()):
             rs = [r for r in rows if key in r]
             marker = "o" if key.startswith("val_") else ""
             ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
-    ax1.set_xlabel("step")
     ax1.set_ylabel("loss per target")
-    ax2.set_xlabel("step")
     for ax in (ax1, ax2):
-        ax.legend(fontsize=7)
+        ax.set_xlabel("step"), ax.legend(fontsize=7)
     fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
     fig.tight_layout()
     path = Path(out_dir) / "curves.png"

@@ -272,3 +272,19 @@ def test_killed_during_saves_the_latest_checkpoint_is_whole_and_resumes(lm_folde
         assert train.load_checkpoint(latest)["position"]["step"] == int(latest.stem.split("_")[1])
     step = train.load_checkpoint(train.latest_checkpoint(out))["position"]["step"]
     assert train.main(["--out-dir", str(out), "--resume", "--max-steps", str(step + 1)]).step == step + 1
+
+
+def test_an_export_replaces_only_an_export(lm_folder, tmp_path):
+    """--export-hf writes aside and moves in; it refuses a folder holding anything but an export,
+    and is not redone while source.json names the same checkpoint."""
+    out = str(tmp_path / "run")
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", out])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds other files"):
+        train.main(["--out-dir", out, "--export-hf", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    folder = train.export_hf(out, tmp_path / "hf")
+    made = (folder / "model.safetensors").stat().st_mtime_ns
+    assert train.export_hf(out, tmp_path / "hf") == folder and (folder / "model.safetensors").stat().st_mtime_ns == made
+    assert not list(tmp_path.glob(".hf.tmp"))
