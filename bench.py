@@ -1,6 +1,7 @@
 """Speed, memory and output differences: our models against their references, in one run.
 
-    python bench.py                  # CPU fp32, markdown table
+    python bench.py                  # CPU fp32, a quick table: one row per family
+    python bench.py --all            # every row (--only TEXT: the rows whose name holds TEXT)
     python bench.py --json out.json  # also machine-readable results
     python bench.py --device cuda    # fp32 and bf16 on a GPU (add --compile to compile both sides)
 
@@ -39,6 +40,7 @@ class Case:
     train: bool  # forward + backward, else inference under torch.inference_mode()
     real: torch.Tensor | None = None  # bool, broadcastable to the output: positions that must agree
     output: Callable = lambda out: out  # the tensor to compare, from a forward's result
+    quick: bool = False  # in the default table (one row per family); --all runs every row
 
 
 # ------------------------------------------------------------------------------------ cases
@@ -106,7 +108,7 @@ def transformer_cases(device, dtype, args):
     tag = f"{args.layers}+{args.layers}L d{d} {B}x{L}"
     inputs = {"src": x, "tgt": tgt, **masks}
     cases += [
-        Case(f"Transformer {tag} train, padded", tr_ours, tr_ref, inputs, True, ~tgt_pad[..., None]),
+        Case(f"Transformer {tag} train, padded", tr_ours, tr_ref, inputs, True, ~tgt_pad[..., None], quick=True),
         Case(f"Transformer {tag} infer, padded", tr_ours, tr_ref, inputs, False, ~tgt_pad[..., None]),
     ]
     return cases
@@ -159,7 +161,9 @@ def bert_cases(device, dtype, args):
     cls_inputs = dict(input_ids=ids * grouped, attention_mask=grouped, token_type_ids=types * grouped, labels=y)
     return [
         Case(f"BertForPreTraining {tag} train step", ours_pre, hf_pre, pre(full), True, output=loss),
-        Case(f"BertForPreTraining {tag} train step, half padded", ours_pre, hf_pre, pre(padded), True, output=loss),
+        Case(
+            f"BertForPreTraining {tag} train step, half padded", ours_pre, hf_pre, pre(padded), True, None, loss, True
+        ),
         Case(f"BertModel {tag} train, half padded", ours_enc, hf_enc, enc_inputs, True, real, hidden),
         Case(f"BertModel {tag} infer, half padded", ours_enc, hf_enc, enc_inputs, False, real, hidden),
         Case(
@@ -230,6 +234,7 @@ def gpt_cases(device, dtype, args):
             {"input_ids": ids, "labels": ids},
             True,
             output=lambda out: out.loss,
+            quick=True,
         ),
         Case(f"GPT-2 {tag} greedy generation, cache, 16+{n} tokens", ours_gen, hf_gen, {"input_ids": prompt}, False),
     ]
@@ -395,7 +400,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtypes", default=None, help="comma list; default fp32 on CPU, fp32,bf16 on CUDA")
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per side (default 15; 5 in the quick table)")
     p.add_argument("--d-model", type=int, default=512)
     p.add_argument("--nhead", type=int, default=8)
     p.add_argument("--layers", type=int, default=3)
@@ -410,9 +415,11 @@ def main(argv=None):
     p.add_argument("--gpt-seq", type=int, default=128)
     p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--compile", action="store_true", help="torch.compile both sides")
-    p.add_argument("--only", default="", help="run the cases whose name contains this text")
+    p.add_argument("--only", default="", help="run the cases whose name contains this text (of all rows)")
+    p.add_argument("--all", action="store_true", help="every row (default: one row per family, a quick table)")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
+    args.repeats = args.repeats or (15 if args.all or args.only else 5)
     device = torch.device(args.device)
     names = args.dtypes or ("float32,bfloat16" if device.type == "cuda" else "float32")
     dtypes = [getattr(torch, n.strip()) for n in names.split(",")]
@@ -423,7 +430,7 @@ def main(argv=None):
         peaks[str(dtype).replace("torch.", "")] = peak = matmul_peak(device, dtype)
         for make_cases in CASES:
             for case in make_cases(device, dtype, args):
-                if args.only not in case.name:
+                if args.only not in case.name or not (args.all or args.only or case.quick):
                     continue
                 try:
                     rows.append(run_case(case, device, dtype, args, peak))

@@ -40,7 +40,9 @@ def test_bench_rows_and_json(tmp_path):
         "1",
         "--json",
     ] + [str(out)]
-    rows = bench.main(args)
+    quick = bench.main(args[:-2])  # the default table: one row per family
+    assert [r["case"].split()[0] for r in quick] == ["Transformer", "BertForPreTraining", "GPT-2"]
+    rows = bench.main([*args, "--all"])
     assert len(rows) == 13 and any(r["case"].startswith("BertForPreTraining") for r in rows)
     for r in rows:
         assert r["max_abs_diff"] < 1e-4, r
