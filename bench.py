@@ -16,6 +16,7 @@ function returning their cases to CASES.
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -362,18 +363,20 @@ def run_case(case, device, dtype, args, peak):
 
 
 def environment(device):
+    """What a measurement ran on: code version, library versions, device (train.py's run logs too)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+        git = ["git", "describe", "--always", "--dirty"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {
-        "commit": commit,
-        "torch": torch.__version__,
-        "device": f"{device.type}: {name}",
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
+    env = {"commit": commit, "python": platform.python_version(), "torch": torch.__version__}
+    for module in ("transformers", "tokenizers", "numpy"):
+        try:
+            env[module] = __import__(module).__version__
+        except ImportError:
+            env[module] = None
+    return env | {"device": f"{device.type}: {name}", "cores": os.cpu_count(), "threads": torch.get_num_threads()}
 
 
 def markdown(rows, peaks):

@@ -27,11 +27,9 @@ import contextlib
 import json
 import math
 import os
-import platform
 import random
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -312,6 +310,7 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.writers = self.open_writers() if self.master else []
+        self.evals, self.say = [], print  # evaluations of this invocation, and where their lines go
         self.epoch_steps()  # an epoch that makes no optimizer step fails here, not in the loop
 
     def shard(self):
@@ -358,15 +357,11 @@ class Run:
                 w.log(scalars, step=self.step)
 
     def header(self):
+        import bench  # the same environment record as the benchmark's
+
         info = {
             "config": asdict(self.cfg),
-            "code": git_version(),
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                **{m: _version(m) for m in ("tokenizers", "sacrebleu", "numpy")},
-            },
-            "hardware": hardware(self.device),
+            "environment": bench.environment(self.device),
             "world_size": self.world,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             **self.task.info,
@@ -529,21 +524,24 @@ class Run:
 
                 peak = bench.matmul_peak(self.device, torch.bfloat16 if self.use_bf16() else torch.float32)
                 self.log({"matmul_peak_flops": peak})
-        bar = tqdm(disable=not self.master, desc="train", dynamic_ncols=True)
+        per_epoch = len(self.epoch_steps())  # one bar over the whole run: its steps, loss, lr, tokens/s, ETA
+        total = min(c.max_steps or math.inf, c.max_epochs * per_epoch)
+        bar = tqdm(total=total, initial=self.step, disable=not self.master, desc="train", dynamic_ncols=True)
+        self.say = bar.write  # evaluation lines, above the bar
         seconds, tokens = 0.0, 0.0  # training time and tokens since the last log line
+        self.evals, self.seconds, self.tokens, self.started = [], 0.0, 0.0, time.perf_counter()  # for the summary
         while self.epoch < c.max_epochs and not self.done():
             steps = self.epoch_steps()
-            bar.reset(total=len(steps))
-            bar.update(self.batch_in_epoch)
             while self.batch_in_epoch < len(steps) and not self.done():
                 t0 = time.perf_counter()
                 row, n_tokens = self.train_step(steps[self.batch_in_epoch])
                 seconds, tokens = seconds + time.perf_counter() - t0, tokens + n_tokens
+                self.seconds, self.tokens = self.seconds + time.perf_counter() - t0, self.tokens + n_tokens
                 self.batch_in_epoch += 1
                 bar.update(1)
                 if self.step % c.log_every == 0:
                     lr = self.sched.get_last_lr()[0]
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tokens / seconds:.0f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:.0f}")
                     speed = {"tokens_per_s": tokens / seconds}
                     if peak:  # model FLOPs per token x tokens/s over the peak (all processes' tokens)
                         speed["mfu"] = self.task.flops_per_token * tokens / seconds / (peak * self.world)
@@ -561,8 +559,26 @@ class Run:
         bar.close()
         if self.saved != self.step:
             self.save()  # the final state, whatever save_every says
+        if self.master:
+            self.summary()
         if self.distributed:
             dist.barrier()
+
+    def summary(self):
+        """The run's result, printed and appended to log.txt: final and best validation metrics, time, speed."""
+        speed = self.tokens / max(self.seconds, 1e-9)
+        wall = time.perf_counter() - self.started
+        lines = [f"done: step {self.step}, {wall:.1f} s ({self.seconds:.1f} s in training steps), {speed:.0f} tokens/s"]
+        if self.evals:  # this invocation's evaluations
+            keys = [k for k, v in self.evals[-1].items() if isinstance(v, int | float) and k != "step"]
+            lines.append(f"final (step {self.evals[-1]['step']}): " + show(self.evals[-1], keys))
+            lower = lambda k: k.endswith(("loss", "ppl"))  # noqa: E731
+            best = {k: (min if lower(k) else max)((e for e in self.evals if k in e), key=lambda e: e[k]) for k in keys}
+            lines.append("best: " + ", ".join(f"{k} {best[k][k]:.4g} (step {best[k]['step']})" for k in keys))
+        lines.append(f"checkpoint: {self.out / f'ckpt_{self.step:07d}.pt'}")
+        print("\n".join(lines))
+        with open(self.out / "log.txt", "a") as f:
+            f.write("\n".join(lines) + "\n")
 
     def done(self):
         return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
@@ -571,8 +587,14 @@ class Run:
         if self.master or self.cfg.fsdp:  # a sharded model runs in every process
             self.model.eval()
             row = self.task.validate(self.model, self.autocast)
-            if row:
+            if row and self.master:
                 self.log(row)
+                self.evals.append({"step": self.step, **row})
+                self.say(f"step {self.step}: " + show(row, list(row)))
+
+
+def show(row, keys):  # "val_loss 1.84, val_bleu 36.4": a row's numbers, short
+    return ", ".join(f"{k} {row[k]:.4g}" for k in keys if isinstance(row.get(k), int | float))
 
 
 # ------------------------------------------------------------------ run folders and resuming
@@ -734,32 +756,6 @@ def load_checkpoint(path):
 def _python_rng_state(state):  # torch.load gives lists back where random.getstate() had tuples
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-def git_version():
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def hardware(device):
-    info = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _version(module):
-    try:
-        return __import__(module).__version__
-    except Exception:
-        return None
 
 
 def main(argv=None):

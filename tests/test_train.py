@@ -342,6 +342,18 @@ def test_gpt_training_matches_hf_gpt2_and_resumes_exactly(lm_data, tmp_path):
         assert (hf(ids).logits - ours(ids).logits).abs().max() < 1e-4
 
 
+def test_a_run_prints_its_evaluations_and_a_summary(lm_data, tmp_path, capsys):
+    train.main([*GPT, "--dataset", lm_data, "--max-steps", "10", "--out-dir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    val = rows(tmp_path / "run", "val_loss")
+    assert "step 5: val_loss" in out and "step 10: val_loss" in out and "done: step 10," in out
+    assert f"final (step 10): val_loss {val[-1]:.4g}" in out and f"val_loss {min(val):.4g}" in out.split("best:")[1]
+    assert (
+        f"checkpoint: {tmp_path / 'run' / 'ckpt_0000010.pt'}" in out
+        and "done: step 10" in (tmp_path / "run/log.txt").read_text()
+    )
+
+
 def test_cosine_schedule_is_nanogpts():
     cfg = train.make_config("shakespeare-char-cpu", {})
     f = train.lr_factor(cfg, 0)
