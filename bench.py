@@ -14,12 +14,14 @@ function returning their cases to CASES.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -203,6 +205,7 @@ def gpt_cases(device, dtype, args):
     torch.manual_seed(0)
     ours = gpt.GPT(config).to(device, dtype)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_hf())).to(device, dtype)
+    hf.loss_type = "ForCausalLM"  # its default, named: HF otherwise notes that None is unrecognized
     hf.load_state_dict(ours.hf_state_dict(), strict=False)  # lm_head is tied to wte
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (args.gpt_batch, args.gpt_seq), generator=g).to(device)
@@ -305,7 +308,10 @@ def peak_memory(fn, device, model=None):
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     # CPU: replay the allocator's trace recorded by the profiler and take its running maximum.
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        quiet_stderr(),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         fn()
     events = sorted(
         (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
@@ -315,6 +321,19 @@ def peak_memory(fn, device, model=None):
         current += e.nbytes()
         peak = max(peak, current)
     return peak
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """The profiler's C++ side prints "USDT ... profiler_start/stop" on file descriptor 2: hidden."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved), os.close(null)
 
 
 def count_flops(fn):
@@ -423,6 +442,8 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (15 if args.all or args.only else 5)
+    # torch.nn's reference takes the nested-tensor fast path (our comparison's point); its prototype notice is known
+    warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors", category=UserWarning)
     device = torch.device(args.device)
     names = args.dtypes or ("float32,bfloat16" if device.type == "cuda" else "float32")
     dtypes = [getattr(torch, n.strip()) for n in names.split(",")]
