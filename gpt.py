@@ -228,8 +228,8 @@ class GPT(HFCheckpoint, nn.Module):
             targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # position t predicts token t + 1; the last, nothing
         elif targets is not None and tuple(targets.shape) != (B, T):
             raise ValueError(f"targets must have the shape of input_ids {(B, T)}, got {tuple(targets.shape)}")
-        V, bad = self.config.vocab_size, check and targets is not None and targets.numel()
-        if bad and (targets.max() >= V or targets.min() < -100):  # an index error deep inside otherwise
+        V = self.config.vocab_size
+        if check and targets is not None and ((targets >= V) | (targets < -100)).any():  # else an index error inside
             name = "labels" if labels is not None else "targets"
             raise ValueError(f"{name} has ids outside [0, vocab_size={V}) (or -100: ignored)")
         if logits_to_keep:  # only the last positions' logits (generation needs the last one)

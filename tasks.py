@@ -172,28 +172,27 @@ def objective_means(model, batches, autocast):
 
 
 class Tally:
-    """Sums added over batches (and processes: `values()` / `load()`) -> a row of means: "loss" (the
+    """Sums added over batches (and processes: `values()` / `load()`) and counts -> a row of means: "loss" (the
     objective), each part as "<name>_loss" when there are several, and the metrics."""
 
     def __init__(self):
         self.sums, self.per, self.counts, self.losses = {}, {}, {}, set()
 
-    def add(self, sums: T.Sums):
+    def add(self, sums: T.Sums, counts=True):
+        """Add a batch's sums, and its counts unless the caller knows them already (the loop's totals)."""
         self.losses |= {k + "_loss" for k in sums.losses}
         parts = [(k + "_loss", v) for k, v in sums.losses.items()] + list(sums.metrics.items())
         for key, (value, count) in parts:
             self.sums[key] = self.sums.get(key, 0.0) + float(value.detach() if torch.is_tensor(value) else value)
             self.per[key] = count
-        for k, n in sums.counts.items():
+        for k, n in sums.counts.items() if counts else ():
             self.counts[k] = self.counts.get(k, 0) + float(n)
 
-    def values(self):  # a fixed order (sorted names) for an all-reduce
-        return [self.sums[k] for k in sorted(self.sums)] + [self.counts[k] for k in sorted(self.counts)]
+    def values(self):  # the sums in a fixed order (sorted names), for an all-reduce
+        return [self.sums[k] for k in sorted(self.sums)]
 
     def load(self, values):
-        keys = sorted(self.sums)
-        self.sums = dict(zip(keys, values[: len(keys)], strict=True))
-        self.counts = dict(zip(sorted(self.counts), values[len(keys) :], strict=True))
+        self.sums = dict(zip(sorted(self.sums), values, strict=True))
 
     def row(self):
         means = {
@@ -233,8 +232,9 @@ def hf_twin(ours, sums, inputs):
     architecture = config["architectures"][0]
     hf = getattr(transformers, architecture)(transformers.AutoConfig.for_model(**config))
     missing, unexpected = hf.load_state_dict(ours.hf_state_dict(), strict=False)
-    loaded = {p.data_ptr() for k, p in hf.state_dict().items() if k not in missing}
-    untied = [k for k in missing if hf.state_dict()[k].data_ptr() not in loaded]  # tied copies are fine
+    state = hf.state_dict()
+    loaded = {p.data_ptr() for k, p in state.items() if k not in missing}
+    untied = [k for k in missing if state[k].data_ptr() not in loaded]  # tied copies are fine
     if unexpected or untied:
         raise RuntimeError(f"{architecture}: weights did not map: missing {untied}, unexpected {unexpected}")
     return HFTwin(hf, type(ours).counts, sums, inputs)

@@ -311,7 +311,7 @@ class Run:
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.writers = self.open_writers() if self.master else []
         self.evals, self.say = [], print  # evaluations of this invocation, and where their lines go
-        self.epoch_steps()  # an epoch that makes no optimizer step fails here, not in the loop
+        self.per_epoch = len(self.epoch_steps())  # an epoch that makes no optimizer step fails here, not in the loop
 
     def shard(self):
         """FSDP2: every block (each entry of the model's ModuleLists) is a unit of its own, the rest
@@ -478,10 +478,11 @@ class Run:
                 with self.autocast():
                     sums = model(**tasks.to_device(batch, self.device)).sums
                 (sums.loss(counts) * self.world).backward()  # processes average gradients: * world gives the sum
-            tally.add(sums)
+            tally.add(sums, counts=False)
+        tally.counts = counts  # the step's totals, counted and reduced above
         if self.distributed:
             tally.load(self.all_reduce(tally.values()))
-        return tally.row(), tally.counts["tokens"]
+        return tally.row(), counts["tokens"]
 
     def gradient_sync(self, last):
         """Gradients are reduced over processes at the step's last micro-batch only."""
@@ -524,8 +525,7 @@ class Run:
 
                 peak = bench.matmul_peak(self.device, torch.bfloat16 if self.use_bf16() else torch.float32)
                 self.log({"matmul_peak_flops": peak})
-        per_epoch = len(self.epoch_steps())  # one bar over the whole run: its steps, loss, lr, tokens/s, ETA
-        total = min(c.max_steps or math.inf, c.max_epochs * per_epoch)
+        total = min(c.max_steps or math.inf, c.max_epochs * self.per_epoch)  # one bar over the whole run
         bar = tqdm(total=total, initial=self.step, disable=not self.master, desc="train", dynamic_ncols=True)
         self.say = bar.write  # evaluation lines, above the bar
         seconds, tokens = 0.0, 0.0  # training time and tokens since the last log line
@@ -748,7 +748,7 @@ def latest_checkpoint(out_dir):
 def load_checkpoint(path):
     """Weights only: tensors and plain containers, never arbitrary pickled objects."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors read when used
     except Exception as e:
         raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
 

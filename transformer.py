@@ -74,9 +74,9 @@ ACTIVATIONS = {  # by the names in HF configs (hidden_act, activation_function)
 
 
 def _activation(activation):  # torch.nn's rule: "relu", "gelu" or a callable
-    if callable(activation) or activation in ("relu", "gelu"):
-        return activation if callable(activation) else ACTIVATIONS[activation]
-    raise ValueError(f"activation should be 'relu', 'gelu' or a callable, not {activation!r}")
+    if not (callable(activation) or activation in ("relu", "gelu")):
+        raise ValueError(f"activation should be 'relu', 'gelu' or a callable, not {activation!r}")
+    return activation if callable(activation) else ACTIVATIONS[activation]
 
 
 # ------------------------------------------------------------------------- the torch.nn twin
