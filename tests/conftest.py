@@ -20,7 +20,14 @@ def prep_dir():
             os.environ["PREP_DIR"] = before
 
 
+def lacks(what):  # the skip reason when the data directory lacks files, and how to get them
+    how = "`python data.py download` fetches it (online)"
+    if "iwslt14" in str(what):
+        how = "fairseq's examples/translation/prepare-iwslt14.sh makes it (its tokenized-lc/ folder)"
+    return f"DATA_DIR={data.data_dir()} lacks {what}: {how}"
+
+
 def require(*relative_paths):
     """Skip (with the reason) when the data directory lacks these files; CI provides them."""
     missing = [p for p in relative_paths if not (data.data_dir() / p).exists()]
-    return pytest.mark.skipif(bool(missing), reason=f"DATA_DIR={data.data_dir()} lacks {missing}")
+    return pytest.mark.skipif(bool(missing), reason=lacks(missing))

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import require
+from conftest import lacks, require
 
 import data
 
@@ -361,7 +361,7 @@ GLUE_ROWS = {  # the official row counts (train, dev, test) of the tasks in the 
 def test_glue_row_counts_and_labels(task):
     folder = data.GLUE[task][0]
     if not (data.data_dir() / "glue" / folder / "train.tsv").exists():
-        pytest.skip(f"DATA_DIR lacks glue/{folder}")
+        pytest.skip(lacks(f"glue/{folder}"))
     splits = [data.read_glue(task, s) for s in ("train", "dev", "test")]
     assert tuple(map(len, splits)) == GLUE_ROWS[task]
     train, dev, test = splits
@@ -383,3 +383,86 @@ def test_glue_qnli_dev_and_ax():
         data.read_glue("qnli", "train")  # not in the shared data: the error says where to put it
     with pytest.raises(ValueError, match="task must be"):
         data.read_glue("squad", "dev")
+
+
+# ---- python data.py download: the layout it writes is what the readers read (the web faked)
+
+HF_GLUE_NAMES = {  # nyu-mll/glue's label names (STS-B: a float score)
+    "cola": ["unacceptable", "acceptable"],
+    "sst2": ["negative", "positive"],
+    "mrpc": ["not_equivalent", "equivalent"],
+    "qqp": ["not_duplicate", "duplicate"],
+    "mnli": ["entailment", "neutral", "contradiction"],
+    "qnli": ["entailment", "not_entailment"],
+    "rte": ["entailment", "not_entailment"],
+    "wnli": ["not_entailment", "entailment"],
+    "ax": ["entailment", "neutral", "contradiction"],
+}
+HF_GLUE_COLUMNS = {"cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2")}
+HF_GLUE_COLUMNS |= {"qqp": ("question1", "question2"), "qnli": ("question", "sentence")}
+HF_GLUE_COLUMNS |= {"mnli": ("premise", "hypothesis"), "ax": ("premise", "hypothesis")}
+
+
+def fake_hf(name, config=None, split=None, streaming=False):
+    """Stand-ins for the HF datasets download() reads, as real `datasets.Dataset`s."""
+    import datasets
+
+    if name == "wikimedia/wikipedia":
+        return iter([{"title": f"T{i}", "text": f"Article {i} says a thing. And another."} for i in range(900)])
+    if name == "bentrevett/multi30k":
+        return [{"de": f"ein satz {split} {i}\tmit tab", "en": f"a sentence {split} {i}"} for i in range(3)]
+    assert name == "nyu-mll/glue"
+    cols = HF_GLUE_COLUMNS.get(config, ("sentence1", "sentence2"))
+    test = split.startswith("test")
+    names = HF_GLUE_NAMES.get(config)
+    labels = [-1] * 4 if test else ([0.5, 1.0, 4.2, 0.0] if names is None else [i % len(names) for i in range(4)])
+    label = datasets.Value("float32") if names is None else datasets.ClassLabel(names=names)
+    features = datasets.Features({**{c: datasets.Value("string") for c in cols}, "label": label})
+    features["idx"] = datasets.Value("int32")
+    rows = {c: [f'{config} {split} {c} {i} "quoted"\nline' for i in range(4)] for c in cols}
+    return datasets.Dataset.from_dict({**rows, "label": labels, "idx": list(range(10, 14))}, features=features)
+
+
+def test_download_lays_out_what_the_readers_read(tmp_path, monkeypatch):
+    import urllib.request
+
+    import datasets
+
+    class Page:
+        def __init__(self, url):
+            self.url = url
+
+        def read(self):
+            return f"First Citizen:\n{self.url}\n".encode()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_hf)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Page(url))
+    data.download(root=tmp_path)
+    assert next(data._lm_texts("shakespeare", tmp_path)).startswith("First Citizen:")
+    assert len(list(data.iter_documents("books", tmp_path))) == len(data.GUTENBERG)
+    assert len(list(data.iter_documents("wiki", tmp_path))) == 821
+    pairs = data.read_parallel("multi30k", "valid", root=tmp_path)
+    assert pairs[2] == ("ein satz validation 2 mit tab", "a sentence validation 2")
+    for task, (_, files, _, _, labels) in data.GLUE.items():
+        for split, file in files.items():
+            hf_split = "test" if task == "ax" else file.replace("dev", "validation")
+            hf = fake_hf("nyu-mll/glue", task, hf_split)
+            rows = data.read_glue(task, split, root=tmp_path)
+            assert len(rows) == 4
+            for ours, theirs in zip(rows, hf, strict=True):
+                cols = HF_GLUE_COLUMNS.get(task, ("sentence1", "sentence2"))
+                assert ours["text"] == tuple(" ".join(theirs[c].split()) for c in cols)
+                if split.startswith("test") or task == "ax":
+                    assert ours["label"] is None
+                elif labels is None:
+                    assert ours["label"] == pytest.approx(theirs["label"])
+                else:  # the same class by name: our label list orders them as glue_data's files do
+                    names = HF_GLUE_NAMES[task]
+                    assert labels[ours["label"]] == (
+                        str(theirs["label"]) if labels == ["0", "1"] else names[theirs["label"]]
+                    )
+    (tmp_path / "books" / "pg11.txt").write_text("kept")
+    data.download(["books"], root=tmp_path)  # files already there are kept
+    assert (tmp_path / "books" / "pg11.txt").read_text() == "kept"
+    with pytest.raises(ValueError, match="'nope' is not one of shakespeare"):
+        data.download(["nope"], root=tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import require
+from conftest import lacks, require
 
 import tasks
 import train
@@ -163,7 +163,7 @@ def test_bert_pretraining_matches_hf_bert_through_the_same_loop(bert_data, tmp_p
         assert len(ours) == len(hf) > 0 and ours == pytest.approx(hf, rel=1e-4, abs=1e-6), key
     loss = rows(tmp_path / "bert", "loss")
     assert len(loss) == 12 and sum(loss[-3:]) < sum(loss[:3])
-    assert train.plot(tmp_path / "bert", [tmp_path / "hf-bert"]).exists()
+    assert tasks.plot(tmp_path / "bert", [tmp_path / "hf-bert"]).exists()
     final = train.main(["--out-dir", str(tmp_path / "bert"), "--evaluate"])
     assert final["val_mlm_acc"] == pytest.approx(rows(tmp_path / "bert", "val_mlm_acc")[-1])
     # exported to HF's format: transformers gives the same held-out MLM logits
@@ -354,6 +354,49 @@ def test_a_run_prints_its_evaluations_and_a_summary(lm_data, tmp_path, capsys):
     )
 
 
+def test_help_describes_every_flag_and_the_preset_family(capsys):
+    helps = train.help_lines()
+    assert set(helps) == {f.name for f in dataclasses.fields(train.TrainConfig)} and all(helps.values())
+    with pytest.raises(SystemExit):
+        train.main(["--preset", "shakespeare-char-cpu", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--context CONTEXT gpt: tokens per training window" in out and "(default 64)" in out
+    assert "--lr LR peak" in out and "(default 0.001)" in out and "--beta1 BETA1 AdamW's first-moment" in out
+    assert "--label-smoothing" not in out and "--d-model" not in out  # translation's flags are hidden
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--label-smoothing LABEL_SMOOTHING translation: the paper's 0.1 (default 0.1)" in out and "--context" in out
+    with pytest.raises(SystemExit):  # finetune_glue.py shows its defaults
+        import finetune_glue
+
+        finetune_glue.main(["--help"])
+    assert "--lr LR peak learning rate (linear warmup and decay) (default: 2e-05)" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_show_config_is_the_resolved_config_of_the_family_only(lm_data, tmp_path, capsys):
+    shown = train.main(
+        ["--preset", "shakespeare-char-cpu", "--show-config", "--beta1", "0.8", "--out-dir", str(tmp_path)]
+    )
+    assert shown["context"] == 64 and shown["lr"] == 1e-3 and shown["beta1"] == 0.8 and shown["model"] == "gpt"
+    assert "d_model" not in shown and "label_smoothing" not in shown and "mask_prob" not in shown
+    assert json.loads(capsys.readouterr().out) == shown and not any(tmp_path.iterdir())  # a dry run
+    assert {"d_model", "label_smoothing"} <= set(
+        train.family_fields("transformer")
+    ) and "context" not in train.family_fields("transformer")
+    with pytest.raises(ValueError, match=r"beta1 \(--beta1\) must be in \[0, 1\), got 1.5"):
+        train.main(["--preset", "shakespeare-char-cpu", "--show-config", "--beta1", "1.5"])
+    run = train.Run(
+        train.make_config("shakespeare-char-cpu", {"dataset": lm_data, "beta1": 0.8, "out_dir": str(tmp_path / "r")})
+    )
+    assert run.opt.param_groups[0]["betas"] == (0.8, 0.99)
+    run.header()
+    logged = json.loads((tmp_path / "r" / "log.txt").read_text())["config"]  # the run's header: its family's fields
+    assert logged == {k: v for k, v in dataclasses.asdict(run.cfg).items() if k in train.family_fields("gpt")}
+
+
 def test_cosine_schedule_is_nanogpts():
     cfg = train.make_config("shakespeare-char-cpu", {})
     f = train.lr_factor(cfg, 0)
@@ -407,7 +450,7 @@ def test_accumulation_equals_one_big_batch_for_every_family(family, family_setup
     """2 micro-batches of b == 1 batch of 2b (gradients <= 1e-6, the same logged means) for every row
     of the family table: counts from model.counts(batch), sums from model(**batch).sums."""
     if family not in family_setups:
-        pytest.skip("the multi30k files are not in $DATA_DIR")
+        pytest.skip(lacks("multi30k/"))
     preset, overrides = family_setups[family]
     cfg = train.make_config(preset, {**overrides, "model": family, "dropout": 0.0, "out_dir": str(tmp_path)})
     run = train.Run(cfg)
