@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -114,6 +115,29 @@ PRESETS = {
         max_steps=5000,
         dropout=0.2,
         eval_iters=200,
+    ),
+    # T5 span corruption on a CPU: the Multi30k-sized T5 (7.6M at an 8,000 vocabulary), inputs of 128 tokens
+    "t5-span-cpu": dict(
+        model="t5",
+        arch="t5-multi30k",
+        context=128,
+        batch_size=32,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup=200,
+        schedule="cosine",
+        eps=1e-8,
+        beta2=0.99,
+        clip=1.0,
+        dropout=0.0,
+        max_steps=3000,
+        max_epochs=10**6,
+        eval_every=250,
+        save_every=250,
+        log_every=10,
+    ),
+    "t5-tiny-test": dict(
+        model="t5", arch="t5-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
     ),
     "bert-tiny-test": dict(
         model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
@@ -231,7 +255,13 @@ def hf_twin(ours, sums, inputs):
     config = ours.hf_config()
     architecture = config["architectures"][0]
     hf = getattr(transformers, architecture)(transformers.AutoConfig.for_model(**config))
-    missing, unexpected = hf.load_state_dict(ours.hf_state_dict(), strict=False)
+    weights, first = ours.hf_state_dict(), {}
+    for name, p in list(hf.named_parameters(remove_duplicate=False)):  # transformers 5 ties T5 v1.1's head: untie
+        other = first.setdefault(id(p), name)
+        if other != name and name in weights and other in weights and not torch.equal(weights[name], weights[other]):
+            module, leaf = name.rsplit(".", 1)
+            setattr(hf.get_submodule(module), leaf, nn.Parameter(p.detach().clone()))
+    missing, unexpected = hf.load_state_dict(weights, strict=False)
     state = hf.state_dict()
     loaded = {p.data_ptr() for k, p in state.items() if k not in missing}
     untied = [k for k in missing if state[k].data_ptr() not in loaded]  # tied copies are fine
@@ -538,9 +568,8 @@ class LMTask:
         self.cfg = cfg
         self.micro_size = micro_size(cfg, world, "batch_size")  # windows per micro-batch
         self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
-        self.context = cfg.context or gpt.GPTConfig.from_preset(cfg.arch).n_positions
-        if min(len(t) for t in self.splits.values()) <= self.context + 1:
-            raise ValueError(f"the data has fewer tokens than a window of context {self.context}")
+        self.context = self.window = cfg.context or gpt.GPTConfig.from_preset(cfg.arch).n_positions
+        self.check_length()
         self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"]}
 
     def build_model(self):
@@ -565,13 +594,17 @@ class LMTask:
             return ours
         return hf_twin(ours, lambda out, b: gpt.lm_sums(out.logits, b["targets"]), ("input_ids",))
 
+    def check_length(self):
+        if min(len(t) for t in self.splits.values()) <= self.window + 1:
+            raise ValueError(f"the data has fewer tokens than a window of {self.window}")
+
     def _offsets(self, split, n, seed):
         g = torch.Generator().manual_seed(seed)
-        return torch.randint(len(self.splits[split]) - self.context, (n, self.micro_size), generator=g).tolist()
+        return torch.randint(len(self.splits[split]) - self.window, (n, self.micro_size), generator=g).tolist()
 
     def epoch_batches(self, epoch):
         """An epoch: as many random windows as the training tokens fill, in micro-batches."""
-        n = max(1, len(self.splits["train"]) // (self.context * self.micro_size))
+        n = max(1, len(self.splits["train"]) // (self.window * self.micro_size))
         return self._offsets("train", n, self.cfg.seed + epoch)
 
     def batch(self, offsets, split="train"):
@@ -590,6 +623,59 @@ class LMTask:
 
     def export(self, model, folder):
         model.save_pretrained(folder)
+
+
+class SpanCorruptionTask(LMTask):
+    """--model t5 (ours) or hf-t5 (HF's T5ForConditionalGeneration, same initial weights): T5's span
+    corruption on random windows of the token files of `python data.py lm`. A window holds as many
+    raw tokens as an input of `context` tokens takes after corruption (568 for 512); its noise is
+    seeded by the run's seed and the window's offset, so runs resume exactly. The data's token ids
+    stay; T5's own come after them: pad (the decoder start), eos, and 100 sentinels, <extra_id_0>
+    the top id. Validation: the loss on eval_iters fixed batches of each split."""
+
+    def __init__(self, cfg, world):
+        import t5
+
+        self.cfg = cfg
+        self.micro_size = micro_size(cfg, world, "batch_size")  # windows per micro-batch
+        self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
+        self.context = cfg.context or 512  # corrupted input tokens
+        self.window, self.target_length = t5.input_and_target_lengths(self.context)
+        self.check_length()
+        V = self.meta["vocab_size"]
+        self.pad, self.eos, self.first_sentinel, self.vocab_size = V, V + 1, V + 101, V + 102
+        self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"], "window": self.window}
+
+    def build_model(self):
+        import t5
+
+        c = self.cfg
+        ids = dict(pad_token_id=self.pad, eos_token_id=self.eos, decoder_start_token_id=self.pad)
+        if c.init_from:
+            ours = t5.T5ForConditionalGeneration.from_pretrained(c.init_from, dropout_rate=c.dropout)
+        else:
+            config = t5.T5Config.from_preset(c.arch, vocab_size=self.vocab_size, dropout_rate=c.dropout, **ids)
+            ours = t5.T5ForConditionalGeneration(config)
+        if ours.config.vocab_size != self.vocab_size:
+            raise ValueError(f"the model's vocabulary ({ours.config.vocab_size}) is not the data's + T5's 102 ids")
+        if c.model == "t5":
+            return ours
+        sums = lambda out, b: t5.seq2seq_sums(out.logits, b["labels"], b["input_ids"])  # noqa: E731
+        return hf_twin(ours, sums, ("input_ids", "decoder_input_ids"))
+
+    def batch(self, offsets, split="train"):
+        import t5
+
+        tokens, seed = self.splits[split], [self.cfg.seed, 0 if split == "train" else 1]
+        pairs = [
+            t5.span_corruption(
+                tokens[o : o + self.window], np.random.default_rng([*seed, o]), self.first_sentinel, self.eos
+            )
+            for o in offsets
+        ]
+        inputs, labels = (torch.from_numpy(np.stack(x).astype(np.int64)) for x in zip(*pairs, strict=True))
+        decoder_input_ids = torch.cat([torch.full_like(labels[:, :1], self.pad), labels[:, :-1]], 1)
+        return {"input_ids": inputs, "decoder_input_ids": decoder_input_ids, "labels": labels}
 
 
 def sample(model, tok, prompt, max_new_tokens=500, temperature=0.8, top_k=200, top_p=None, seed=1337):

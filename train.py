@@ -46,7 +46,7 @@ import transformer as T
 
 @dataclass
 class TrainConfig:
-    model: str = "transformer"  # a row of FAMILIES: transformer | bert | hf-bert | gpt | hf-gpt2
+    model: str = "transformer"  # a row of FAMILIES: transformer | bert | hf-bert | gpt | hf-gpt2 | t5 | hf-t5
     dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
     src_lang: str = "de"  # translation: the source language (a file suffix of the dataset)
     tgt_lang: str = "en"  # translation: the target language
@@ -65,7 +65,7 @@ class TrainConfig:
     share_embeddings: bool = True  # translation: source, target and output embeddings are one matrix
     label_smoothing: float = 0.1  # translation: the paper's 0.1
     arch: str = "bert-mini"  # bert, gpt: a shape of bert.PRESETS / gpt.PRESETS (ignored with init_from)
-    context: int = 0  # gpt: tokens per training window (0: the arch's n_positions)
+    context: int = 0  # gpt: tokens per window (0: the arch's n_positions); t5: input tokens (0: 512)
     init_from: str = ""  # an HF folder / hub name to start from (fine-tuning, continued pretraining)
     mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
     max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
@@ -221,6 +221,8 @@ FAMILIES = {
     "hf-bert": tasks.PretrainingTask,  # HF's BertForPreTraining, our initial weights
     "gpt": tasks.LMTask,
     "hf-gpt2": tasks.LMTask,  # HF's GPT2LMHeadModel, our initial weights
+    "t5": tasks.SpanCorruptionTask,
+    "hf-t5": tasks.SpanCorruptionTask,  # HF's T5ForConditionalGeneration, our initial weights
 }
 
 
