@@ -397,7 +397,7 @@ def test_help_describes_every_flag_and_the_preset_family(capsys):
     with pytest.raises(SystemExit):
         train.main(["--preset", "shakespeare-char-cpu", "--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "--context CONTEXT gpt: tokens per training window" in out and "(default 64)" in out
+    assert "--context CONTEXT gpt: tokens per window" in out and "(default 64)" in out
     assert "--lr LR peak" in out and "(default 0.001)" in out and "--beta1 BETA1 AdamW's first-moment" in out
     assert "--label-smoothing" not in out and "--d-model" not in out  # translation's flags are hidden
     with pytest.raises(SystemExit):
