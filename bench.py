@@ -244,7 +244,45 @@ def gpt_cases(device, dtype, args):
     ]
 
 
-CASES = [transformer_cases, bert_cases, gpt_cases]
+def t5_cases(device, dtype, args):
+    """Ours vs HF T5ForConditionalGeneration (same weights, dropout 0): a training step on padded
+    inputs, and cached greedy generation; t5-small's shape and vocabulary, --t5-layers deep."""
+    import transformers
+
+    import t5
+
+    L = args.t5_layers
+    config = t5.T5Config.from_preset("t5-small", num_layers=L, dropout_rate=0.0, eos_token_id=None)
+    torch.manual_seed(0)
+    ours = t5.T5ForConditionalGeneration(config).to(device, dtype)
+    hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**config.to_hf())).to(device, dtype)
+    hf.loss_type = "ForMaskedLM"  # its default (a plain cross-entropy), named: HF otherwise notes None
+    hf.load_state_dict(ours.hf_state_dict(), strict=False)  # the tied head and embed_tokens are shared.weight
+    g = torch.Generator().manual_seed(0)
+    B, S, T = args.batch, args.seq * 2, args.seq // 2  # inputs 128, targets 32 by default
+    ids = torch.randint(2, config.vocab_size, (B, S), generator=g).to(device)
+    mask = (~padding_mask(B, S, S // 2, device)).long()
+    labels = torch.randint(2, config.vocab_size, (B, T), generator=g).to(device)
+    n, prompt, prompt_mask = args.gen_tokens, ids[:4], mask[:4]
+    ours_gen = Generate(ours, lambda m, x: m.generate(x, prompt_mask, max_new_tokens=n))
+    hf_gen = Generate(
+        hf, lambda m, x: m.generate(input_ids=x, attention_mask=prompt_mask, max_new_tokens=n, do_sample=False)
+    )
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    tag = f"{L}L d512, {B}x{S} -> {T}"
+    return [
+        Case(f"T5 (t5-small, {tag}) train step, padded", ours, hf, inputs, True, output=lambda o: o.loss, quick=True),
+        Case(
+            f"T5 (t5-small, {L}L) greedy generation, cache, 4x{S} -> {n} tokens",
+            ours_gen,
+            hf_gen,
+            {"input_ids": prompt},
+            False,
+        ),
+    ]
+
+
+CASES = [transformer_cases, bert_cases, gpt_cases, t5_cases]
 
 
 # ------------------------------------------------------------------------------- measuring
@@ -436,6 +474,7 @@ def main(argv=None):
     p.add_argument("--gpt-batch", type=int, default=8)
     p.add_argument("--gpt-seq", type=int, default=128)
     p.add_argument("--gen-tokens", type=int, default=64)
+    p.add_argument("--t5-layers", type=int, default=4)
     p.add_argument("--compile", action="store_true", help="torch.compile both sides")
     p.add_argument("--only", default="", help="run the cases whose name contains this text (of all rows)")
     p.add_argument("--all", action="store_true", help="every row (default: one row per family, a quick table)")

@@ -51,7 +51,7 @@ class T5Config:
     tie_word_embeddings: bool = True  # v1.0: the head is the embedding matrix; v1.1: a matrix of its own
     scale_decoder_outputs: bool | None = None  # x * d_model**-0.5 before the head (None: tie_word_embeddings)
     pad_token_id: int = 0
-    eos_token_id: int = 1
+    eos_token_id: int | None = 1  # None: generation runs max_new_tokens
     decoder_start_token_id: int = 0  # the decoder starts from <pad>
     model_type: str = "t5"
 
@@ -434,32 +434,127 @@ class T5ForConditionalGeneration(T5Model):
         return [tuple(like.new_empty(shape) for _ in range(2)) for _ in range(c.num_decoder_layers)]
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, max_new_tokens=20, use_cache=True):
-        """Greedy decoding -> (B, 1 + n): decoder_start_token_id, then the tokens, rows that have
-        produced eos_token_id padded with pad_token_id; n <= max_new_tokens (it stops when every
-        row is done), as HF's generate(do_sample=False). The encoder runs once, the cross-attention
-        keys/values are computed once, the decoder's own keys/values are cached."""
-        c = self.config
+    def generate(
+        self,
+        input_ids,
+        attention_mask=None,
+        max_new_tokens=20,
+        num_beams=1,
+        length_penalty=1.0,
+        early_stopping=False,
+        no_repeat_ngram_size=0,
+        use_cache=True,
+    ):
+        """Greedy decoding or beam search -> (B, 1 + n): decoder_start_token_id, then at most
+        max_new_tokens tokens (it stops when every row is done), as HF's generate(do_sample=False)
+        returns them: greedy rows that have produced eos_token_id are padded with pad_token_id; beam
+        search returns each row's best finished hypothesis, scored sum log p / length**length_penalty,
+        with HF's stopping rules (early_stopping True, False or "never") and HF's filler after EOS.
+        no_repeat_ngram_size n > 0 forbids any n-gram from appearing twice. The encoder runs once,
+        cross-attention keys/values are computed once, the decoder's own are cached."""
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+        if early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
         memory, mask = self.encode(input_ids, attention_mask)
-        B = memory.shape[0]
-        memory_kv = self.decoder.memory_kv(memory)
-        out = torch.full((B, 1 + max_new_tokens), c.pad_token_id, dtype=torch.long, device=memory.device)
-        out[:, 0] = c.decoder_start_token_id
-        cache = self.new_cache(B, 1 + max_new_tokens, memory) if use_cache else None
-        done = torch.zeros(B, dtype=torch.bool, device=memory.device)
-        for n in range(1, 1 + max_new_tokens):
+        N, L = memory.shape[0] * num_beams, 1 + max_new_tokens  # rows (a row per beam), positions
+        memory_kv = [
+            (k.repeat_interleave(num_beams, 0), v.repeat_interleave(num_beams, 0))
+            for k, v in self.decoder.memory_kv(memory)
+        ]
+        mask = mask.repeat_interleave(num_beams, 0)
+        cache = self.new_cache(N, L, memory) if use_cache else None
+
+        def log_probs(seqs, t, rows=None):  # seqs (N, >= t): the next token's log-probabilities (N, V)
+            if rows is not None and cache is not None:  # beam search: row r continues row rows[r]
+                for k, v in cache:
+                    k.copy_(k[rows]), v.copy_(v[rows])
             if cache is not None:
-                h = self.decode(out[:, n - 1 : n], None, mask, cache=cache, pos=n - 1, memory_kv=memory_kv)
+                h = self.decode(seqs[:, t - 1 : t], None, mask, cache=cache, pos=t - 1, memory_kv=memory_kv)
             else:
-                h = self.decode(out[:, :n], None, mask, memory_kv=memory_kv)[:, -1:]
-            token = self.logits(h[:, -1]).argmax(-1)
-            out[:, n] = token.masked_fill(done, c.pad_token_id)
-            done |= token == c.eos_token_id
+                h = self.decode(seqs[:, :t], None, mask, memory_kv=memory_kv)
+            scores = self.logits(h[:, -1]).float().log_softmax(-1)
+            return ban_repeated_ngrams(scores, seqs[:, :t], no_repeat_ngram_size)
+
+        if num_beams == 1:
+            return self._greedy(log_probs, N, L, memory.device)
+        return self._beam_search(log_probs, N // num_beams, num_beams, L, length_penalty, early_stopping, memory.device)
+
+    def _greedy(self, log_probs, N, L, device):
+        c = self.config
+        out = torch.full((N, L), c.pad_token_id, dtype=torch.long, device=device)
+        out[:, 0] = c.decoder_start_token_id
+        done = torch.zeros(N, dtype=torch.bool, device=device)
+        for t in range(1, L):
+            token = log_probs(out, t).argmax(-1)
+            out[:, t] = token.masked_fill(done, c.pad_token_id)
+            done |= token == (c.eos_token_id if c.eos_token_id is not None else -1)
             if done.all():
-                return out[:, : n + 1]
+                return out[:, : t + 1]
         return out
+
+    def _beam_search(self, log_probs, B, nb, L, length_penalty, early_stopping, device):
+        """HF's beam search: per row, the 2 * nb best continuations of the nb running beams; those
+        ending in EOS (or at the length limit) among the first nb become finished hypotheses (the
+        nb best kept), the best nb others run on. A row stops when its running beams cannot beat
+        its finished ones (HF's heuristic: the best running score at the current length)."""
+        c, K, big = self.config, 2 * nb, -1.0e9
+        eos = c.eos_token_id if c.eos_token_id is not None else -1
+        fill = c.pad_token_id or eos  # HF fills with eos when pad is 0
+        running = torch.full((B, nb, L), fill, dtype=torch.long, device=device)
+        running[:, :, 0] = c.decoder_start_token_id
+        run_scores = torch.zeros(B, nb, device=device)
+        run_scores[:, 1:] = big  # the beams start identical: only the first one counts
+        done, done_scores = running.clone(), torch.full((B, nb), big, device=device)
+        done_flag, done_len = (
+            torch.zeros(B, nb, dtype=torch.bool, device=device),
+            torch.zeros(B, nb, dtype=torch.long, device=device),
+        )
+        improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
+        first_nb = (torch.arange(K, device=device) < nb)[None]
+        rows = None
+        pick = lambda x, i: x.gather(1, i.view(*i.shape, *[1] * (x.dim() - 2)).expand(*i.shape, *x.shape[2:]))  # noqa: E731
+        for t in range(1, L):
+            scores = log_probs(running.view(B * nb, L), t, rows)  # (B * nb, V)
+            V = scores.shape[-1]
+            top, index = (scores.view(B, nb, V) + run_scores[..., None]).view(B, nb * V).topk(K)  # (B, K)
+            cand = pick(running, index // V).clone()  # (B, K, L)
+            cand[:, :, t] = index % V
+            hits = (index % V == eos) | (t + 1 >= L)
+            going = top + hits.float() * big
+            keep = going.topk(nb).indices  # the best nb that go on
+            running, run_scores, origin = pick(cand, keep), pick(going, keep), pick(index // V, keep)
+            final = top / (t**length_penalty)
+            final = final + (done_flag.all(-1, keepdim=True) & (early_stopping is True)).float() * big
+            final = final + (~improvable).float() * big + (~(hits & first_nb)).float() * big
+            merged = torch.cat([done_scores, final], 1).topk(nb).indices
+            done, done_scores = (
+                pick(torch.cat([done, cand], 1), merged),
+                pick(torch.cat([done_scores, final], 1), merged),
+            )
+            done_flag = pick(torch.cat([done_flag, hits & first_nb], 1), merged)
+            done_len = pick(torch.cat([done_len, torch.full_like(hits, t, dtype=torch.long)], 1), merged)
+            rows = (origin + torch.arange(B, device=device)[:, None] * nb).flatten()
+            length = (L - 1) if early_stopping == "never" and length_penalty > 0 else t
+            worst = torch.where(done_flag, done_scores.min(1, keepdim=True).values, big)
+            improvable = improvable & (run_scores[:, :1] / length**length_penalty > worst).any(-1, keepdim=True)
+            if not (improvable.any() and not (done_flag.all() and early_stopping is True) and not hits.all()):
+                break
+        return done[:, 0, : 1 + int(done_len[:, 0].max())]
+
+
+def ban_repeated_ngrams(scores, seqs, n):
+    """HF's no_repeat_ngram_size: -inf on each token that would repeat an n-gram of its row's sequence."""
+    t = seqs.shape[1]
+    if n <= 0 or t + 1 < n:
+        return scores
+    for r, row in enumerate(seqs.tolist()):
+        prefix = tuple(row[t - n + 1 :])
+        banned = [row[i + n - 1] for i in range(t - n + 1) if tuple(row[i : i + n - 1]) == prefix]
+        scores[r, banned] = float("-inf")
+    return scores
 
 
 def seq2seq_sums(logits, labels, input_ids):

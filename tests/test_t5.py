@@ -105,6 +105,34 @@ def test_greedy_generation_equals_hfs_with_and_without_the_cache(over, tmp_path)
     assert ours.generate(ids, mask, max_new_tokens=0).tolist() == [[0]] * 3
 
 
+@pytest.mark.parametrize("over", [V1_0, V1_1], ids=["v1.0", "v1.1"])
+def test_beam_search_and_ngram_blocking_equal_hfs(over, tmp_path):
+    """num_beams 4 under HF's three stopping rules and length penalties, with and without
+    no_repeat_ngram_size: HF's sequences exactly, cached == uncached; some hypotheses end early."""
+    ours, hf = pair(tmp_path, {**over, "initializer_factor": 4.0})
+    ids, mask, _ = batch()
+    ids, mask, early = ids[:, :12], mask[:, :12], 0
+    eos = int(ours.generate(ids, mask, max_new_tokens=3)[0, 2])  # a token the model produces early: it ends beams
+    ours.config.eos_token_id = hf.generation_config.eos_token_id = eos
+    for early_stopping, length_penalty, ngram in [(False, 1.0, 0), (True, 0.6, 0), ("never", 2.0, 0), (False, 1.0, 2)]:
+        kw = dict(max_new_tokens=10, num_beams=4, length_penalty=length_penalty, early_stopping=early_stopping)
+        out = ours.generate(ids, mask, no_repeat_ngram_size=ngram, **kw)
+        want = hf.generate(input_ids=ids, attention_mask=mask, no_repeat_ngram_size=ngram, do_sample=False, **kw)
+        assert torch.equal(out, want), (early_stopping, length_penalty, ngram)
+        assert torch.equal(ours.generate(ids, mask, no_repeat_ngram_size=ngram, use_cache=False, **kw), out)
+        early += int((out[:, 1:-1] == eos).any(-1).sum())
+        if ngram:  # no bigram twice in a row's hypothesis
+            for row in out.tolist():
+                pairs = list(zip(row, row[1:], strict=False))
+                real = pairs[: pairs.index((eos, eos))] if (eos, eos) in pairs else pairs  # the filler after EOS
+                assert len(set(real)) == len(real)
+    assert early > 0
+    greedy = dict(max_new_tokens=10, no_repeat_ngram_size=1)  # greedy with blocking: no token twice
+    assert torch.equal(
+        ours.generate(ids, mask, **greedy), hf.generate(input_ids=ids, attention_mask=mask, do_sample=False, **greedy)
+    )
+
+
 def test_bad_input_is_named(tmp_path):
     ours = t5.T5ForConditionalGeneration(t5.T5Config.from_preset("t5-tiny-test"))
     ids, mask, labels = batch()
@@ -126,6 +154,10 @@ def test_bad_input_is_named(tmp_path):
             ours(**kwargs)
     with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
         ours.generate(ids, max_new_tokens=-1)
+    with pytest.raises(ValueError, match="num_beams must be an integer >= 1"):
+        ours.generate(ids, num_beams=0)
+    with pytest.raises(ValueError, match="early_stopping must be True, False or 'never'"):
+        ours.generate(ids, num_beams=2, early_stopping="sometimes")
     with pytest.raises(ValueError, match="feed_forward_proj must be"):
         t5.T5Config(feed_forward_proj="gated-nope")
     with pytest.raises(ValueError, match="model_type must be 't5'"):
