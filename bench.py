@@ -246,13 +246,13 @@ def gpt_cases(device, dtype, args):
 
 def t5_cases(device, dtype, args):
     """Ours vs HF T5ForConditionalGeneration (same weights, dropout 0): a training step on padded
-    inputs, and cached greedy generation; t5-small's shape and vocabulary, --t5-layers deep."""
+    inputs, and cached greedy generation; --t5-preset's shape and vocabulary, --t5-layers deep."""
     import transformers
 
     import t5
 
-    L = args.t5_layers
-    config = t5.T5Config.from_preset("t5-small", num_layers=L, dropout_rate=0.0, eos_token_id=None)
+    L, name = args.t5_layers, args.t5_preset
+    config = t5.T5Config.from_preset(name, num_layers=L, dropout_rate=0.0, eos_token_id=None)
     torch.manual_seed(0)
     ours = t5.T5ForConditionalGeneration(config).to(device, dtype)
     hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**config.to_hf())).to(device, dtype)
@@ -268,14 +268,28 @@ def t5_cases(device, dtype, args):
     hf_gen = Generate(
         hf, lambda m, x: m.generate(input_ids=x, attention_mask=prompt_mask, max_new_tokens=n, do_sample=False)
     )
+    ours_beam = Generate(ours, lambda m, x: m.generate(x, prompt_mask, max_new_tokens=n, num_beams=4))
+    hf_beam = Generate(
+        hf,
+        lambda m, x: m.generate(
+            input_ids=x, attention_mask=prompt_mask, max_new_tokens=n, num_beams=4, do_sample=False
+        ),
+    )
     inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    tag = f"{L}L d512, {B}x{S} -> {T}"
+    tag = f"{name} {L}L, {B}x{S} -> {T}"
     return [
-        Case(f"T5 (t5-small, {tag}) train step, padded", ours, hf, inputs, True, output=lambda o: o.loss, quick=True),
+        Case(f"T5 ({tag}) train step, padded", ours, hf, inputs, True, output=lambda o: o.loss, quick=True),
         Case(
-            f"T5 (t5-small, {L}L) greedy generation, cache, 4x{S} -> {n} tokens",
+            f"T5 ({name} {L}L) greedy generation, cache, 4x{S} -> {n} tokens",
             ours_gen,
             hf_gen,
+            {"input_ids": prompt},
+            False,
+        ),
+        Case(
+            f"T5 ({name} {L}L) beam-4 generation, cache, 4x{S} -> {n} tokens",
+            ours_beam,
+            hf_beam,
             {"input_ids": prompt},
             False,
         ),
@@ -474,6 +488,7 @@ def main(argv=None):
     p.add_argument("--gpt-batch", type=int, default=8)
     p.add_argument("--gpt-seq", type=int, default=128)
     p.add_argument("--gen-tokens", type=int, default=64)
+    p.add_argument("--t5-preset", default="t5-small")
     p.add_argument("--t5-layers", type=int, default=4)
     p.add_argument("--compile", action="store_true", help="torch.compile both sides")
     p.add_argument("--only", default="", help="run the cases whose name contains this text (of all rows)")

@@ -26,7 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer import ACTIVATIONS, HFCheckpoint, Sums, read_hf_weights, read_json, resolve_checkpoint
+from transformer import (
+    ACTIVATIONS,
+    HFCheckpoint,
+    Sums,
+    pack_tokens,
+    read_hf_weights,
+    read_json,
+    resolve_checkpoint,
+    unpack_tokens,
+)
 
 # ----------------------------------------------------------------------------------- config
 
@@ -165,22 +174,25 @@ class Attention(nn.Module):
         )
         return self.relative_attention_bias(buckets).permute(2, 0, 1)[None]
 
-    def heads(self, x, proj):  # (B, T, d) -> (B, H, T, d_kv)
-        return proj(x).view(x.shape[0], x.shape[1], self.h, -1).transpose(1, 2)
+    def split(self, t, packed=None):  # (B, T, inner), or (N, inner) real tokens -> (B, H, T, d_kv)
+        t = unpack_tokens(t, *packed) if packed is not None else t
+        return t.view(t.shape[0], t.shape[1], self.h, -1).transpose(1, 2)
 
-    def forward(self, x, bias, kv=None, cache=None, pos=0):
-        """x (B, T, d); bias (B or 1, H, T, S); kv: the keys and values (B, H, S, d_kv) when given
-        (cross-attention, computed once); cache: this layer's (k, v) buffers (B, H, max_len, d_kv)
-        to write positions pos..pos+T-1 into (decoder self-attention)."""
-        B, T, _ = x.shape
-        q = self.heads(x, self.q)
-        k, v = kv if kv is not None else (self.heads(x, self.k), self.heads(x, self.v))
+    def forward(self, x, bias, kv=None, cache=None, pos=0, packed=None):
+        """x (B, T, d), or (N, d) real tokens where `packed` = (index, B, T) says where they sit
+        (the encoder skips padding); bias (B or 1, H, T, S); kv: the keys and values (B, H, S,
+        d_kv) when given (cross-attention, computed once); cache: this layer's (k, v) buffers
+        (B, H, max_len, d_kv) to write positions pos..pos+T-1 into (decoder self-attention)."""
+        q = self.split(self.q(x), packed)
+        B, _, T, _ = q.shape
+        k, v = kv if kv is not None else (self.split(self.k(x), packed), self.split(self.v(x), packed))
         if cache is not None:
             cache[0][:, :, pos : pos + T], cache[1][:, :, pos : pos + T] = k, v
             k, v = cache[0][:, :, : pos + T], cache[1][:, :, : pos + T]
         p = self.p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=p, scale=1.0)
-        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, inner)
+        return self.o(pack_tokens(y, packed[0]) if packed is not None else y)
 
 
 class FeedForward(nn.Module):
@@ -213,8 +225,8 @@ class Block(nn.Module):
         self.ff = FeedForward(c)
         self.dropout = nn.Dropout(c.dropout_rate)
 
-    def forward(self, x, bias, memory_kv=None, memory_bias=None, cache=None, pos=0):
-        x = x + self.dropout(self.attn(self.ln_attn(x), bias, cache=cache, pos=pos))
+    def forward(self, x, bias, memory_kv=None, memory_bias=None, cache=None, pos=0, packed=None):
+        x = x + self.dropout(self.attn(self.ln_attn(x), bias, cache=cache, pos=pos, packed=packed))
         if memory_kv is not None:
             x = x + self.dropout(self.cross(self.ln_cross(x), memory_bias, kv=memory_kv))
         return x + self.dropout(self.ff(self.ln_ff(x)))
@@ -233,21 +245,29 @@ class Stack(nn.Module):
 
     def forward(self, x, mask, memory=None, memory_mask=None, cache=None, pos=0, memory_kv=None):
         """x (B, T, d) embedded; mask (B, 1, T or 1, S) bool, True where a query may look; memory
-        (B, S', d) the encoder's output (decoder), or its per-layer keys/values `memory_kv`."""
-        T = x.shape[1]
+        (B, S', d) the encoder's output (decoder), or its per-layer keys/values `memory_kv`. The
+        encoder runs its projections and feed-forwards on the real tokens only (zeros at padding)."""
+        B, T = x.shape[:2]
         S = pos + T if self.decoder else mask.shape[-1]
         bias = self.block[0].attn.position_bias(T, S, pos) + additive(mask, x.dtype)  # one for every layer
         if memory is not None and memory_kv is None:
-            memory_kv = self.memory_kv(memory)
+            memory_kv = self.memory_kv(memory, memory_mask[:, 0, 0])
         memory_bias = additive(memory_mask, x.dtype) if memory_kv is not None else None
-        x = self.dropout(x)
+        packed = None if self.decoder or mask.all() else (mask.flatten().nonzero().squeeze(1), B, T)
+        x = self.dropout(x if packed is None else pack_tokens(x, packed[0]))  # (B, T, d) or (N, d)
         for i, block in enumerate(self.block):
             kv = memory_kv[i] if memory_kv is not None else None
-            x = block(x, bias, kv, memory_bias, None if cache is None else cache[i], pos)
-        return self.dropout(self.final_layer_norm(x))
+            x = block(x, bias, kv, memory_bias, None if cache is None else cache[i], pos, packed)
+        x = self.dropout(self.final_layer_norm(x))
+        return x if packed is None else unpack_tokens(x, *packed)
 
-    def memory_kv(self, memory):  # the encoder output's keys and values for each layer's cross-attention
-        return [(b.cross.heads(memory, b.cross.k), b.cross.heads(memory, b.cross.v)) for b in self.block]
+    def memory_kv(self, memory, real):
+        """The encoder output's keys and values (B, H, S, d_kv) for each layer's cross-attention,
+        projected from its real tokens (real: (B, S) bool)."""
+        B, S, _ = memory.shape
+        packed = None if real.all() else (real.flatten().nonzero().squeeze(1), B, S)
+        x = memory if packed is None else pack_tokens(memory, packed[0])
+        return [(b.cross.split(b.cross.k(x), packed), b.cross.split(b.cross.v(x), packed)) for b in self.block]
 
 
 def additive(mask, dtype):  # bool mask (True: may look) -> 0 / the dtype's lowest, as HF adds it
@@ -368,7 +388,8 @@ class T5Model(HFCheckpoint, nn.Module):
 
 
 class T5EncoderModel(T5Model):
-    """The encoder alone: forward(input_ids, attention_mask=None) -> hidden states (B, T, d_model)."""
+    """The encoder alone: forward(input_ids, attention_mask=None) -> hidden states (B, T, d_model),
+    zeros at padding (the encoder runs on the real tokens only; HF's values there are never read)."""
 
     def forward(self, input_ids, attention_mask=None):
         return self.encode(input_ids, attention_mask)[0]
@@ -462,7 +483,7 @@ class T5ForConditionalGeneration(T5Model):
         N, L = memory.shape[0] * num_beams, 1 + max_new_tokens  # rows (a row per beam), positions
         memory_kv = [
             (k.repeat_interleave(num_beams, 0), v.repeat_interleave(num_beams, 0))
-            for k, v in self.decoder.memory_kv(memory)
+            for k, v in self.decoder.memory_kv(memory, mask)
         ]
         mask = mask.repeat_interleave(num_beams, 0)
         cache = self.new_cache(N, L, memory) if use_cache else None

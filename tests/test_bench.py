@@ -36,14 +36,18 @@ def test_bench_rows_and_json(tmp_path):
         "8",
         "--gen-tokens",
         "4",
+        "--t5-preset",
+        "t5-tiny-test",
+        "--t5-layers",
+        "1",
         "--repeats",
         "1",
         "--json",
     ] + [str(out)]
     quick = bench.main(args[:-2])  # the default table: one row per family
-    assert [r["case"].split()[0] for r in quick] == ["Transformer", "BertForPreTraining", "GPT-2"]
+    assert [r["case"].split()[0] for r in quick] == ["Transformer", "BertForPreTraining", "GPT-2", "T5"]
     rows = bench.main([*args, "--all"])
-    assert len(rows) == 13 and any(r["case"].startswith("BertForPreTraining") for r in rows)
+    assert len(rows) == 16 and any(r["case"].startswith("BertForPreTraining") for r in rows)
     for r in rows:
         assert r["max_abs_diff"] < 1e-4, r
         assert r["ours_ms"] > 0 and r["ref_ms"] > 0 and r["time_ratio"] > 0
