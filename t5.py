@@ -430,7 +430,7 @@ class T5ForConditionalGeneration(T5Model):
         logits = self.logits(self.decode(decoder_input_ids, memory, mask, decoder_attention_mask))
         if labels is None:
             return Seq2SeqLMOutput(logits, encoder_last_hidden_state=memory)
-        sums = seq2seq_sums(logits, labels, input_ids)
+        sums = seq2seq_sums(logits, labels, input_ids, attention_mask)
         return Seq2SeqLMOutput(logits, sums.loss(), sums, memory)
 
     def shift_right(self, labels):  # (B, T) -> decoder inputs: the start token, then labels[:, :-1] (-100 -> pad)
@@ -440,11 +440,9 @@ class T5ForConditionalGeneration(T5Model):
 
     @staticmethod
     def counts(batch):
-        """What the loop divides by, from a batch alone: targets (not -100); tokens, both sides."""
-        return {
-            "targets": (batch["labels"] != -100).sum(),
-            "tokens": batch["input_ids"].numel() + batch["labels"].numel(),
-        }
+        """What the loop divides by, from a batch alone: targets (not -100); real tokens, both sides."""
+        targets, mask = (batch["labels"] != -100).sum(), batch.get("attention_mask")
+        return {"targets": targets, "tokens": (batch["input_ids"].numel() if mask is None else mask.sum()) + targets}
 
     # ------------------------------------------------------------------------- generation
 
@@ -578,12 +576,11 @@ def ban_repeated_ngrams(scores, seqs, n):
     return scores
 
 
-def seq2seq_sums(logits, labels, input_ids):
+def seq2seq_sums(logits, labels, input_ids, attention_mask=None):
     """Cross-entropy of logits (B, T, V) against labels (B, T) (-100: ignored), summed: Sums."""
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    return Sums(
-        {"loss": (loss, "targets")}, {}, T5ForConditionalGeneration.counts({"input_ids": input_ids, "labels": labels})
-    )
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    return Sums({"loss": (loss, "targets")}, {}, T5ForConditionalGeneration.counts(batch))
 
 
 def _check_ids(ids, name, vocab_size):

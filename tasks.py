@@ -136,6 +136,17 @@ PRESETS = {
         save_every=250,
         log_every=10,
     ),
+    # Multi30k De->En as text to text: the Multi30k-sized T5 (7.6M), the translation preset's batches and schedule
+    "t5-multi30k": dict(
+        model="t5-translate",
+        arch="t5-multi30k",
+        batch_tokens=2048,
+        lr=8e-4,
+        warmup=400,
+        max_epochs=16,
+        clip=1.0,
+        dropout=0.1,
+    ),
     "t5-tiny-test": dict(
         model="t5", arch="t5-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
     ),
@@ -379,7 +390,7 @@ class TranslationTask:
             model.load_state_dict(weights)
             for beam in (1, c.beam):
                 t0 = time.perf_counter()
-                hyps = translate(model, self.tok, [s for s, _ in test], beam=beam, length_penalty=c.length_penalty)
+                hyps = self.translate(model, [s for s, _ in test], beam=beam, length_penalty=c.length_penalty)
                 scores = bleu_scores(hyps, [t for _, t in test], c.tgt_lang)
                 key = f"{split}_{name}_{'greedy' if beam == 1 else f'beam{beam}_lp{c.length_penalty}'}"
                 results[key] = {**scores, "seconds": time.perf_counter() - t0}
@@ -387,6 +398,74 @@ class TranslationTask:
                 print(key, json.dumps(results[key]))
         (out_dir / f"{split}_results_lp{c.length_penalty}.json").write_text(json.dumps(results, indent=1))
         return results
+
+    def translate(self, model, sentences, beam=4, length_penalty=0.6):
+        return translate(model, self.tok, sentences, beam, length_penalty)
+
+
+class T5TranslationTask(TranslationTask):
+    """--model t5-translate: translation as text to text, T5's way: "translate German to English: "
+    + the source sentence -> the target sentence, on the translation task's data and joint subword
+    vocabulary (its <pad> is T5's pad and decoder start, its </s> T5's eos). The loss is plain
+    cross-entropy (T5 does not smooth labels); validation: loss and greedy BLEU; `evaluate`: test
+    BLEU, greedy and beam (HF's length penalty, sum log p / length**lp)."""
+
+    fields = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "max_len", "batch_tokens", "beam", "length_penalty")
+    fields += ("arch",)  # the model is a t5.PRESETS shape: the translation model's d_model... do not apply
+    LANGUAGES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
+
+    def __init__(self, cfg, world):
+        super().__init__(cfg, world)
+        names = [self.LANGUAGES.get(lang, lang) for lang in (cfg.src_lang, cfg.tgt_lang)]
+        self.prefix = self.tok.encode(f"translate {names[0]} to {names[1]}: ", add_special_tokens=False).ids
+        self.eos = self.tok.token_to_id(data.EOS)
+        self.lengths = [max(len(self.prefix) + len(s), len(t)) for s, t in self.train_pairs]
+
+    def build_model(self):
+        import t5
+
+        c, ids = self.cfg, dict(pad_token_id=self.pad, eos_token_id=self.eos, decoder_start_token_id=self.pad)
+        config = t5.T5Config.from_preset(c.arch, vocab_size=self.tok.get_vocab_size(), dropout_rate=c.dropout, **ids)
+        return t5.T5ForConditionalGeneration(config)
+
+    def batch(self, indices, pairs=None):
+        pairs = self.train_pairs if pairs is None else pairs
+        examples = [(self.prefix + pairs[i][0], pairs[i][1]) for i in indices]
+        src, decoder_input_ids, labels = data.collate_translation(examples, self.pad, bos_id=self.pad)
+        labels = labels.masked_fill(labels == self.pad, -100)
+        return {
+            "input_ids": src,
+            "attention_mask": src != self.pad,
+            "decoder_input_ids": decoder_input_ids,
+            "labels": labels,
+        }
+
+    @torch.no_grad()
+    def validate(self, model, autocast):
+        lengths = [max(len(self.prefix) + len(s), len(t)) for s, t in self.valid_pairs]
+        batches = (self.batch(b, self.valid_pairs) for b in data.token_batches(lengths, 8192, shuffle=False))
+        row = {"val_" + k: v for k, v in objective_means(model, batches, autocast).items()}
+        hyps = self.translate(model, [s for s, _ in self.valid_text], beam=1)
+        return {**row, "val_bleu": bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)["bleu"]}
+
+    @torch.no_grad()
+    def translate(self, model, sentences, beam=4, length_penalty=0.6, batch_size=128):
+        """Sentences -> detokenized translations, in order (batched by length)."""
+        model.eval()
+        ids = [self.prefix + e.ids + [self.eos] for e in self.tok.encode_batch(sentences, add_special_tokens=False)]
+        order, out = sorted(range(len(ids)), key=lambda i: len(ids[i])), [None] * len(ids)
+        for k in range(0, len(order), batch_size):
+            chunk = order[k : k + batch_size]
+            src = data.collate_translation([(ids[i], [self.eos]) for i in chunk], pad_id=self.pad)[0].to(
+                device_of(model)
+            )
+            n = src.shape[1] - len(self.prefix) + 50  # the paper model's limit: source length + 50
+            tokens = model.generate(
+                src, src != self.pad, max_new_tokens=n, num_beams=beam, length_penalty=length_penalty
+            )
+            for i, row in zip(chunk, tokens.cpu(), strict=True):
+                out[i] = data.decode(self.tok, row[1:])
+        return out
 
 
 @torch.no_grad()
@@ -660,7 +739,7 @@ class SpanCorruptionTask(LMTask):
             raise ValueError(f"the model's vocabulary ({ours.config.vocab_size}) is not the data's + T5's 102 ids")
         if c.model == "t5":
             return ours
-        sums = lambda out, b: t5.seq2seq_sums(out.logits, b["labels"], b["input_ids"])  # noqa: E731
+        sums = lambda out, b: t5.seq2seq_sums(out.logits, b["labels"], b["input_ids"], b.get("attention_mask"))  # noqa: E731
         return hf_twin(ours, sums, ("input_ids", "decoder_input_ids"))
 
     def batch(self, offsets, split="train"):

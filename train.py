@@ -46,7 +46,7 @@ import transformer as T
 
 @dataclass
 class TrainConfig:
-    model: str = "transformer"  # a row of FAMILIES: transformer | bert | hf-bert | gpt | hf-gpt2 | t5 | hf-t5
+    model: str = "transformer"  # a row of FAMILIES: transformer, bert, gpt, t5, t5-translate (hf-*: HF's twins)
     dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
     src_lang: str = "de"  # translation: the source language (a file suffix of the dataset)
     tgt_lang: str = "en"  # translation: the target language
@@ -223,6 +223,7 @@ FAMILIES = {
     "hf-gpt2": tasks.LMTask,  # HF's GPT2LMHeadModel, our initial weights
     "t5": tasks.SpanCorruptionTask,
     "hf-t5": tasks.SpanCorruptionTask,  # HF's T5ForConditionalGeneration, our initial weights
+    "t5-translate": tasks.T5TranslationTask,  # text to text on a translation dataset
 }
 
 

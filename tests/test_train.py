@@ -379,6 +379,31 @@ def test_t5_span_corruption_matches_hf_t5_and_resumes_exactly(arch, lm_data, tmp
     assert task.first_sentinel == task.vocab_size - 1 == ours.config.vocab_size - 1
 
 
+@multi30k
+def test_t5_translate_trains_validates_and_scores_bleu(tmp_path):
+    """--model t5-translate: T5 as text to text on Multi30k (the prefix, T5's ids), validation loss
+    and greedy BLEU logged, translation greedy and with beam search."""
+    out = tmp_path / "t5"
+    args = ["--preset", "t5-multi30k", "--arch", "t5-tiny-test", "--vocab-size", "500", "--max-steps", "6"]
+    train.main([*args, "--eval-every", "6", "--log-every", "3", "--out-dir", str(out)])
+    assert rows(out, "val_bleu") and rows(out, "val_loss")[-1] < 7 and len(rows(out, "loss")) == 2
+    cfg, task, model, _ = train.run_model(out)
+    batch = task.batch([0, 1])
+    prefix = task.tok.decode(task.prefix)
+    assert (
+        prefix.startswith("translate German to English")
+        and batch["input_ids"][0, : len(task.prefix)].tolist() == task.prefix
+    )
+    assert (
+        batch["decoder_input_ids"][:, 0].eq(task.pad).all()
+        and (batch["labels"] == -100).sum() == (batch["labels"] < 0).sum()
+    )
+    sentences = [s for s, _ in task.valid_text[:6]]  # --evaluate's decoding (the whole test set, so not here)
+    greedy, beam = task.translate(model, sentences, beam=1), task.translate(model, sentences, beam=2)
+    assert len(greedy) == len(beam) == 6 and all(isinstance(h, str) for h in greedy + beam)
+    assert greedy[0] == task.translate(model, sentences[:1], beam=1)[0]  # batching does not change a translation
+
+
 def test_a_run_prints_its_evaluations_and_a_summary(lm_data, tmp_path, capsys):
     train.main([*GPT, "--dataset", lm_data, "--max-steps", "10", "--out-dir", str(tmp_path / "run")])
     out = capsys.readouterr().out
@@ -479,6 +504,9 @@ def family_setups(bert_data, lm_data):
             setups[name] = ("shakespeare-char-cpu", {"dataset": lm_data})
         elif name in ("t5", "hf-t5"):
             setups[name] = ("t5-tiny-test", {"dataset": lm_data})
+        elif name == "t5-translate":
+            if (Path(os.environ.get("DATA_DIR", "data")) / "multi30k" / "train.de").exists():
+                setups[name] = ("t5-multi30k", {"arch": "t5-tiny-test", "vocab_size": 500, "batch_tokens": 512})
         else:
             raise AssertionError(f"train.FAMILIES has {name!r}: add its tiny setup to family_setups")
     return setups
