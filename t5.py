@@ -287,14 +287,16 @@ class T5Model(HFCheckpoint, nn.Module):
     forward(input_ids, attention_mask=None, decoder_input_ids=..., decoder_attention_mask=None)
     -> the decoder's last hidden states (B, T_dec, d_model). Masks: 1 = token, 0 = padding."""
 
+    has_decoder, has_head = True, False  # the subclasses' parts
+
     def __init__(self, config: T5Config):
         super().__init__()
         self.config = c = config
         self.shared = nn.Embedding(c.vocab_size, c.d_model)
         self.encoder = Stack(c, decoder=False)
-        if not isinstance(self, T5EncoderModel):
+        if self.has_decoder:
             self.decoder = Stack(c, decoder=True)
-        if not c.tie_word_embeddings and isinstance(self, T5ForConditionalGeneration):
+        if self.has_head and not c.tie_word_embeddings:
             self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self._init_weights()
 
@@ -391,6 +393,8 @@ class T5EncoderModel(T5Model):
     """The encoder alone: forward(input_ids, attention_mask=None) -> hidden states (B, T, d_model),
     zeros at padding (the encoder runs on the real tokens only; HF's values there are never read)."""
 
+    has_decoder = False
+
     def forward(self, input_ids, attention_mask=None):
         return self.encode(input_ids, attention_mask)[0]
 
@@ -403,6 +407,8 @@ class T5ForConditionalGeneration(T5Model):
     (decoder_start_token_id first, -100 -> pad). With labels the output's `sums` hold the loss
     summed over the targets, and `T5ForConditionalGeneration.counts(batch)` their number (the
     training loop's contract, transformer.Sums)."""
+
+    has_head = True
 
     def logits(self, x):  # (B, T, d) -> (B, T, V)
         if self.config.scale_decoder_outputs:

@@ -373,7 +373,7 @@ class TranslationTask:
                 logits = model(batch["src"], batch["tgt"]).logits
             total += float(T.label_smoothed_loss(logits, batch["labels"], self.pad, smoothing=0.0, reduction="sum"))
             n += int((batch["labels"] != self.pad).sum())
-        hyps = translate(model, self.tok, [s for s, _ in self.valid_text], beam=1)
+        hyps = self.translate(model, [s for s, _ in self.valid_text], beam=1)
         bleu = bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)
         return {"val_loss": total / n, "val_ppl": math.exp(total / n), "val_bleu": bleu["bleu"]}
 
@@ -400,7 +400,9 @@ class TranslationTask:
         return results
 
     def translate(self, model, sentences, beam=4, length_penalty=0.6):
-        return translate(model, self.tok, sentences, beam, length_penalty)
+        device = device_of(model.eval())
+        generate = lambda src: model.generate(src.to(device), beam_size=beam, length_penalty=length_penalty)  # noqa: E731
+        return translate(self.tok, sentences, generate, model.config.pad_id)
 
 
 class T5TranslationTask(TranslationTask):
@@ -419,7 +421,10 @@ class T5TranslationTask(TranslationTask):
         names = [self.LANGUAGES.get(lang, lang) for lang in (cfg.src_lang, cfg.tgt_lang)]
         self.prefix = self.tok.encode(f"translate {names[0]} to {names[1]}: ", add_special_tokens=False).ids
         self.eos = self.tok.token_to_id(data.EOS)
-        self.lengths = [max(len(self.prefix) + len(s), len(t)) for s, t in self.train_pairs]
+        self.lengths = self.lengths_of(self.train_pairs)
+
+    def lengths_of(self, pairs):  # what batching by tokens counts: the longer side, the prefix included
+        return [max(len(self.prefix) + len(s), len(t)) for s, t in pairs]
 
     def build_model(self):
         import t5
@@ -442,45 +447,35 @@ class T5TranslationTask(TranslationTask):
 
     @torch.no_grad()
     def validate(self, model, autocast):
-        lengths = [max(len(self.prefix) + len(s), len(t)) for s, t in self.valid_pairs]
+        lengths = self.lengths_of(self.valid_pairs)
         batches = (self.batch(b, self.valid_pairs) for b in data.token_batches(lengths, 8192, shuffle=False))
         row = {"val_" + k: v for k, v in objective_means(model, batches, autocast).items()}
         hyps = self.translate(model, [s for s, _ in self.valid_text], beam=1)
         return {**row, "val_bleu": bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)["bleu"]}
 
-    @torch.no_grad()
-    def translate(self, model, sentences, beam=4, length_penalty=0.6, batch_size=128):
-        """Sentences -> detokenized translations, in order (batched by length)."""
-        model.eval()
-        ids = [self.prefix + e.ids + [self.eos] for e in self.tok.encode_batch(sentences, add_special_tokens=False)]
-        order, out = sorted(range(len(ids)), key=lambda i: len(ids[i])), [None] * len(ids)
-        for k in range(0, len(order), batch_size):
-            chunk = order[k : k + batch_size]
-            src = data.collate_translation([(ids[i], [self.eos]) for i in chunk], pad_id=self.pad)[0].to(
-                device_of(model)
-            )
-            n = src.shape[1] - len(self.prefix) + 50  # the paper model's limit: source length + 50
-            tokens = model.generate(
-                src, src != self.pad, max_new_tokens=n, num_beams=beam, length_penalty=length_penalty
-            )
-            for i, row in zip(chunk, tokens.cpu(), strict=True):
-                out[i] = data.decode(self.tok, row[1:])
-        return out
+    def translate(self, model, sentences, beam=4, length_penalty=0.6):
+        device, P = device_of(model.eval()), len(self.prefix)
+
+        def generate(src):  # at most the paper model's limit: source length + 50
+            src = src.to(device)
+            n = src.shape[1] - P + 50
+            return model.generate(src, src != self.pad, max_new_tokens=n, num_beams=beam, length_penalty=length_penalty)
+
+        return translate(self.tok, sentences, generate, self.pad, self.prefix)
 
 
 @torch.no_grad()
-def translate(model, tok, sentences, beam=4, length_penalty=0.6, batch_size=128):
-    """Sentences -> detokenized translations, in order (batched by length for speed)."""
-    model.eval()
+def translate(tok, sentences, generate, pad_id, prefix=(), batch_size=128):
+    """Sentences (each after `prefix` ids) -> detokenized translations, in order, batched by length for
+    speed: generate(src (B, S)) gives each row's tokens, decoded up to the first EOS."""
     eos = tok.token_to_id(data.EOS)
-    ids = [e.ids + [eos] for e in tok.encode_batch(sentences, add_special_tokens=False)]
+    ids = [[*prefix, *e.ids, eos] for e in tok.encode_batch(sentences, add_special_tokens=False)]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = [None] * len(ids)
     for k in range(0, len(order), batch_size):
         chunk = order[k : k + batch_size]
-        src = data.collate_translation([(ids[i], [eos]) for i in chunk], pad_id=model.config.pad_id)[0]
-        tokens = model.generate(src.to(device_of(model)), beam_size=beam, length_penalty=length_penalty)
-        for i, row in zip(chunk, tokens.cpu(), strict=True):
+        src = data.collate_translation([(ids[i], [eos]) for i in chunk], pad_id=pad_id)[0]
+        for i, row in zip(chunk, generate(src).cpu(), strict=True):
             out[i] = data.decode(tok, row)
     return out
 
