@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from subword import CharTokenizer, HFBPETokenizer, TiktokenTokenizer, without_padding  # noqa: F401 (data.X too)
+from subword import CharTokenizer, HFBPETokenizer, HFUnigramTokenizer, TiktokenTokenizer, without_padding  # noqa: F401
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIALS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3: the defaults of transformer.TransformerConfig
@@ -701,15 +701,16 @@ def _lm_texts(source, root=None):
 
 
 def lm_tokenizer(kind, source=None, root=None):
-    """ "char" (from the source's text), "gpt2" / "cl100k_base" (tiktoken), or "bpe<N>" (a byte-level
-    BPE of N tokens trained with HF tokenizers on the source)."""
+    """ "char" (from the source's text), "gpt2" / "cl100k_base" (tiktoken), "bpe<N>" (a byte-level BPE of N
+    tokens) or "unigram<N>" (T5's: N tokens, its 100 sentinels included), trained with HF tokenizers on the source."""
     if kind == "char":
         return CharTokenizer(sorted(set("".join(_lm_texts(source, root)))))
     if kind in ("gpt2", "cl100k_base", "r50k_base", "o200k_base"):
         return TiktokenTokenizer(kind)
-    if kind.startswith("bpe") and kind[3:].isdigit():
-        return HFBPETokenizer.train(_lm_texts(source, root), int(kind[3:]))
-    raise ValueError(f"tokenizer must be char, gpt2, cl100k_base or bpe<N>, got {kind!r}")
+    for name, cls in (("bpe", HFBPETokenizer), ("unigram", HFUnigramTokenizer)):
+        if kind.startswith(name) and kind[len(name) :].isdigit():
+            return cls.train(_lm_texts(source, root), int(kind[len(name) :]))
+    raise ValueError(f"tokenizer must be char, gpt2, cl100k_base, bpe<N> or unigram<N>, got {kind!r}")
 
 
 def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=None):
@@ -744,9 +745,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
     if not counts["train"]:
         raise ValueError(f"--source {source}: no text to train on (0 tokens)")
     meta = dict(kind="lm", source=source, tokenizer=tokenizer, vocab_size=tok.vocab_size, dtype=dtype.__name__)
-    meta["tokens"] = counts
-    if isinstance(tok, CharTokenizer):
-        meta["chars"] = tok.chars
+    meta.update(tokens=counts, **({"chars": tok.chars} if isinstance(tok, CharTokenizer) else {}))
     if isinstance(tok, HFBPETokenizer):
         tok.tok.save(str(out / "tokenizer.json"))
     _save_atomic(out / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
@@ -759,8 +758,9 @@ def load_lm(folder):
     meta = read_meta(folder, "lm")
     if meta["tokenizer"] == "char":
         tok = CharTokenizer(meta["chars"])
-    elif meta["tokenizer"].startswith("bpe"):
-        tok = HFBPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
+    elif meta["tokenizer"].startswith(("bpe", "unigram")):
+        cls = HFUnigramTokenizer if meta["tokenizer"].startswith("unigram") else HFBPETokenizer
+        tok = cls(Tokenizer.from_file(str(folder / "tokenizer.json")))
     else:
         tok = TiktokenTokenizer(meta["tokenizer"])
     splits = {s: np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("train", "val")}
@@ -966,7 +966,7 @@ def main(argv=None):
         b.add_argument("--" + f.name.replace("_", "-"), default=f.default, **kind)
     lm = sub.add_parser("lm", help="text -> token ids in train.bin / val.bin (GPT training data)")
     lm.add_argument("--source", default="shakespeare", help="shakespeare, books, wiki, books+wiki, a .txt, hf:<name>")
-    lm.add_argument("--tokenizer", default="char", help="char, gpt2 (online), cl100k_base, bpe<N>")
+    lm.add_argument("--tokenizer", default="char", help="char, gpt2 (online), cl100k_base, bpe<N>, unigram<N>")
     lm.add_argument("--out", default=None)
     lm.add_argument("--val-fraction", type=float, default=0.1)
     d = sub.add_parser("download", help="fetch the raw data into $DATA_DIR (online): " + ", ".join(WEB))

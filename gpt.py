@@ -277,12 +277,7 @@ class GPT(HFCheckpoint, nn.Module):
         reaches top_p. A prompt longer than the context is an error; once prompt + new tokens
         outgrow the context, each step sees only the last n_positions tokens (recomputed
         without the cache, as nanoGPT does)."""
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        check_sampling(temperature, top_k, top_p)
         ctx = self.config.n_positions
         _check_ids(self.config, idx, 0)
         B, T = idx.shape
@@ -296,7 +291,7 @@ class GPT(HFCheckpoint, nn.Module):
                 pos = n
             else:  # no cache, or the context is full: the last ctx tokens from scratch
                 logits = self(out[:, max(0, n - ctx) : n], check=False, logits_to_keep=1).logits[:, -1]
-            out[:, n] = _next_token(logits.float(), temperature, top_k, top_p, generator)
+            out[:, n] = next_token(logits.float(), temperature, top_k, top_p, generator)
         return out
 
     # ------------------------------------------------------------------- HF checkpoints
@@ -412,8 +407,20 @@ def _check_ids(c, ids, pos):
     return B, T
 
 
-def _next_token(logits, temperature, top_k, top_p, generator):
-    """logits (B, V) -> the next token (B,): argmax at temperature 0, else a filtered sample."""
+def check_sampling(temperature, top_k, top_p):
+    """next_token's arguments, checked before any decoding (every family's generate)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+
+
+def next_token(logits, temperature, top_k, top_p, generator=None):
+    """logits (B, V) -> the next token (B,): argmax at temperature 0, else a sample from
+    softmax(logits / temperature) within the top_k and the top_p nucleus (HF's warpers, in HF's
+    order, so that one seed draws HF's tokens)."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits / temperature

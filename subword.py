@@ -2,7 +2,7 @@
 -> text`, `vocab_size`, `eot`): characters, tiktoken's BPE, a byte-level BPE trained with HF
 `tokenizers`. (Not named tokenizers.py: that would shadow HF's package.)"""
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 
 def without_padding(tok):
@@ -53,9 +53,11 @@ class TiktokenTokenizer:
 class HFBPETokenizer:
     """A byte-level BPE trained with HF `tokenizers` on the training text, <|endoftext|> = id 0."""
 
+    EOT = "<|endoftext|>"
+
     def __init__(self, tok):
         tok = without_padding(tok)  # an HF checkpoint's tokenizer.json may pad or truncate
-        self.tok, self.vocab_size, self.eot = tok, tok.get_vocab_size(), tok.token_to_id("<|endoftext|>")
+        self.tok, self.vocab_size, self.eot = tok, tok.get_vocab_size(), tok.token_to_id(self.EOT)
 
     @classmethod
     def train(cls, texts, vocab_size):
@@ -74,3 +76,27 @@ class HFBPETokenizer:
 
     def decode(self, ids):
         return self.tok.decode(list(ids))
+
+
+class HFUnigramTokenizer(HFBPETokenizer):
+    """T5's vocabulary: a SentencePiece-style Unigram LM trained with HF `tokenizers` (NFKC, metaspace:
+    "▁" starts each word; at most vocab_size ids, a small text offers fewer), with T5's ids: <pad> 0
+    (the decoder start), </s> 1 (eos, also between documents), <unk> 2, and the 100 sentinels on
+    top, <extra_id_0> the last id, as t5.span_corruption counts them down."""
+
+    EOT = "</s>"
+
+    @classmethod
+    def train(cls, texts, vocab_size, sentinels=100):
+        if vocab_size <= sentinels + 3:
+            raise ValueError(f"vocab_size must exceed the {sentinels} sentinels + 3 specials, got {vocab_size}")
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer, tok.pre_tokenizer = normalizers.NFKC(), pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        specials = ["<pad>", "</s>", "<unk>"]
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size - sentinels, special_tokens=specials, unk_token="<unk>", show_progress=False
+        )
+        tok.train_from_iterator(texts, trainer)
+        tok.add_special_tokens([f"<extra_id_{i}>" for i in reversed(range(sentinels))])
+        return cls(tok)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gpt import check_sampling, next_token
 from transformer import (
     ACTIVATIONS,
     HFCheckpoint,
@@ -409,6 +410,7 @@ class T5ForConditionalGeneration(T5Model):
     training loop's contract, transformer.Sums)."""
 
     has_head = True
+    label_smoothing = 0.0  # of the training loss; T5 has none, a task may set it (HF's config has no such field)
 
     def logits(self, x):  # (B, T, d) -> (B, T, V)
         if self.config.scale_decoder_outputs:
@@ -436,7 +438,7 @@ class T5ForConditionalGeneration(T5Model):
         logits = self.logits(self.decode(decoder_input_ids, memory, mask, decoder_attention_mask))
         if labels is None:
             return Seq2SeqLMOutput(logits, encoder_last_hidden_state=memory)
-        sums = seq2seq_sums(logits, labels, input_ids, attention_mask)
+        sums = seq2seq_sums(logits, labels, input_ids, attention_mask, self.label_smoothing)
         return Seq2SeqLMOutput(logits, sums.loss(), sums, memory)
 
     def shift_right(self, labels):  # (B, T) -> decoder inputs: the start token, then labels[:, :-1] (-100 -> pad)
@@ -468,15 +470,25 @@ class T5ForConditionalGeneration(T5Model):
         length_penalty=1.0,
         early_stopping=False,
         no_repeat_ngram_size=0,
+        do_sample=False,
+        temperature=1.0,
+        top_k=50,
+        top_p=None,
+        generator=None,
         use_cache=True,
     ):
-        """Greedy decoding or beam search -> (B, 1 + n): decoder_start_token_id, then at most
-        max_new_tokens tokens (it stops when every row is done), as HF's generate(do_sample=False)
-        returns them: greedy rows that have produced eos_token_id are padded with pad_token_id; beam
+        """Greedy decoding, sampling or beam search -> (B, 1 + n): decoder_start_token_id, then at
+        most max_new_tokens tokens (it stops when every row is done), as HF's generate returns them:
+        greedy and sampled rows that have produced eos_token_id are padded with pad_token_id; beam
         search returns each row's best finished hypothesis, scored sum log p / length**length_penalty,
         with HF's stopping rules (early_stopping True, False or "never") and HF's filler after EOS.
+        do_sample draws each token from softmax(logits / temperature) within the top_k (HF's
+        default 50; None: all) and the top_p nucleus, as HF's warpers do (one seed, HF's tokens).
         no_repeat_ngram_size n > 0 forbids any n-gram from appearing twice. The encoder runs once,
         cross-attention keys/values are computed once, the decoder's own are cached."""
+        check_sampling(temperature, top_k, top_p)
+        if do_sample and num_beams > 1:
+            raise ValueError("do_sample with num_beams > 1 (HF's beam sampling) is not supported: give one of them")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         if not isinstance(num_beams, int) or num_beams < 1:
@@ -504,16 +516,17 @@ class T5ForConditionalGeneration(T5Model):
             return ban_repeated_ngrams(scores, seqs[:, :t], no_repeat_ngram_size)
 
         if num_beams == 1:
-            return self._greedy(log_probs, N, L, memory.device)
+            choose = lambda scores: next_token(scores, temperature if do_sample else 0, top_k, top_p, generator)  # noqa: E731
+            return self._greedy(log_probs, choose, N, L, memory.device)
         return self._beam_search(log_probs, N // num_beams, num_beams, L, length_penalty, early_stopping, memory.device)
 
-    def _greedy(self, log_probs, N, L, device):
+    def _greedy(self, log_probs, choose, N, L, device):  # choose: log-probabilities (N, V) -> tokens (N,)
         c = self.config
         out = torch.full((N, L), c.pad_token_id, dtype=torch.long, device=device)
         out[:, 0] = c.decoder_start_token_id
         done = torch.zeros(N, dtype=torch.bool, device=device)
         for t in range(1, L):
-            token = log_probs(out, t).argmax(-1)
+            token = choose(log_probs(out, t))
             out[:, t] = token.masked_fill(done, c.pad_token_id)
             done |= token == (c.eos_token_id if c.eos_token_id is not None else -1)
             if done.all():
@@ -582,9 +595,10 @@ def ban_repeated_ngrams(scores, seqs, n):
     return scores
 
 
-def seq2seq_sums(logits, labels, input_ids, attention_mask=None):
+def seq2seq_sums(logits, labels, input_ids, attention_mask=None, label_smoothing=0.0):
     """Cross-entropy of logits (B, T, V) against labels (B, T) (-100: ignored), summed: Sums."""
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+    flat, smooth = logits.flatten(0, 1).float(), label_smoothing
+    loss = F.cross_entropy(flat, labels.flatten(), ignore_index=-100, reduction="sum", label_smoothing=smooth)
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
     return Sums({"loss": (loss, "targets")}, {}, T5ForConditionalGeneration.counts(batch))
 

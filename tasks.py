@@ -137,15 +137,21 @@ PRESETS = {
         log_every=10,
     ),
     # Multi30k De->En as text to text: the Multi30k-sized T5 (7.6M), the translation preset's batches and schedule
+    # Multi30k as text to text: the translation model's batches, nanoT5's optimizer (docs/t5.md's sweep)
     "t5-multi30k": dict(
         model="t5-translate",
         arch="t5-multi30k",
         batch_tokens=2048,
-        lr=8e-4,
-        warmup=400,
-        max_epochs=16,
+        optimizer="adamw-scale",
+        lr=2e-2,
+        warmup=300,
+        schedule="cosine",
+        decay_steps=2872,  # 8 epochs of 359 steps
+        min_lr=1e-3,
+        max_epochs=8,
         clip=1.0,
         dropout=0.1,
+        label_smoothing=0.1,
     ),
     "t5-tiny-test": dict(
         model="t5", arch="t5-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
@@ -408,11 +414,13 @@ class TranslationTask:
 class T5TranslationTask(TranslationTask):
     """--model t5-translate: translation as text to text, T5's way: "translate German to English: "
     + the source sentence -> the target sentence, on the translation task's data and joint subword
-    vocabulary (its <pad> is T5's pad and decoder start, its </s> T5's eos). The loss is plain
-    cross-entropy (T5 does not smooth labels); validation: loss and greedy BLEU; `evaluate`: test
-    BLEU, greedy and beam (HF's length penalty, sum log p / length**lp)."""
+    vocabulary (its <pad> is T5's pad and decoder start, its </s> T5's eos). The loss is smoothed
+    by --label-smoothing as the translation model's (T5 does not smooth: 0 gives its plain
+    cross-entropy); validation: loss and greedy BLEU; `evaluate`: test BLEU, greedy and beam (HF's
+    length penalty, sum log p / length**lp)."""
 
     fields = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "max_len", "batch_tokens", "beam", "length_penalty")
+    fields += ("label_smoothing",)
     fields += ("arch",)  # the model is a t5.PRESETS shape: the translation model's d_model... do not apply
     LANGUAGES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
 
@@ -431,7 +439,9 @@ class T5TranslationTask(TranslationTask):
 
         c, ids = self.cfg, dict(pad_token_id=self.pad, eos_token_id=self.eos, decoder_start_token_id=self.pad)
         config = t5.T5Config.from_preset(c.arch, vocab_size=self.tok.get_vocab_size(), dropout_rate=c.dropout, **ids)
-        return t5.T5ForConditionalGeneration(config)
+        model = t5.T5ForConditionalGeneration(config)
+        model.label_smoothing = c.label_smoothing
+        return model
 
     def batch(self, indices, pairs=None):
         pairs = self.train_pairs if pairs is None else pairs
@@ -699,13 +709,45 @@ class LMTask:
         model.save_pretrained(folder)
 
 
+class AdamWScale(torch.optim.Optimizer):
+    """nanoT5's AdamW (their README: 1.953 C4 loss vs Adafactor's 1.995): Adam's bias-corrected
+    step of each tensor times the tensor's RMS (at least 1e-3), as Adafactor's relative step does,
+    so that T5's N(0, 1) embeddings move as fast, relatively, as its small matrices; decoupled
+    weight decay of lr * weight_decay (not RMS-scaled); eps is added to sqrt(v) before the bias
+    correction, as in HF's AdamW that theirs is built on. Their recipe: lr 2e-2, cosine decay."""
+
+    def __init__(self, params, lr=2e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            (b1, b2), lr = group["betas"], group["lr"]
+            for p in (p for p in group["params"] if p.grad is not None):
+                state = self.state[p]
+                if not state:
+                    state.update(step=torch.zeros(()), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                state["step"] += 1
+                t, m, v = state["step"].item(), state["exp_avg"], state["exp_avg_sq"]
+                m.lerp_(p.grad, 1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                rms = p.norm().div(p.numel() ** 0.5).clamp(min=1e-3)  # before the step, as nanoT5
+                size = rms * (lr * math.sqrt(1 - b2**t) / (1 - b1**t))
+                p.sub_(m / (v.sqrt() + group["eps"]) * size)
+                if group["weight_decay"]:
+                    p.mul_(1 - lr * group["weight_decay"])
+        return loss
+
+
 class SpanCorruptionTask(LMTask):
     """--model t5 (ours) or hf-t5 (HF's T5ForConditionalGeneration, same initial weights): T5's span
     corruption on random windows of the token files of `python data.py lm`. A window holds as many
     raw tokens as an input of `context` tokens takes after corruption (568 for 512); its noise is
-    seeded by the run's seed and the window's offset, so runs resume exactly. The data's token ids
-    stay; T5's own come after them: pad (the decoder start), eos, and 100 sentinels, <extra_id_0>
-    the top id. Validation: the loss on eval_iters fixed batches of each split."""
+    seeded by the run's seed and the window's offset, so runs resume exactly. A T5 vocabulary
+    (`--tokenizer unigram<N>`) gives its own pad (the decoder start), eos and 100 sentinels; with
+    any other, the data's ids stay and T5's come after them: pad, eos, then the sentinels,
+    <extra_id_0> the top id. Validation: the loss on eval_iters fixed batches of each split."""
 
     def __init__(self, cfg, world):
         import t5
@@ -716,8 +758,12 @@ class SpanCorruptionTask(LMTask):
         self.context = cfg.context or 512  # corrupted input tokens
         self.window, self.target_length = t5.input_and_target_lengths(self.context)
         self.check_length()
-        V = self.meta["vocab_size"]
-        self.pad, self.eos, self.first_sentinel, self.vocab_size = V, V + 1, V + 101, V + 102
+        V, tok = self.meta["vocab_size"], getattr(self.tok, "tok", None)
+        if tok is not None and tok.token_to_id("<extra_id_0>") is not None:
+            ids = [tok.token_to_id(t) for t in ("<pad>", "</s>", "<extra_id_0>")]
+            self.pad, self.eos, self.first_sentinel, self.vocab_size = *ids, V
+        else:
+            self.pad, self.eos, self.first_sentinel, self.vocab_size = V, V + 1, V + 101, V + 102
         self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"], "window": self.window}
 
     def build_model(self):
@@ -731,7 +777,9 @@ class SpanCorruptionTask(LMTask):
             config = t5.T5Config.from_preset(c.arch, vocab_size=self.vocab_size, dropout_rate=c.dropout, **ids)
             ours = t5.T5ForConditionalGeneration(config)
         if ours.config.vocab_size != self.vocab_size:
-            raise ValueError(f"the model's vocabulary ({ours.config.vocab_size}) is not the data's + T5's 102 ids")
+            raise ValueError(
+                f"the model's vocabulary ({ours.config.vocab_size}) differs from the data's + T5's ({self.vocab_size})"
+            )
         if c.model == "t5":
             return ours
         sums = lambda out, b: t5.seq2seq_sums(out.logits, b["labels"], b["input_ids"], b.get("attention_mask"))  # noqa: E731

@@ -338,6 +338,25 @@ def test_bpe_and_tiktoken_tokenizers_round_trip(tmp_path):
         assert enc.vocab_size == 100277 and enc.decode(enc.encode(text)) == text
 
 
+def test_unigram_tokenizer_has_t5s_ids_and_round_trips(tmp_path):
+    """unigram<N>: T5's layout (<pad> 0, </s> 1, <unk> 2, <extra_id_0> the last of N ids, the
+    sentinels counting down), metaspace pieces, lossless on plain text, reloaded by load_lm."""
+    text = "".join(
+        f"The {w} of line {i % 41} runs over the hills, slowly.\n" for i, w in enumerate(["cat", "dog"] * 400)
+    )
+    (tmp_path / "t.txt").write_text(text)
+    meta, tok, splits = data.load_lm(data.prepare_lm(str(tmp_path / "t.txt"), "unigram300", tmp_path / "u"))
+    V = tok.vocab_size  # at most 300: this small text has fewer pieces to offer
+    assert isinstance(tok, data.HFUnigramTokenizer) and meta["vocab_size"] == V and 110 < V <= 300
+    ids = [tok.tok.token_to_id(t) for t in ("<pad>", "</s>", "<unk>", "<extra_id_0>", "<extra_id_1>", "<extra_id_99>")]
+    assert ids == [0, 1, 2, V - 1, V - 2, V - 100] and tok.eot == 1
+    assert tok.decode(tok.encode(text)) == text and len(splits["train"]) > 8 * len(splits["val"]) > 0
+    assert tok.tok.encode("The cat").tokens[0].startswith("\u2581")  # a word's first piece carries the metaspace
+    assert max(splits["train"]) < V - 100  # text never becomes a sentinel
+    with pytest.raises(ValueError, match="vocab_size must exceed"):
+        data.HFUnigramTokenizer.train([text], 100)
+
+
 def test_missing_lm_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="python data.py lm"):
         data.load_lm(tmp_path)

@@ -168,16 +168,16 @@ def test_generation_past_the_context_crops():
 def test_top_k_and_top_p_keep_only_allowed_tokens():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0]]).repeat(2000, 1)
     g = torch.Generator().manual_seed(0)
-    k = G._next_token(logits, 1.0, 2, None, g)
+    k = G.next_token(logits, 1.0, 2, None, g)
     assert set(k.tolist()) == {0, 1}
     probs = logits[0].softmax(-1)  # 0.64, 0.23, 0.09, ...: the nucleus of 0.8 is {0, 1}, of 0.9 {0, 1, 2}
-    assert set(G._next_token(logits, 1.0, None, 0.8, g).tolist()) == {0, 1}
-    assert set(G._next_token(logits, 1.0, None, 0.9, g).tolist()) == {0, 1, 2}
-    assert set(G._next_token(logits, 1.0, None, 0.1, g).tolist()) == {0}  # the most likely always stays
-    assert set(G._next_token(logits, 1.0, 3, 0.8, g).tolist()) == {0, 1}
-    frequencies = torch.bincount(G._next_token(logits, 1.0, None, None, g), minlength=6) / 2000
+    assert set(G.next_token(logits, 1.0, None, 0.8, g).tolist()) == {0, 1}
+    assert set(G.next_token(logits, 1.0, None, 0.9, g).tolist()) == {0, 1, 2}
+    assert set(G.next_token(logits, 1.0, None, 0.1, g).tolist()) == {0}  # the most likely always stays
+    assert set(G.next_token(logits, 1.0, 3, 0.8, g).tolist()) == {0, 1}
+    frequencies = torch.bincount(G.next_token(logits, 1.0, None, None, g), minlength=6) / 2000
     assert (frequencies - probs).abs().max() < 0.04  # no filter: samples follow the softmax
-    assert torch.equal(G._next_token(logits[:3], 0, None, None, g), torch.zeros(3, dtype=torch.long))
+    assert torch.equal(G.next_token(logits[:3], 0, None, None, g), torch.zeros(3, dtype=torch.long))
 
 
 def test_bad_input():

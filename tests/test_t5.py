@@ -107,6 +107,26 @@ def test_greedy_generation_equals_hfs_with_and_without_the_cache(over, tmp_path)
     assert ours.generate(ids, mask, max_new_tokens=0).tolist() == [[0]] * 3
 
 
+def test_sampling_draws_hfs_tokens_for_one_seed(tmp_path):
+    """do_sample with HF's defaults (top_k 50), with temperature + top_k, with top_p: the seed that
+    HF samples with gives the same tokens here, cached and not; top_k 1 is greedy."""
+    ours, hf = pair(tmp_path, {**V1_1, "initializer_factor": 4.0})
+    ids, mask, _ = batch()
+    for kw in [{}, dict(temperature=0.7, top_k=5), dict(top_p=0.8, top_k=None)]:
+        torch.manual_seed(7)
+        want = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=True, **kw)
+        for cache in (True, False):
+            torch.manual_seed(7)
+            out = ours.generate(ids, mask, max_new_tokens=12, do_sample=True, use_cache=cache, **kw)
+            assert torch.equal(out, want), kw
+    assert len(set(out[:, 1:].flatten().tolist())) > 8  # samples, not one repeated argmax
+    greedy = ours.generate(ids, mask, max_new_tokens=12)
+    assert torch.equal(ours.generate(ids, mask, max_new_tokens=12, do_sample=True, top_k=1), greedy)
+    for kw, name in [(dict(temperature=-1.0), "temperature"), (dict(top_p=0.0), "top_p"), (dict(num_beams=2), "beam")]:
+        with pytest.raises(ValueError, match=name):
+            ours.generate(ids, mask, do_sample=True, **kw)
+
+
 @pytest.mark.parametrize("over", [V1_0, V1_1], ids=["v1.0", "v1.1"])
 def test_beam_search_and_ngram_blocking_equal_hfs(over, tmp_path):
     """num_beams 4 under HF's three stopping rules and length penalties, with and without

@@ -356,7 +356,9 @@ def test_t5_span_corruption_matches_hf_t5_and_resumes_exactly(arch, lm_data, tmp
         ours, hf = rows(tmp_path / "t5", key), rows(tmp_path / "hf-t5", key)
         assert len(ours) == len(hf) > 0 and ours == pytest.approx(hf, rel=1e-4), key
     assert rows(tmp_path / "t5", "loss")[-1] < rows(tmp_path / "t5", "loss")[0]
+    optimizer = "adamw-scale" if arch == "t5-tiny-test" else "adafactor"  # T5's two: their state resumes too
     common = [*T5, "--arch", arch, "--dataset", lm_data, "--save-every", "3", "--dropout", "0.1", "--decay-steps", "12"]
+    common += ["--optimizer", optimizer]
     a, b = tmp_path / "a", tmp_path / "b"
     train.main([*common, "--out-dir", str(a), "--max-steps", "7"])
     train.main([*common, "--out-dir", str(b), "--max-steps", "5"])
@@ -377,6 +379,23 @@ def test_t5_span_corruption_matches_hf_t5_and_resumes_exactly(arch, lm_data, tmp
     assert inputs.shape == (2, 32) and labels.shape == (2, t5.input_and_target_lengths(32)[1])
     assert labels[:, 0].eq(task.first_sentinel).all() and labels[:, -1].eq(task.eos).all()
     assert task.first_sentinel == task.vocab_size - 1 == ours.config.vocab_size - 1
+
+
+def test_t5_span_corruption_takes_a_t5_vocabularys_own_ids(tmp_path):
+    """On data of `--tokenizer unigram<N>` the task uses the vocabulary's pad, eos and sentinels (no
+    ids appended), and a model of that vocabulary trains on it."""
+    import data
+
+    text = "".join(f"line {i % 97}: the quick brown fox {i % 13} jumps.\n" for i in range(2000))
+    (tmp_path / "t.txt").write_text(text)
+    folder = str(data.prepare_lm(str(tmp_path / "t.txt"), "unigram250", tmp_path / "u"))
+    train.main([*T5, "--dataset", folder, "--max-steps", "3", "--out-dir", str(tmp_path / "run")])
+    cfg, task, model, _ = train.run_model(tmp_path / "run")
+    V, config = task.tok.vocab_size, model.config  # at most 250: the small text offers fewer pieces
+    ids = (task.pad, task.eos, task.first_sentinel, task.vocab_size)
+    assert ids == (0, 1, V - 1, V) == (config.pad_token_id, config.eos_token_id, V - 1, config.vocab_size)
+    labels = task.batch([0, 50], "val")["labels"]
+    assert labels[:, 0].eq(V - 1).all() and labels[:, -1].eq(1).all() and labels.max() == V - 1
 
 
 @multi30k
@@ -555,3 +574,30 @@ def test_fsdp_two_processes_equal_one_process_and_resume(lm_data, tmp_path):
     assert max((wf[k] - wo[k]).abs().max().item() for k in wf) <= 1e-5
     assert len(rows(fsdp, "loss")) == 4
     assert rows(fsdp, "loss") == pytest.approx(rows(tmp_path / "one", "loss"), rel=1e-5)
+
+
+def test_adamw_scale_is_adams_step_times_the_tensors_rms():
+    """nanoT5's AdamWScale: each step is torch's AdamW step (same betas, eps, gradients) times the
+    RMS the tensor has before it, at least 1e-3 (a zero tensor moves by lr * 1e-3 per step); its
+    decoupled weight decay is lr * weight_decay, unscaled."""
+    g = torch.Generator().manual_seed(0)
+    p, zero = (torch.randn(40, 30, generator=g) * 3).requires_grad_(), torch.zeros(5, requires_grad=True)
+    ref = p.detach().clone().requires_grad_()
+    ours = tasks.AdamWScale(
+        [p, zero], lr=0.01, betas=(0.9, 0.99), eps=1e-12
+    )  # eps sits elsewhere in torch's: out of the way
+    adam = torch.optim.AdamW([ref], lr=0.01, betas=(0.9, 0.99), eps=1e-12, weight_decay=0.0)
+    for _ in range(3):  # the moments depend on the gradients only: AdamW restarts from our point each step
+        grad = torch.randn(40, 30, generator=g)
+        p.grad, ref.grad, zero.grad = grad.clone(), grad.clone(), torch.ones(5)
+        start, rms = p.detach().clone(), p.detach().pow(2).mean().sqrt()
+        ref.data.copy_(start)
+        ours.step(), adam.step()
+        torch.testing.assert_close(
+            p.detach() - start, (ref.detach() - start) * rms, rtol=1e-4, atol=2e-6
+        )  # float32 rounding of p ~ 10
+    assert rms > 2 and torch.allclose(zero.detach(), torch.full((5,), -3 * 0.01 * 1e-3), rtol=1e-4)
+    w = torch.ones(4, requires_grad=True)
+    w.grad = torch.zeros(4)
+    tasks.AdamWScale([w], lr=0.1, weight_decay=0.5).step()
+    assert torch.allclose(w.detach(), torch.full((4,), 0.95))
