@@ -597,8 +597,8 @@ def ban_repeated_ngrams(scores, seqs, n):
 
 def seq2seq_sums(logits, labels, input_ids, attention_mask=None, label_smoothing=0.0):
     """Cross-entropy of logits (B, T, V) against labels (B, T) (-100: ignored), summed: Sums."""
-    flat, smooth = logits.flatten(0, 1).float(), label_smoothing
-    loss = F.cross_entropy(flat, labels.flatten(), ignore_index=-100, reduction="sum", label_smoothing=smooth)
+    flat = logits.flatten(0, 1).float()
+    loss = F.cross_entropy(flat, labels.flatten(), ignore_index=-100, reduction="sum", label_smoothing=label_smoothing)
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
     return Sums({"loss": (loss, "targets")}, {}, T5ForConditionalGeneration.counts(batch))
 

@@ -136,7 +136,6 @@ PRESETS = {
         save_every=250,
         log_every=10,
     ),
-    # Multi30k De->En as text to text: the Multi30k-sized T5 (7.6M), the translation preset's batches and schedule
     # Multi30k as text to text: the translation model's batches, nanoT5's optimizer (docs/t5.md's sweep)
     "t5-multi30k": dict(
         model="t5-translate",

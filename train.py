@@ -70,7 +70,7 @@ class TrainConfig:
     mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
     max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
     pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (positions start as sinusoids)
-    # optimization: AdamW; the schedule is the paper's for translation, linear for BERT, cosine for GPT
+    # optimization: AdamW by default; the schedule is the paper's for translation, linear for BERT, cosine for GPT
     optimizer: str = "adamw"  # adamw | adamw-scale (nanoT5's: steps times each tensor's RMS) | adafactor (torch's)
     batch_tokens: int = 25000  # translation, per optimizer step; the paper: ~25k source + 25k target tokens
     batch_size: int = 256  # bert, gpt: sequences per optimizer step
@@ -322,14 +322,14 @@ class Run:
         self.model = self.task.build_model().to(self.device)
         if cfg.fsdp:
             self.shard()
-        groups, adam = param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd), dict(betas=(cfg.beta1, cfg.beta2))
+        groups, betas = param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd), (cfg.beta1, cfg.beta2)
         if cfg.optimizer == "adafactor":  # factored second moments, no momentum; step min(lr, 1/sqrt(t)) * RMS(p)
             self.opt = torch.optim.Adafactor(groups, lr=cfg.lr)
         elif cfg.optimizer == "adamw-scale":
-            self.opt = tasks.AdamWScale(groups, lr=cfg.lr, eps=cfg.eps, **adam)
+            self.opt = tasks.AdamWScale(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
         else:
             fused = {"fused": True} if self.device.type == "cuda" else {}
-            self.opt = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.eps, **adam, **fused)
+            self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, **fused)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model))
         self.step, self.epoch, self.batch_in_epoch, self.saved = 0, 0, 0, None
         random.seed(cfg.seed)

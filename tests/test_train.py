@@ -583,9 +583,8 @@ def test_adamw_scale_is_adams_step_times_the_tensors_rms():
     g = torch.Generator().manual_seed(0)
     p, zero = (torch.randn(40, 30, generator=g) * 3).requires_grad_(), torch.zeros(5, requires_grad=True)
     ref = p.detach().clone().requires_grad_()
-    ours = tasks.AdamWScale(
-        [p, zero], lr=0.01, betas=(0.9, 0.99), eps=1e-12
-    )  # eps sits elsewhere in torch's: out of the way
+    # eps sits elsewhere in torch's AdamW: tiny, out of the way
+    ours = tasks.AdamWScale([p, zero], lr=0.01, betas=(0.9, 0.99), eps=1e-12)
     adam = torch.optim.AdamW([ref], lr=0.01, betas=(0.9, 0.99), eps=1e-12, weight_decay=0.0)
     for _ in range(3):  # the moments depend on the gradients only: AdamW restarts from our point each step
         grad = torch.randn(40, 30, generator=g)
@@ -593,9 +592,8 @@ def test_adamw_scale_is_adams_step_times_the_tensors_rms():
         start, rms = p.detach().clone(), p.detach().pow(2).mean().sqrt()
         ref.data.copy_(start)
         ours.step(), adam.step()
-        torch.testing.assert_close(
-            p.detach() - start, (ref.detach() - start) * rms, rtol=1e-4, atol=2e-6
-        )  # float32 rounding of p ~ 10
+        step, want = p.detach() - start, (ref.detach() - start) * rms
+        torch.testing.assert_close(step, want, rtol=1e-4, atol=2e-6)  # atol: float32 rounding of p ~ 10
     assert rms > 2 and torch.allclose(zero.detach(), torch.full((5,), -3 * 0.01 * 1e-3), rtol=1e-4)
     w = torch.ones(4, requires_grad=True)
     w.grad = torch.zeros(4)
