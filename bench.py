@@ -244,9 +244,40 @@ def gpt_cases(device, dtype, args):
     ]
 
 
+def seq2seq_cases(family, ours, hf, vocab_size, device, args, hf_kw=None):
+    """An encoder-decoder pair with the same weights: a training step on padded inputs (lengths
+    uniform in [S/2, S]), cached greedy and beam-4 generation from 4 prompts (HF's generate with
+    hf_kw too: the settings that make it do what ours does)."""
+    g = torch.Generator().manual_seed(0)
+    B, S, T = args.batch, args.seq * 2, args.seq // 2  # inputs 128, targets 32 by default
+    ids = torch.randint(3, vocab_size, (B, S), generator=g).to(device)
+    mask = (~padding_mask(B, S, S // 2, device)).long()
+    labels = torch.randint(3, vocab_size, (B, T), generator=g).to(device)
+    n, prompt, prompt_mask, hf_kw = args.gen_tokens, ids[:4], mask[:4], dict(do_sample=False) | (hf_kw or {})
+
+    def pair(**kw):
+        return (
+            Generate(ours, lambda m, x: m.generate(x, prompt_mask, max_new_tokens=n, **kw)),
+            Generate(
+                hf, lambda m, x: m.generate(input_ids=x, attention_mask=prompt_mask, max_new_tokens=n, **kw, **hf_kw)
+            ),
+        )
+
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return [
+        Case(
+            f"{family}, {B}x{S} -> {T} train step, padded", ours, hf, inputs, True, output=lambda o: o.loss, quick=True
+        ),
+        Case(f"{family} greedy generation, cache, 4x{S} -> {n} tokens", *pair(), {"input_ids": prompt}, False),
+        Case(
+            f"{family} beam-4 generation, cache, 4x{S} -> {n} tokens", *pair(num_beams=4), {"input_ids": prompt}, False
+        ),
+    ]
+
+
 def t5_cases(device, dtype, args):
-    """Ours vs HF T5ForConditionalGeneration (same weights, dropout 0): a training step on padded
-    inputs, and cached greedy generation; --t5-preset's shape and vocabulary, --t5-layers deep."""
+    """Ours vs HF T5ForConditionalGeneration (same weights, dropout 0): --t5-preset's shape and
+    vocabulary, --t5-layers deep, no EOS (every row runs the requested length)."""
     import transformers
 
     import t5
@@ -258,45 +289,29 @@ def t5_cases(device, dtype, args):
     hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**config.to_hf())).to(device, dtype)
     hf.loss_type = "ForMaskedLM"  # its default (a plain cross-entropy), named: HF otherwise notes None
     hf.load_state_dict(ours.hf_state_dict(), strict=False)  # the tied head and embed_tokens are shared.weight
-    g = torch.Generator().manual_seed(0)
-    B, S, T = args.batch, args.seq * 2, args.seq // 2  # inputs 128, targets 32 by default
-    ids = torch.randint(2, config.vocab_size, (B, S), generator=g).to(device)
-    mask = (~padding_mask(B, S, S // 2, device)).long()
-    labels = torch.randint(2, config.vocab_size, (B, T), generator=g).to(device)
-    n, prompt, prompt_mask = args.gen_tokens, ids[:4], mask[:4]
-    ours_gen = Generate(ours, lambda m, x: m.generate(x, prompt_mask, max_new_tokens=n))
-    hf_gen = Generate(
-        hf, lambda m, x: m.generate(input_ids=x, attention_mask=prompt_mask, max_new_tokens=n, do_sample=False)
-    )
-    ours_beam = Generate(ours, lambda m, x: m.generate(x, prompt_mask, max_new_tokens=n, num_beams=4))
-    hf_beam = Generate(
-        hf,
-        lambda m, x: m.generate(
-            input_ids=x, attention_mask=prompt_mask, max_new_tokens=n, num_beams=4, do_sample=False
-        ),
-    )
-    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    tag = f"{name} {L}L, {B}x{S} -> {T}"
-    return [
-        Case(f"T5 ({tag}) train step, padded", ours, hf, inputs, True, output=lambda o: o.loss, quick=True),
-        Case(
-            f"T5 ({name} {L}L) greedy generation, cache, 4x{S} -> {n} tokens",
-            ours_gen,
-            hf_gen,
-            {"input_ids": prompt},
-            False,
-        ),
-        Case(
-            f"T5 ({name} {L}L) beam-4 generation, cache, 4x{S} -> {n} tokens",
-            ours_beam,
-            hf_beam,
-            {"input_ids": prompt},
-            False,
-        ),
-    ]
+    return seq2seq_cases(f"T5 ({name} {L}L)", ours, hf, config.vocab_size, device, args)
 
 
-CASES = [transformer_cases, bert_cases, gpt_cases, t5_cases]
+def bart_cases(device, dtype, args):
+    """Ours vs HF BartForConditionalGeneration (same weights, dropout 0): --bart-preset's shape and
+    vocabulary, --bart-layers deep (encoder and decoder each), BART's generation settings on both
+    sides (forced EOS at the limit; bart-base's forced BOS)."""
+    import transformers
+
+    import bart
+
+    L, name = args.bart_layers, args.bart_preset
+    zero = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    config = bart.BartConfig.from_preset(name, encoder_layers=L, decoder_layers=L, **zero)
+    torch.manual_seed(0)
+    ours = bart.BartForConditionalGeneration(config).to(device, dtype)
+    hf = transformers.BartForConditionalGeneration(transformers.BartConfig(**config.to_hf())).to(device, dtype)
+    hf.loss_type = "ForMaskedLM"
+    hf.load_state_dict(ours.hf_state_dict(), strict=False)  # the tied head and embed_tokens are shared.weight
+    return seq2seq_cases(f"BART ({name} {L}+{L}L)", ours, hf, config.vocab_size, device, args)
+
+
+CASES = [transformer_cases, bert_cases, gpt_cases, t5_cases, bart_cases]
 
 
 # ------------------------------------------------------------------------------- measuring
@@ -490,6 +505,8 @@ def main(argv=None):
     p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--t5-preset", default="t5-small")
     p.add_argument("--t5-layers", type=int, default=4)
+    p.add_argument("--bart-preset", default="bart-base")
+    p.add_argument("--bart-layers", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile both sides")
     p.add_argument("--only", default="", help="run the cases whose name contains this text (of all rows)")
     p.add_argument("--all", action="store_true", help="every row (default: one row per family, a quick table)")

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+import subword
 from subword import CharTokenizer, HFBPETokenizer, HFUnigramTokenizer, TiktokenTokenizer, without_padding  # noqa: F401
 
-PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
-SPECIALS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3: the defaults of transformer.TransformerConfig
+PAD, BOS, EOS, SPECIALS = subword.PAD, subword.BOS, subword.EOS, subword.SPECIALS  # the translation vocabularies'
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")  # characters kept out of file names made from a source
 
 
@@ -104,25 +104,6 @@ def read_parallel(dataset, split, src_lang="de", tgt_lang="en", root=None):
 # --------------------------------------------------------------------------------- tokenizers
 
 
-def train_subword_tokenizer(texts, vocab_size=8000, kind="bpe"):
-    """A subword tokenizer (BPE or unigram) over whitespace-marked pieces (SentencePiece style:
-    '▁' marks a word start), so decoding gives back the original spacing: detokenized text."""
-    options = dict(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
-    if kind == "bpe":
-        tok = Tokenizer(models.BPE(unk_token=UNK))
-        trainer = trainers.BpeTrainer(**options)
-    elif kind == "unigram":
-        tok = Tokenizer(models.Unigram())
-        trainer = trainers.UnigramTrainer(**options, unk_token=UNK)
-    else:
-        raise ValueError(f"kind must be 'bpe' or 'unigram', got {kind!r}")
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(texts, trainer)
-    return tok
-
-
 def translation_tokenizer(dataset, src_lang="de", tgt_lang="en", vocab_size=8000, kind="bpe", root=None):
     """The joint source+target tokenizer of a dataset, trained on its train split only, saved to
     $PREP_DIR/<dataset>/ and reused (both directions share it)."""
@@ -131,7 +112,7 @@ def translation_tokenizer(dataset, src_lang="de", tgt_lang="en", vocab_size=8000
     if path.exists():
         return Tokenizer.from_file(str(path))
     pairs = read_parallel(dataset, "train", src_lang, tgt_lang, root)
-    tok = train_subword_tokenizer([s for pair in pairs for s in pair], vocab_size, kind)
+    tok = subword.train_subword_tokenizer([s for pair in pairs for s in pair], vocab_size, kind)
     _save_atomic(path, lambda tmp: tok.save(str(tmp)))
     return tok
 
@@ -246,7 +227,8 @@ def read_text(path):  # a UTF-8 text file; an error names the file and the first
 def iter_documents(source, root=None):
     """Yield documents, each a list of sentences, one at a time (memory stays bounded). source: "books"
     ($DATA_DIR/books/*.txt, a book per document, Gutenberg boilerplate removed), "wiki" ($DATA_DIR/wiki-sample/
-    wiki_sample.jsonl, an article per document), several joined with "+" ("books+wiki"), a .txt file or folder of
+    wiki_sample.jsonl, an article per document), "multi30k" / "iwslt14" (the training sentences of both sides),
+    several joined with "+" ("books+wiki"), a .txt file or folder of
     them in BERT's own format (one sentence per line, a blank line between documents), or "hf:<dataset>[:<config>]"
     (an HF dataset's train split, streamed; its "text" column, a row per document)."""
     root = _root(root)
@@ -266,6 +248,9 @@ def iter_documents(source, root=None):
                 raise FileNotFoundError(f"missing {path}: JSON lines with a 'text' field, an article per line")
             with open(path, encoding="utf-8") as f:
                 yield from (_sentences(json.loads(line)["text"]) for line in f)
+        elif part in ("multi30k", "iwslt14"):  # the German and English training text, unpaired: 100 lines a document
+            for side in zip(*read_parallel(part, "train", "de", "en", root), strict=True):
+                yield from (list(side[i : i + 100]) for i in range(0, len(side), 100))
         elif part.startswith("hf:"):
             from datasets import load_dataset
 
@@ -702,15 +687,18 @@ def _lm_texts(source, root=None):
 
 def lm_tokenizer(kind, source=None, root=None):
     """ "char" (from the source's text), "gpt2" / "cl100k_base" (tiktoken), "bpe<N>" (a byte-level BPE of N
-    tokens) or "unigram<N>" (T5's: N tokens, its 100 sentinels included), trained with HF tokenizers on the source."""
+    tokens), "bart-bpe<N>" (the same with BART's specials) or "unigram<N>" (T5's: N tokens, its 100 sentinels
+    included), trained with HF tokenizers on the source, or an HF tokenizer.json file."""
     if kind == "char":
         return CharTokenizer(sorted(set("".join(_lm_texts(source, root)))))
     if kind in ("gpt2", "cl100k_base", "r50k_base", "o200k_base"):
         return TiktokenTokenizer(kind)
-    for name, cls in (("bpe", HFBPETokenizer), ("unigram", HFUnigramTokenizer)):
+    if kind.endswith(".json"):  # a trained one, e.g. a translation task's: data.py lm then shares its ids
+        return HFBPETokenizer(Tokenizer.from_file(kind))
+    for name, cls in (("bpe", HFBPETokenizer), ("unigram", HFUnigramTokenizer), ("bart-bpe", subword.HFBartTokenizer)):
         if kind.startswith(name) and kind[len(name) :].isdigit():
             return cls.train(_lm_texts(source, root), int(kind[len(name) :]))
-    raise ValueError(f"tokenizer must be char, gpt2, cl100k_base, bpe<N> or unigram<N>, got {kind!r}")
+    raise ValueError(f"tokenizer must be char, gpt2, cl100k_base, bpe<N>, bart-bpe<N>, unigram<N>, got {kind!r}")
 
 
 def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=None):
@@ -719,7 +707,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
     its characters train, the rest validate; a corpus of documents sends every round(1 / val_fraction)-th document
     to validation, documents ending with the end-of-text token when the tokenizer has one. Documents stream to disk."""
     tok = lm_tokenizer(tokenizer, source, root)
-    out = Path(out_dir or prep_dir() / f"lm-{_UNSAFE.sub('_', source)}-{tokenizer}")
+    out = Path(out_dir or prep_dir() / _UNSAFE.sub("_", f"lm-{source}-{Path(tokenizer).stem}"))
     out.mkdir(parents=True, exist_ok=True)
     dtype = _id_dtype(tok.vocab_size)
     counts = {"train": 0, "val": 0}
@@ -758,7 +746,7 @@ def load_lm(folder):
     meta = read_meta(folder, "lm")
     if meta["tokenizer"] == "char":
         tok = CharTokenizer(meta["chars"])
-    elif meta["tokenizer"].startswith(("bpe", "unigram")):
+    elif (folder / "tokenizer.json").exists():
         cls = HFUnigramTokenizer if meta["tokenizer"].startswith("unigram") else HFBPETokenizer
         tok = cls(Tokenizer.from_file(str(folder / "tokenizer.json")))
     else:
@@ -966,7 +954,9 @@ def main(argv=None):
         b.add_argument("--" + f.name.replace("_", "-"), default=f.default, **kind)
     lm = sub.add_parser("lm", help="text -> token ids in train.bin / val.bin (GPT training data)")
     lm.add_argument("--source", default="shakespeare", help="shakespeare, books, wiki, books+wiki, a .txt, hf:<name>")
-    lm.add_argument("--tokenizer", default="char", help="char, gpt2 (online), cl100k_base, bpe<N>, unigram<N>")
+    lm.add_argument(
+        "--tokenizer", default="char", help="char, gpt2, cl100k_base, bpe<N>, bart-bpe<N>, unigram<N>, a .json"
+    )
     lm.add_argument("--out", default=None)
     lm.add_argument("--val-fraction", type=float, default=0.1)
     d = sub.add_parser("download", help="fetch the raw data into $DATA_DIR (online): " + ", ".join(WEB))

@@ -1,8 +1,12 @@
 """subword.py: tokenizers that data.py's pipelines take (each `encode(text) -> ids`, `decode(ids)
 -> text`, `vocab_size`, `eot`): characters, tiktoken's BPE, a byte-level BPE trained with HF
-`tokenizers`. (Not named tokenizers.py: that would shadow HF's package.)"""
+`tokenizers`; and the translation models' subword trainer. (Not named tokenizers.py: that would
+shadow HF's package.)"""
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIALS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3: the defaults of transformer.TransformerConfig
 
 
 def without_padding(tok):
@@ -51,13 +55,17 @@ class TiktokenTokenizer:
 
 
 class HFBPETokenizer:
-    """A byte-level BPE trained with HF `tokenizers` on the training text, <|endoftext|> = id 0."""
+    """A byte-level BPE trained with HF `tokenizers` on the training text, <|endoftext|> = id 0; or any HF
+    tokenizer.json, its end of text <|endoftext|> or else </s>."""
 
     EOT = "<|endoftext|>"
 
     def __init__(self, tok):
         tok = without_padding(tok)  # an HF checkpoint's tokenizer.json may pad or truncate
-        self.tok, self.vocab_size, self.eot = tok, tok.get_vocab_size(), tok.token_to_id(self.EOT)
+        self.tok, self.vocab_size = tok, tok.get_vocab_size()
+        self.eot = next((i for t in (self.EOT, "</s>") if (i := tok.token_to_id(t)) is not None), None)
+
+    SPECIALS, LAST = ["<|endoftext|>"], []  # the specials at the first ids, and those after the merges
 
     @classmethod
     def train(cls, texts, vocab_size):
@@ -66,9 +74,13 @@ class HFBPETokenizer:
         tok.decoder = decoders.ByteLevel()
         alphabet = pre_tokenizers.ByteLevel.alphabet()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet, show_progress=False
+            vocab_size=vocab_size - len(cls.LAST),
+            special_tokens=cls.SPECIALS,
+            initial_alphabet=alphabet,
+            show_progress=False,
         )
         tok.train_from_iterator(texts, trainer)
+        tok.add_special_tokens(cls.LAST)
         return cls(tok)
 
     def encode(self, text):
@@ -76,6 +88,13 @@ class HFBPETokenizer:
 
     def decode(self, ids):
         return self.tok.decode(list(ids))
+
+
+class HFBartTokenizer(HFBPETokenizer):
+    """BART's vocabulary layout (GPT-2's byte-level BPE with fairseq's dictionary) on a byte-level
+    BPE trained here: <s> 0, <pad> 1, </s> 2 (eos, also between documents), <unk> 3, <mask> the last id."""
+
+    EOT, SPECIALS, LAST = "</s>", ["<s>", "<pad>", "</s>", "<unk>"], ["<mask>"]
 
 
 class HFUnigramTokenizer(HFBPETokenizer):
@@ -100,3 +119,22 @@ class HFUnigramTokenizer(HFBPETokenizer):
         tok.train_from_iterator(texts, trainer)
         tok.add_special_tokens([f"<extra_id_{i}>" for i in reversed(range(sentinels))])
         return cls(tok)
+
+
+def train_subword_tokenizer(texts, vocab_size=8000, kind="bpe"):
+    """A subword tokenizer (BPE or unigram) over whitespace-marked pieces (SentencePiece style:
+    '▁' marks a word start), so decoding gives back the original spacing: detokenized text."""
+    options = dict(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token=UNK))
+        trainer = trainers.BpeTrainer(**options)
+    elif kind == "unigram":
+        tok = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(**options, unk_token=UNK)
+    else:
+        raise ValueError(f"kind must be 'bpe' or 'unigram', got {kind!r}")
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainer)
+    return tok

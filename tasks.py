@@ -15,6 +15,7 @@ answers the same contract. docs/architecture.md shows a toy task end to end.
 
 import json
 import math
+import random
 import shutil
 import time
 from pathlib import Path
@@ -116,15 +117,17 @@ PRESETS = {
         dropout=0.2,
         eval_iters=200,
     ),
-    # T5 span corruption on a CPU: the Multi30k-sized T5 (7.6M at an 8,000 vocabulary), inputs of 128 tokens
+    # T5 span corruption on a CPU: the Multi30k-sized T5 (7.6M at an 8,000 vocabulary), inputs of 128 tokens,
+    # nanoT5's optimizer (AdamW with RMS scaling, lr 2e-2, cosine to 1e-5, clip 1, no dropout), a smaller batch
     "t5-span-cpu": dict(
         model="t5",
         arch="t5-multi30k",
         context=128,
         batch_size=32,
-        lr=1e-3,
-        min_lr=1e-4,
-        warmup=200,
+        optimizer="adamw-scale",
+        lr=2e-2,
+        min_lr=1e-5,
+        warmup=300,
         schedule="cosine",
         eps=1e-8,
         beta2=0.99,
@@ -157,6 +160,31 @@ PRESETS = {
     ),
     "bert-tiny-test": dict(
         model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
+    ),
+    # BART denoising on a CPU: bart-small (about the Multi30k model), 128-token windows; fairseq's
+    # BART recipe scaled down (AdamW 0.9/0.98, eps 1e-6, weight decay 0.01, clip 0.1... here 1.0)
+    "bart-denoise-cpu": dict(
+        model="bart",
+        arch="bart-small",
+        context=128,
+        batch_size=32,
+        lr=1e-3,
+        min_lr=1e-5,
+        warmup=300,
+        schedule="cosine",
+        beta2=0.98,
+        eps=1e-6,
+        weight_decay=0.01,
+        clip=1.0,
+        dropout=0.1,
+        max_steps=3000,
+        max_epochs=10**6,
+        eval_every=250,
+        save_every=250,
+        log_every=10,
+    ),
+    "bart-tiny-test": dict(
+        model="bart", arch="bart-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
     ),
 }
 PRESETS["bert-base-1gpu"] = {**PRESETS["bert-base-8gpu"], **PRESETS["bert-base-1gpu"]}
@@ -342,7 +370,7 @@ class TranslationTask:
 
     fields = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "max_len", "d_model", "nhead", "num_layers")
     fields += ("dim_feedforward", "norm_first", "share_embeddings", "label_smoothing", "batch_tokens", "beam")
-    fields += ("length_penalty",)  # the TrainConfig fields only this family reads (train.py --help, the header)
+    fields += ("length_penalty", "train_fraction")  # the TrainConfig fields only this family reads (--help, header)
 
     def __init__(self, cfg, world):
         self.cfg = cfg
@@ -351,6 +379,10 @@ class TranslationTask:
         self.train_pairs = data.encode_pairs(
             self.tok, data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang), cfg.max_len
         )
+        if cfg.train_fraction < 1:  # a random share of the pairs, the same for every run of this seed
+            n = len(self.train_pairs)
+            keep = sorted(random.Random(cfg.seed).sample(range(n), round(cfg.train_fraction * n)))
+            self.train_pairs = [self.train_pairs[i] for i in keep]
         self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
         self.valid_pairs = data.encode_pairs(self.tok, self.valid_text)
         self.lengths = [max(len(s), len(t)) for s, t in self.train_pairs]
@@ -419,7 +451,7 @@ class T5TranslationTask(TranslationTask):
     length penalty, sum log p / length**lp)."""
 
     fields = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "max_len", "batch_tokens", "beam", "length_penalty")
-    fields += ("label_smoothing",)
+    fields += ("label_smoothing", "train_fraction", "init_from")
     fields += ("arch",)  # the model is a t5.PRESETS shape: the translation model's d_model... do not apply
     LANGUAGES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
 
@@ -437,10 +469,33 @@ class T5TranslationTask(TranslationTask):
         import t5
 
         c, ids = self.cfg, dict(pad_token_id=self.pad, eos_token_id=self.eos, decoder_start_token_id=self.pad)
-        config = t5.T5Config.from_preset(c.arch, vocab_size=self.tok.get_vocab_size(), dropout_rate=c.dropout, **ids)
-        model = t5.T5ForConditionalGeneration(config)
+        if c.init_from:  # e.g. a span-corruption run on this vocabulary (data.py lm --tokenizer <its file>)
+            model = t5.T5ForConditionalGeneration.from_pretrained(c.init_from, dropout_rate=c.dropout)
+            self.check_checkpoint(model.config, ids, T.resolve_checkpoint(c.init_from))
+        else:
+            V = self.tok.get_vocab_size()
+            config = t5.T5Config.from_preset(c.arch, vocab_size=V, dropout_rate=c.dropout, **ids)
+            model = t5.T5ForConditionalGeneration(config)
         model.label_smoothing = c.label_smoothing
         return model
+
+    def check_checkpoint(self, config, ids, folder):
+        """--init-from must speak this vocabulary: its tokens (tokenizer.json, when it has one) at the same
+        ids, room for them all, and the same pad, eos and decoder start."""
+        have = {k: getattr(config, k) for k in ids}
+        if config.vocab_size < self.tok.get_vocab_size() or have != ids:
+            raise ValueError(
+                f"--init-from {folder}: vocabulary {config.vocab_size} and ids {have}; this task needs at least"
+                f" {self.tok.get_vocab_size()} tokens and {ids}"
+            )
+        from tokenizers import Tokenizer
+
+        path = Path(folder) / "tokenizer.json"
+        if path.exists() and (vocab := Tokenizer.from_file(str(path)).get_vocab()) != self.tok.get_vocab():
+            raise ValueError(
+                f"--init-from {folder} has another tokenizer.json ({len(vocab)} tokens) than this task's"
+                f" ({self.tok.get_vocab_size()}): pretrain on `data.py lm --tokenizer <this task's tokenizer file>`"
+            )
 
     def batch(self, indices, pairs=None):
         pairs = self.train_pairs if pairs is None else pairs
@@ -704,8 +759,10 @@ class LMTask:
             out[key] = objective_means(model, batches, autocast)["loss"]
         return out
 
-    def export(self, model, folder):
+    def export(self, model, folder):  # and the data's tokenizer.json where there is one
         model.save_pretrained(folder)
+        if (Path(self.cfg.dataset) / "tokenizer.json").exists():
+            shutil.copy(Path(self.cfg.dataset) / "tokenizer.json", Path(folder) / "tokenizer.json")
 
 
 class AdamWScale(torch.optim.Optimizer):
@@ -744,8 +801,9 @@ class SpanCorruptionTask(LMTask):
     corruption on random windows of the token files of `python data.py lm`. A window holds as many
     raw tokens as an input of `context` tokens takes after corruption (568 for 512); its noise is
     seeded by the run's seed and the window's offset, so runs resume exactly. A T5 vocabulary
-    (`--tokenizer unigram<N>`) gives its own pad (the decoder start), eos and 100 sentinels; with
-    any other, the data's ids stay and T5's come after them: pad, eos, then the sentinels,
+    (`--tokenizer unigram<N>`) gives its own pad (the decoder start), eos and 100 sentinels; one
+    with <pad> and </s> (a translation vocabulary) gets the sentinels after its ids; with any
+    other, the data's ids stay and T5's come after them: pad, eos, then the sentinels,
     <extra_id_0> the top id. Validation: the loss on eval_iters fixed batches of each split."""
 
     def __init__(self, cfg, world):
@@ -758,9 +816,11 @@ class SpanCorruptionTask(LMTask):
         self.window, self.target_length = t5.input_and_target_lengths(self.context)
         self.check_length()
         V, tok = self.meta["vocab_size"], getattr(self.tok, "tok", None)
-        if tok is not None and tok.token_to_id("<extra_id_0>") is not None:
-            ids = [tok.token_to_id(t) for t in ("<pad>", "</s>", "<extra_id_0>")]
-            self.pad, self.eos, self.first_sentinel, self.vocab_size = *ids, V
+        pad, eos, sentinel = (tok.token_to_id(t) if tok else None for t in ("<pad>", "</s>", "<extra_id_0>"))
+        if sentinel is not None:
+            self.pad, self.eos, self.first_sentinel, self.vocab_size = pad, eos, sentinel, V
+        elif pad is not None and eos is not None:  # e.g. a translation vocabulary: its own pad and eos
+            self.pad, self.eos, self.first_sentinel, self.vocab_size = pad, eos, V + 99, V + 100
         else:
             self.pad, self.eos, self.first_sentinel, self.vocab_size = V, V + 1, V + 101, V + 102
         self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"], "window": self.window}
@@ -797,6 +857,87 @@ class SpanCorruptionTask(LMTask):
         inputs, labels = (torch.from_numpy(np.stack(x).astype(np.int64)) for x in zip(*pairs, strict=True))
         decoder_input_ids = torch.cat([torch.full_like(labels[:, :1], self.pad), labels[:, :-1]], 1)
         return {"input_ids": inputs, "decoder_input_ids": decoder_input_ids, "labels": labels}
+
+
+class DenoisingTask(LMTask):
+    """--model bart (ours) or hf-bart (HF's BartForConditionalGeneration, same initial weights):
+    BART's denoising on random windows of the token files of `python data.py lm`: each window,
+    <s> + (context - 2) tokens + </s>, is the target; the encoder reads it noised by --noising
+    (bart.add_noise; sentences end at the newline token, the sentence separator of data.py's
+    documents), seeded by the run's seed and the window's offset, so runs resume exactly. A BART
+    vocabulary (`--tokenizer bart-bpe<N>`) gives its ids; those of <s> <pad> </s> <mask> that
+    another lacks come after its ids (a translation vocabulary: <mask> only). Validation: the loss
+    on eval_iters fixed batches of each split."""
+
+    fields = ("arch", "context", "init_from", "batch_size", "eval_iters", "noising")
+
+    def __init__(self, cfg, world):
+        import bart
+
+        if cfg.noising not in bart.NOISINGS:
+            raise ValueError(f"noising (--noising) must be one of {', '.join(bart.NOISINGS)}, got {cfg.noising!r}")
+        self.cfg = cfg
+        self.micro_size = micro_size(cfg, world, "batch_size")  # windows per micro-batch
+        self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
+        self.context = cfg.context or 512
+        self.window = self.context - 2  # the inner tokens; <s> and </s> around them
+        self.check_length()
+        V, tok = self.meta["vocab_size"], getattr(self.tok, "tok", None)
+        found = [tok.token_to_id(t) if tok else None for t in ("<s>", "<pad>", "</s>", "<mask>")]
+        extra = iter(range(V, V + 4))  # the ones the vocabulary lacks come after its ids
+        self.bos, self.pad, self.eos, self.mask = (i if i is not None else next(extra) for i in found)
+        self.vocab_size = V + found.count(None)
+        newline = tok.encode("\n", add_special_tokens=False).ids if tok else []
+        self.full_stop = newline[0] if len(newline) == 1 else -1  # no such token: one sentence per window
+        self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"], "noising": cfg.noising}
+
+    def build_model(self):
+        import bart
+
+        c = self.cfg
+        drop = dict(dropout=c.dropout, attention_dropout=c.dropout, activation_dropout=c.dropout)
+        if c.init_from:
+            ours = bart.BartForConditionalGeneration.from_pretrained(c.init_from, **drop)
+        else:
+            ids = dict(bos_token_id=self.bos, pad_token_id=self.pad, eos_token_id=self.eos)
+            ids |= dict(decoder_start_token_id=self.eos, forced_eos_token_id=self.eos)
+            config = bart.BartConfig.from_preset(c.arch, vocab_size=self.vocab_size, **drop, **ids)
+            ours = bart.BartForConditionalGeneration(config)
+        mc = ours.config
+        if mc.vocab_size != self.vocab_size or mc.max_position_embeddings < self.context:
+            raise ValueError(
+                f"the model's vocabulary ({mc.vocab_size}) or positions ({mc.max_position_embeddings}) do not fit"
+                f" the data's vocabulary + BART's ({self.vocab_size}) or --context {self.context}"
+            )
+        if c.model == "bart":
+            return ours
+        import t5
+
+        sums = lambda out, b: t5.seq2seq_sums(out.logits, b["labels"], b["input_ids"], b["attention_mask"])  # noqa: E731
+        return hf_twin(ours, sums, ("input_ids", "attention_mask", "decoder_input_ids"))
+
+    def batch(self, offsets, split="train"):
+        import bart
+
+        tokens, seed = self.splits[split], [self.cfg.seed, 0 if split == "train" else 1]
+        docs = [np.concatenate([[self.bos], tokens[o : o + self.window], [self.eos]]).astype(np.int64) for o in offsets]
+        noised = [
+            bart.add_noise(
+                d, np.random.default_rng([*seed, o]), self.cfg.noising, self.mask, self.full_stop, self.vocab_size
+            )
+            for d, o in zip(docs, offsets, strict=True)
+        ]
+        inputs = torch.full((len(docs), max(map(len, noised))), self.pad, dtype=torch.long)
+        for r, x in enumerate(noised):
+            inputs[r, : len(x)] = torch.from_numpy(x)
+        labels = torch.from_numpy(np.stack(docs))
+        decoder_input_ids = torch.cat([torch.full_like(labels[:, :1], self.eos), labels[:, :-1]], 1)
+        return {
+            "input_ids": inputs,
+            "attention_mask": inputs != self.pad,
+            "decoder_input_ids": decoder_input_ids,
+            "labels": labels,
+        }
 
 
 def sample(model, tok, prompt, max_new_tokens=500, temperature=0.8, top_k=200, top_p=None, seed=1337):

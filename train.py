@@ -46,7 +46,7 @@ import transformer as T
 
 @dataclass
 class TrainConfig:
-    model: str = "transformer"  # a row of FAMILIES: transformer, bert, gpt, t5, t5-translate (hf-*: HF's twins)
+    model: str = "transformer"  # a row of FAMILIES: transformer, bert, gpt, t5, t5-translate, bart (hf-*: HF's)
     dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
     src_lang: str = "de"  # translation: the source language (a file suffix of the dataset)
     tgt_lang: str = "en"  # translation: the target language
@@ -55,6 +55,7 @@ class TrainConfig:
     vocab_size: int = 8000  # translation: one joint subword vocabulary for both languages
     tokenizer: str = "bpe"  # translation: the subword model, bpe | unigram
     max_len: int = 128  # translation: training pairs with a longer side (in tokens) are dropped
+    train_fraction: float = 1.0  # translation: train on this random share of the pairs (labeled data scarce)
     # model: the paper's defaults are in transformer.TransformerConfig
     d_model: int = 512  # translation: the model width
     nhead: int = 8  # translation: attention heads
@@ -70,6 +71,7 @@ class TrainConfig:
     mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
     max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
     pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (positions start as sinusoids)
+    noising: str = "infill+permute"  # bart: mask, delete, infill, permute, rotate or infill+permute (BART-large's)
     # optimization: AdamW by default; the schedule is the paper's for translation, linear for BERT, cosine for GPT
     optimizer: str = "adamw"  # adamw | adamw-scale (nanoT5's: steps times each tensor's RMS) | adafactor (torch's)
     batch_tokens: int = 25000  # translation, per optimizer step; the paper: ~25k source + 25k target tokens
@@ -129,7 +131,7 @@ RANGES = [  # (fields, test, what the value must be)
     (AT_LEAST_0, lambda v: v >= 0, ">= 0"),
     (("lr", "eps"), lambda v: v > 0, "> 0"),
     (("dropout", "label_smoothing", "mask_prob", "beta1", "beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
-    (("llrd",), lambda v: 0 < v <= 1, "in (0, 1]"),
+    (("llrd", "train_fraction"), lambda v: 0 < v <= 1, "in (0, 1]"),
 ]
 CHOICES = {
     "schedule": ("noam", "linear", "cosine"),
@@ -226,6 +228,8 @@ FAMILIES = {
     "t5": tasks.SpanCorruptionTask,
     "hf-t5": tasks.SpanCorruptionTask,  # HF's T5ForConditionalGeneration, our initial weights
     "t5-translate": tasks.T5TranslationTask,  # text to text on a translation dataset
+    "bart": tasks.DenoisingTask,
+    "hf-bart": tasks.DenoisingTask,  # HF's BartForConditionalGeneration, our initial weights
 }
 
 

@@ -40,14 +40,18 @@ def test_bench_rows_and_json(tmp_path):
         "t5-tiny-test",
         "--t5-layers",
         "1",
+        "--bart-preset",
+        "bart-tiny-test",
+        "--bart-layers",
+        "1",
         "--repeats",
         "1",
         "--json",
     ] + [str(out)]
     quick = bench.main(args[:-2])  # the default table: one row per family
-    assert [r["case"].split()[0] for r in quick] == ["Transformer", "BertForPreTraining", "GPT-2", "T5"]
+    assert [r["case"].split()[0] for r in quick] == ["Transformer", "BertForPreTraining", "GPT-2", "T5", "BART"]
     rows = bench.main([*args, "--all"])
-    assert len(rows) == 16 and any(r["case"].startswith("BertForPreTraining") for r in rows)
+    assert len(rows) == 19 and any(r["case"].startswith("BertForPreTraining") for r in rows)
     for r in rows:
         assert r["max_abs_diff"] < 1e-4, r
         assert r["ours_ms"] > 0 and r["ref_ms"] > 0 and r["time_ratio"] > 0

@@ -423,6 +423,91 @@ def test_t5_translate_trains_validates_and_scores_bleu(tmp_path):
     assert greedy[0] == task.translate(model, sentences[:1], beam=1)[0]  # batching does not change a translation
 
 
+@multi30k
+def test_t5_transfer_pretrains_on_the_translation_vocabulary_and_fine_tunes_from_it(tmp_path):
+    """The transfer study's path: `data.py lm` on Multi30k's unpaired training text with the translation
+    task's tokenizer file, span corruption on it (the vocabulary's pad and eos, sentinels after its ids),
+    the export, then t5-translate --init-from it on a share of the pairs; a checkpoint of another
+    vocabulary or bad --train-fraction are named errors."""
+    import data
+    import t5
+
+    args = ["--preset", "t5-multi30k", "--arch", "t5-tiny-test", "--vocab-size", "500", "--max-steps", "1"]
+    train.main([*args, "--eval-every", "0", "--out-dir", str(tmp_path / "scratch")])
+    tok_file = Path(os.environ["PREP_DIR"]) / "multi30k" / "tokenizer-de-en-bpe500.json"
+    docs = list(data.iter_documents("multi30k"))
+    n_pairs = len(data.read_parallel("multi30k", "train", "de", "en"))
+    assert sum(map(len, docs)) == 2 * n_pairs and max(map(len, docs)) == 100
+    folder = data.prepare_lm("multi30k", str(tok_file), tmp_path / "lm")
+    meta, tok, splits = data.load_lm(folder)
+    assert meta["vocab_size"] == 500 and tok.eot == 2 and splits["val"].size > 0  # documents end with </s>
+    train.main([*T5, "--dataset", str(folder), "--max-steps", "3", "--out-dir", str(tmp_path / "span")])
+    _, span, pretrained, _ = train.run_model(tmp_path / "span")
+    assert (span.pad, span.eos, span.first_sentinel, span.vocab_size) == (0, 2, 599, 600)
+    train.main(["--out-dir", str(tmp_path / "span"), "--export-hf", str(tmp_path / "hf")])
+    assert (tmp_path / "hf" / "tokenizer.json").exists()
+    tune = [*args, "--init-from", str(tmp_path / "hf"), "--train-fraction", "0.1", "--eval-every", "0"]
+    train.main([*tune, "--out-dir", str(tmp_path / "tuned")])
+    cfg, task, _, _ = train.run_model(tmp_path / "tuned")
+    start = task.build_model()  # the fine-tuning's first weights: the pretrained ones
+    assert len(task.train_pairs) == round(0.1 * len(train.run_model(tmp_path / "scratch")[1].train_pairs))
+    assert isinstance(start, t5.T5ForConditionalGeneration) and start.config.vocab_size == 600
+    assert torch.equal(start.shared.weight, pretrained.shared.weight)
+    with pytest.raises(ValueError, match="another tokenizer.json"):
+        train.main([*tune, "--vocab-size", "400", "--out-dir", str(tmp_path / "other")])
+    with pytest.raises(ValueError, match=r"train_fraction \(--train-fraction\) must be in \(0, 1\]"):
+        train.main([*args, "--train-fraction", "0", "--out-dir", str(tmp_path / "none")])
+
+
+BART = ["--preset", "bart-tiny-test", "--log-every", "1", "--eval-every", "5", "--eval-iters", "2", "--dropout", "0"]
+
+
+@pytest.mark.parametrize("noising", ["infill+permute", "rotate"])
+def test_bart_denoising_matches_hf_bart_and_resumes_exactly(noising, tmp_path):
+    """--model bart and --model hf-bart from the same init on the same noised windows (a BART
+    vocabulary from `data.py lm --tokenizer bart-bpe<N>`) log the same losses; a resumed run equals
+    the uninterrupted one; the export loads in HF; the batches are BART's."""
+    import transformers
+
+    import data
+
+    text = "".join(f"line {i % 97}: the quick brown fox {i % 13} jumps.\n" for i in range(3000))
+    (tmp_path / "t.txt").write_text(text)
+    folder = str(data.prepare_lm(str(tmp_path / "t.txt"), "bart-bpe300", tmp_path / "b"))
+    common = [*BART, "--dataset", folder, "--noising", noising]
+    for model in ("bart", "hf-bart"):
+        train.main([*common, "--model", model, "--max-steps", "10", "--out-dir", str(tmp_path / model)])
+    for key in ("loss", "val_loss", "train_eval_loss"):
+        ours, hf = rows(tmp_path / "bart", key), rows(tmp_path / "hf-bart", key)
+        assert len(ours) == len(hf) > 0 and ours == pytest.approx(hf, rel=1e-4), key
+    assert rows(tmp_path / "bart", "loss")[-1] < rows(tmp_path / "bart", "loss")[0]
+    a, b = tmp_path / "a", tmp_path / "b7"
+    resumable = [*common, "--save-every", "3", "--dropout", "0.1", "--decay-steps", "12"]
+    train.main([*resumable, "--out-dir", str(a), "--max-steps", "7"])
+    train.main([*resumable, "--out-dir", str(b), "--max-steps", "5"])
+    (b / "ckpt_0000005.pt").unlink()  # killed before the final save: resume from step 3
+    train.main(["--out-dir", str(b), "--resume", "--max-steps", "7"])
+    assert rows(a, "loss") == rows(b, "loss") and len(rows(a, "loss")) == 7
+    train.main(["--out-dir", str(a), "--export-hf", str(tmp_path / "hf")])
+    cfg, task, ours, _ = train.run_model(a)
+    batch = task.batch([0, 100, 200], "val")
+    hf = transformers.BartForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        assert (hf(**batch).logits - ours(**batch).logits).abs().max() < 1e-4
+    V = task.tok.vocab_size
+    assert (task.bos, task.pad, task.eos, task.mask, task.vocab_size) == (0, 1, 2, V - 1, V)
+    assert task.tok.decode([task.full_stop]) == "\n"  # sentences end at data.py's line breaks
+    labels, inputs = batch["labels"], batch["input_ids"]
+    assert labels.shape == (3, 32) and labels[:, 0].eq(0).all() and labels[:, -1].eq(2).all()
+    assert inputs[:, 0].eq(0).all() and not torch.equal(inputs, labels)
+    dec = batch["decoder_input_ids"]
+    assert torch.equal(dec[:, 1:], labels[:, :-1]) and dec[:, 0].eq(2).all()
+    if noising == "infill+permute":
+        assert (inputs == task.mask).any() and not batch["attention_mask"].all()  # spans shorten rows unequally
+    with pytest.raises(ValueError, match=r"noising \(--noising\) must be one of"):
+        train.main([*common, "--noising", "shuffle", "--out-dir", str(tmp_path / "bad")])
+
+
 def test_a_run_prints_its_evaluations_and_a_summary(lm_data, tmp_path, capsys):
     train.main([*GPT, "--dataset", lm_data, "--max-steps", "10", "--out-dir", str(tmp_path / "run")])
     out = capsys.readouterr().out
@@ -523,6 +608,8 @@ def family_setups(bert_data, lm_data):
             setups[name] = ("shakespeare-char-cpu", {"dataset": lm_data})
         elif name in ("t5", "hf-t5"):
             setups[name] = ("t5-tiny-test", {"dataset": lm_data})
+        elif name in ("bart", "hf-bart"):  # characters: BART's ids after the data's, one sentence per window
+            setups[name] = ("bart-tiny-test", {"dataset": lm_data})
         elif name == "t5-translate":
             if (Path(os.environ.get("DATA_DIR", "data")) / "multi30k" / "train.de").exists():
                 setups[name] = ("t5-multi30k", {"arch": "t5-tiny-test", "vocab_size": 500, "batch_tokens": 512})

@@ -1,0 +1,554 @@
+"""BART (Lewis et al. 2020, "BART: Denoising Sequence-to-Sequence Pre-training for Natural Language
+Generation, Translation, and Comprehension"), from scratch.
+
+The 2017 encoder-decoder (post-LN blocks with biases, GELU instead of ReLU), with learned
+positions (HF's table starts at offset 2: fairseq's padding convention), a layer norm on the
+embeddings of each stack, an output layer tied to the embeddings plus a bias over the vocabulary
+(`final_logits_bias`), and `</s>` as the decoder start. The blocks are transformer.py's
+(torch.nn's layers, batch first): HF's separate query/key/value projections fill their packed
+input projection through the key map. Pretraining is denoising: the encoder reads corrupted text,
+the decoder writes the original. Checkpoints are read from and written to Hugging Face's format
+(`BartModel`, `BartForConditionalGeneration`, `BartForSequenceClassification`).
+"""
+
+import math
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import transformer as T
+from bert import ClassifierOutput, classifier_sums
+from bert import counts as classifier_counts
+from gpt import next_token
+from t5 import (
+    ban_repeated_ngrams,
+    beam_search,
+    check_generation,
+    check_ids,
+    check_mask,
+    greedy_search,
+    seq2seq_counts,
+    seq2seq_sums,
+)
+
+# ----------------------------------------------------------------------------------- config
+
+
+@dataclass
+class BartConfig:
+    """Field names and defaults follow HF's BartConfig (its defaults are bart-large's shape)."""
+
+    vocab_size: int = 50265
+    max_position_embeddings: int = 1024
+    d_model: int = 1024
+    encoder_layers: int = 12
+    encoder_ffn_dim: int = 4096
+    encoder_attention_heads: int = 16
+    decoder_layers: int = 12
+    decoder_ffn_dim: int = 4096
+    decoder_attention_heads: int = 16
+    dropout: float = 0.1  # embeddings and residual branches
+    attention_dropout: float = 0.0  # on the attention weights
+    activation_dropout: float = 0.0  # inside the feed-forward, after the activation
+    activation_function: str = "gelu"  # exact (erf)
+    init_std: float = 0.02
+    scale_embedding: bool = False  # token embeddings times sqrt(d_model) (off in bart-base/large)
+    classifier_dropout: float = 0.0
+    num_labels: int = 3  # BartForSequenceClassification (HF's default: MNLI's 3)
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    decoder_start_token_id: int = 2  # </s>
+    forced_bos_token_id: int | None = None  # generation: the first token, when set (bart-large: <s>)
+    forced_eos_token_id: int | None = 2  # generation: the token at the length limit
+    model_type: str = "bart"
+
+    def __post_init__(self):
+        if self.activation_function not in T.ACTIVATIONS:
+            raise ValueError(
+                f"activation_function must be one of {sorted(T.ACTIVATIONS)}, got {self.activation_function!r}"
+            )
+        for heads, name in ((self.encoder_attention_heads, "encoder"), (self.decoder_attention_heads, "decoder")):
+            if self.d_model % heads:
+                raise ValueError(f"d_model ({self.d_model}) must be divisible by {name}_attention_heads ({heads})")
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_hf(cls, hf: dict, **overrides):
+        """From the dict of an HF config.json (BartConfig)."""
+        if hf.get("model_type") != "bart":
+            raise ValueError(f"config.json: model_type must be 'bart', got {hf.get('model_type')!r}")
+        kw = {f.name: hf[f.name] for f in fields(cls) if f.name in hf}
+        if "id2label" in hf:
+            kw["num_labels"] = len(hf["id2label"])
+        return cls(**{**kw, **overrides})
+
+    def to_hf(self, architecture="BartForConditionalGeneration"):
+        hf = asdict(self)
+        n = hf.pop("num_labels")
+        hf["id2label"], hf["label2id"] = {str(i): f"LABEL_{i}" for i in range(n)}, {f"LABEL_{i}": i for i in range(n)}
+        return {**hf, "architectures": [architecture], "is_encoder_decoder": True, "tie_word_embeddings": True}
+
+
+_RELEASED = dict(dropout=0.1, attention_dropout=0.1, activation_dropout=0.1, forced_bos_token_id=0)
+
+
+def _shape(d, layers, ffn, heads, **kw):  # encoder and decoder alike
+    both = dict(encoder_layers=layers, decoder_layers=layers, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn)
+    return dict(d_model=d, **both, encoder_attention_heads=heads, decoder_attention_heads=heads, **kw)
+
+
+PRESETS = {
+    "bart-base": _shape(768, 6, 3072, 12, **_RELEASED),  # 139,420,416 parameters
+    "bart-large": _shape(1024, 12, 4096, 16, **_RELEASED),  # 406,291,456
+    # CPU sizes: about transformer.py's Multi30k model (7.8M with an 8,000 vocabulary), and a test size
+    "bart-small": _shape(256, 3, 1024, 8, vocab_size=8000, max_position_embeddings=512),
+    "bart-tiny-test": _shape(32, 2, 64, 4, vocab_size=99, max_position_embeddings=64, dropout=0.0),
+}
+
+# -------------------------------------------------------------------------------- the model
+
+
+class Stack(nn.Module):
+    """The encoder or the decoder: the token embeddings (the shared table, given) plus learned
+    positions, a layer norm and dropout, then post-LN layers (transformer.py's, batch first)."""
+
+    def __init__(self, c: BartConfig, decoder):
+        super().__init__()
+        layer = T.TransformerDecoderLayer if decoder else T.TransformerEncoderLayer
+        n, heads, ffn = (
+            (c.decoder_layers, c.decoder_attention_heads, c.decoder_ffn_dim)
+            if decoder
+            else (c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim)
+        )
+        act = T.ACTIVATIONS[c.activation_function]
+        self.layers = nn.ModuleList(layer(c.d_model, heads, ffn, c.dropout, act, batch_first=True) for _ in range(n))
+        for block in self.layers:  # torch.nn's layers take one rate; BART has three
+            block.dropout.p = c.activation_dropout
+            for attn in (block.self_attn, getattr(block, "multihead_attn", None)):
+                if attn is not None:
+                    attn.dropout = c.attention_dropout
+        self.embed_positions = nn.Embedding(c.max_position_embeddings + 2, c.d_model)
+        self.layernorm_embedding = nn.LayerNorm(c.d_model)
+        self.dropout = nn.Dropout(c.dropout)
+        self.scale, self.max_len = math.sqrt(c.d_model) if c.scale_embedding else 1.0, c.max_position_embeddings
+
+    def embed(self, x, pos=0):  # token embeddings (B, T, d) at positions pos.. -> the first layer's input
+        if pos + x.shape[1] > self.max_len:
+            raise ValueError(f"sequences longer than max_position_embeddings={self.max_len}: {pos + x.shape[1]}")
+        positions = torch.arange(pos + 2, pos + 2 + x.shape[1], device=x.device)  # HF's offset of 2
+        return self.dropout(self.layernorm_embedding(x * self.scale + self.embed_positions(positions)))
+
+
+class Seq2SeqLMOutput(NamedTuple):
+    logits: Tensor  # (B, T_dec, V)
+    loss: Tensor | None = None  # mean cross-entropy over labels != -100
+    sums: T.Sums | None = None  # the same summed over the targets, for the training loop
+    encoder_last_hidden_state: Tensor | None = None  # (B, T_enc, d)
+
+
+class BartModel(T.HFCheckpoint, nn.Module):
+    """The shared embeddings, the encoder and the decoder.
+
+    forward(input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None)
+    -> the decoder's last hidden states (B, T_dec, d_model); without decoder_input_ids, the input
+    ids shifted right (BART's denoising setup). Masks: 1 = token, 0 = padding."""
+
+    def __init__(self, config: BartConfig):
+        super().__init__()
+        self.config = c = config
+        self.shared = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_token_id)
+        self.encoder, self.decoder = Stack(c, decoder=False), Stack(c, decoder=True)
+        self._init_weights()
+
+    def _init_weights(self):
+        """HF's: every matrix and embedding N(0, init_std), biases 0, the pad embedding 0, norms 1."""
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif "norm" in name:
+                nn.init.ones_(p)
+            else:
+                nn.init.normal_(p, std=self.config.init_std)
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+
+    @property
+    def body(self):  # the BartModel inside a head class (self for the bare model)
+        return getattr(self, "model", self)
+
+    def encode(self, input_ids, attention_mask=None):  # -> (B, T, d), the mask (B, T) bool
+        m = self.body
+        B, S = check_ids(input_ids, "input_ids", self.config.vocab_size)
+        mask = check_mask(attention_mask, "attention_mask", (B, S), input_ids.device)
+        x, pad = m.encoder.embed(m.shared(input_ids)), None if mask.all() else ~mask
+        for layer in m.encoder.layers:
+            x = layer(x, src_key_padding_mask=pad)
+        return x, mask
+
+    def decode(self, ids, memory, memory_mask, attention_mask=None):
+        """Decoder ids (B, T) -> hidden states (B, T, d); memory_mask (B, S) bool, True = token."""
+        m = self.body
+        B, L = check_ids(ids, "decoder_input_ids", self.config.vocab_size)
+        keys = check_mask(attention_mask, "decoder_attention_mask", (B, L), ids.device)
+        causal = torch.ones(L, L, dtype=torch.bool, device=ids.device).triu(1)  # True: may not look
+        pad, memory_pad = None if keys.all() else ~keys, None if memory_mask.all() else ~memory_mask
+        x = m.decoder.embed(m.shared(ids))
+        for layer in m.decoder.layers:
+            x = layer(x, memory, causal, None, pad, memory_pad, tgt_is_causal=pad is None)
+        return x
+
+    def shift_right(self, ids):  # (B, T) -> decoder inputs: the start token, then ids[:, :-1] (-100 -> pad)
+        c = self.config
+        shifted = torch.cat([torch.full_like(ids[:, :1], c.decoder_start_token_id), ids[:, :-1]], 1)
+        return shifted.masked_fill(shifted == -100, c.pad_token_id)
+
+    def hidden(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None):
+        """-> (the decoder's states (B, T_dec, d), the encoder's (B, T, d))."""
+        memory, mask = self.encode(input_ids, attention_mask)
+        if decoder_input_ids is None:
+            decoder_input_ids = self.shift_right(input_ids)
+        return self.decode(decoder_input_ids, memory, mask, decoder_attention_mask), memory
+
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None):
+        return self.hidden(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)[0]
+
+    # ------------------------------------------------------------------- HF checkpoints
+    # (HFCheckpoint gives from_pretrained, save_pretrained, load_hf_state_dict and hf_state_dict)
+    config_class, hf_body, hf_architecture = BartConfig, "BART", "BartModel"
+    hf_optional = ("classification_head.", "final_logits_bias")  # heads that may start fresh
+
+    @property
+    def prefix(self):  # where the body sits: "model." in the head classes, as in HF's
+        return "" if self.body is self else "model."
+
+    def hf_rename(self, sd):  # a bare BartModel's keys <-> a head class's "model."-prefixed ones
+        body = ("shared.", "encoder.", "decoder.")
+        if self.prefix:
+            return {("model." + k if k.startswith(body) else k): v for k, v in sd.items()}
+        return {k.removeprefix("model."): v for k, v in sd.items()}
+
+    @property
+    def hf_tied(self):  # {HF key: our key it copies}
+        p = self.prefix
+        tied = {f"{p}encoder.embed_tokens.weight": f"{p}shared.weight"}
+        return tied | {f"{p}decoder.embed_tokens.weight": f"{p}shared.weight", "lm_head.weight": f"{p}shared.weight"}
+
+    def hf_keys(self):
+        """{our key: HF key or keys (concatenated)} for every BART class (each takes its part)."""
+        c, p = self.config, self.prefix
+        keys = {f"{p}shared.weight": f"{p}shared.weight", "final_logits_bias": "final_logits_bias"}
+        for leaf in ("dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias"):
+            keys[f"classification_head.{leaf}"] = f"classification_head.{leaf}"
+        for stack, n in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
+            for name in ("embed_positions.weight", "layernorm_embedding.weight", "layernorm_embedding.bias"):
+                keys[f"{p}{stack}.{name}"] = f"{p}{stack}.{name}"
+            norms = ["self_attn_layer_norm", "final_layer_norm"]
+            if stack == "decoder":
+                norms.insert(1, "encoder_attn_layer_norm")
+            for i in range(n):
+                ours, hf = f"{p}{stack}.layers.{i}.", f"{p}{stack}.layers.{i}."
+                attns = {"self_attn": "self_attn", "multihead_attn": "encoder_attn"} if stack == "decoder" else {}
+                for a, h in (attns or {"self_attn": "self_attn"}).items():
+                    for kind in ("weight", "bias"):
+                        keys[f"{ours}{a}.in_proj_{kind}"] = tuple(f"{hf}{h}.{x}_proj.{kind}" for x in "qkv")
+                        keys[f"{ours}{a}.out_proj.{kind}"] = f"{hf}{h}.out_proj.{kind}"
+                for kind in ("weight", "bias"):
+                    keys[f"{ours}linear1.{kind}"], keys[f"{ours}linear2.{kind}"] = f"{hf}fc1.{kind}", f"{hf}fc2.{kind}"
+                    for j, norm in enumerate(norms, 1):
+                        keys[f"{ours}norm{j}.{kind}"] = f"{hf}{norm}.{kind}"
+        return keys
+
+    def hf_config(self):
+        return self.config.to_hf(self.hf_architecture)
+
+
+class BartForConditionalGeneration(BartModel):
+    """BART with its language-model head (the embeddings, plus final_logits_bias).
+
+    forward(input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+    labels=None) -> Seq2SeqLMOutput. Without decoder_input_ids: the labels shifted right when
+    given (decoder_start_token_id first, -100 -> pad), else the input ids shifted right. With
+    labels the output's `sums` hold the loss summed over the targets, and `counts(batch)` their
+    number (the training loop's contract, transformer.Sums)."""
+
+    hf_architecture = "BartForConditionalGeneration"
+
+    def __init__(self, config: BartConfig):
+        nn.Module.__init__(self)
+        self.config = config
+        self.model = BartModel(config)
+        self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+
+    def logits(self, x):  # (B, T, d) -> (B, T, V)
+        return F.linear(x, self.model.shared.weight) + self.final_logits_bias
+
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None, labels=None):
+        if labels is not None:
+            B = input_ids.shape[0] if isinstance(input_ids, Tensor) and input_ids.dim() == 2 else None
+            if not isinstance(labels, Tensor) or labels.dim() != 2 or labels.shape[0] != B:
+                got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+                raise ValueError(f"labels must be (batch={B}, target length), got {got}")
+            V = self.config.vocab_size
+            if ((labels >= V) | ((labels < 0) & (labels != -100))).any():
+                raise ValueError(f"labels has ids outside [0, vocab_size={V}) (or -100: ignored)")
+            if decoder_input_ids is None:
+                decoder_input_ids = self.shift_right(labels)
+            elif decoder_input_ids.shape != labels.shape:
+                raise ValueError(
+                    f"labels {tuple(labels.shape)} and decoder_input_ids {tuple(decoder_input_ids.shape)} differ"
+                )
+        h, memory = self.hidden(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+        logits = self.logits(h)
+        if labels is None:
+            return Seq2SeqLMOutput(logits, encoder_last_hidden_state=memory)
+        sums = seq2seq_sums(logits, labels, input_ids, attention_mask)
+        return Seq2SeqLMOutput(logits, sums.loss(), sums, memory)
+
+    counts = staticmethod(seq2seq_counts)  # the loop's contract: targets, real tokens
+
+    # ------------------------------------------------------------------------- generation
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids,
+        attention_mask=None,
+        max_new_tokens=20,
+        num_beams=1,
+        length_penalty=1.0,
+        early_stopping=False,
+        no_repeat_ngram_size=0,
+        min_length=0,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        do_sample=False,
+        temperature=1.0,
+        top_k=50,
+        top_p=None,
+        generator=None,
+        use_cache=True,
+    ):
+        """Greedy decoding, sampling or beam search -> (B, 1 + n): decoder_start_token_id (</s>),
+        then at most max_new_tokens tokens, as HF's generate returns them (finished rows padded;
+        beam search: each row's best hypothesis by sum log p / length**length_penalty, HF's
+        stopping rules). HF's logits processors: min_length (EOS banned while the sequence, the
+        start token included, is shorter), no_repeat_ngram_size, forced_bos_token_id (the first
+        token) and forced_eos_token_id (the token at the length limit); None takes the config's
+        value, as HF's generation config does (BART: forced EOS 2; bart-base/large: forced BOS 0).
+        Sampling: gpt.py's (temperature, top_k, top_p). The encoder runs once, cross-attention
+        keys/values are computed once, the decoder's own are cached."""
+        check_generation(max_new_tokens, num_beams, early_stopping, do_sample, temperature, top_k, top_p)
+        c = self.config
+        bos = c.forced_bos_token_id if forced_bos_token_id is None else forced_bos_token_id
+        eos = c.forced_eos_token_id if forced_eos_token_id is None else forced_eos_token_id
+        memory, mask = self.encode(input_ids, attention_mask)
+        N, L = memory.shape[0] * num_beams, 1 + max_new_tokens  # rows (a row per beam), positions
+        memory, mask = memory.repeat_interleave(num_beams, 0), mask.repeat_interleave(num_beams, 0)
+        cache = T._DecoderCache(self.model.decoder, memory, ~mask) if use_cache else None
+
+        def log_probs(seqs, t, rows=None):  # seqs (N, >= t): the next token's log-probabilities (N, V)
+            if cache is not None:
+                if rows is not None:  # beam search: row r continues row rows[r]
+                    cache.reorder(rows)
+                x = self.model.decoder.embed(self.model.shared(seqs[:, t - 1 : t]), pos=t - 1)
+                for i, layer in enumerate(self.model.decoder.layers):
+                    x = layer._forward(x, partial(cache.self_attention, i), partial(cache.cross_attention, i))
+            else:
+                x = self.decode(seqs[:, :t], memory, mask)
+            scores = self.logits(x[:, -1]).float().log_softmax(-1)
+            if t < min_length and c.eos_token_id is not None:
+                scores[:, c.eos_token_id] = float("-inf")
+            scores = ban_repeated_ngrams(scores, seqs[:, :t], no_repeat_ngram_size)
+            for token, when in ((bos, 1), (eos, L - 1)):
+                if token is not None and t == when:  # only `token` may come: log-probability 0
+                    scores = torch.full_like(scores, float("-inf")).index_fill_(
+                        1, torch.tensor([token], device=scores.device), 0.0
+                    )
+            return scores
+
+        if num_beams == 1:
+            choose = lambda scores: next_token(scores, temperature if do_sample else 0, top_k, top_p, generator)  # noqa: E731
+            return greedy_search(log_probs, choose, c, N, L, memory.device)
+        return beam_search(log_probs, c, N // num_beams, num_beams, L, length_penalty, early_stopping, memory.device)
+
+
+class BartClassificationHead(nn.Module):
+    """dropout, dense d -> d, tanh, dropout, out_proj d -> num_labels (HF's names)."""
+
+    def __init__(self, c: BartConfig):
+        super().__init__()
+        self.dense, self.out_proj = nn.Linear(c.d_model, c.d_model), nn.Linear(c.d_model, c.num_labels)
+        self.dropout = nn.Dropout(c.classifier_dropout)
+
+    def forward(self, x):  # (B, d) -> (B, num_labels)
+        return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(x)))))
+
+
+class BartForSequenceClassification(BartModel):
+    """A classifier (num_labels > 1, cross-entropy) or regressor (1, MSE) on the decoder's state at
+    each row's last EOS of input_ids (the decoder reads the input shifted right, so that state has
+    seen the whole sequence). Every row must hold the same number of EOS tokens, as HF checks.
+
+    forward(input_ids, attention_mask=None, labels=None) -> ClassifierOutput (bert.py's)."""
+
+    hf_architecture = "BartForSequenceClassification"
+
+    def __init__(self, config: BartConfig):
+        nn.Module.__init__(self)
+        self.config = config
+        self.model = BartModel(config)
+        self.classification_head = BartClassificationHead(config)
+        for p in self.classification_head.parameters():  # HF's init
+            nn.init.normal_(p, std=config.init_std) if p.dim() > 1 else nn.init.zeros_(p)
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        c = self.config
+        B, _ = check_ids(input_ids, "input_ids", c.vocab_size)
+        eos = input_ids == c.eos_token_id
+        n = eos.sum(1)
+        if (n != n[0]).any() or n[0] == 0:
+            raise ValueError(
+                f"input_ids: every row must hold the same number (>= 1) of eos tokens (id {c.eos_token_id}),"
+                f" got {sorted(set(n.tolist()))}"
+            )
+        h = self.hidden(input_ids, attention_mask)[0]  # (B, T, d)
+        logits = self.classification_head(h[eos].view(B, -1, h.shape[-1])[:, -1])
+        if labels is None:
+            return ClassifierOutput(logits)
+        if labels.shape[0] != B:
+            raise ValueError(f"labels must have {B} rows (the batch), got shape {tuple(labels.shape)}")
+        sums = classifier_sums(logits, labels, dict(input_ids=input_ids, attention_mask=attention_mask))
+        return ClassifierOutput(logits, sums.loss(), sums)
+
+    counts = staticmethod(classifier_counts)
+
+
+# -------------------------------------------------------------------------------- noising
+# fairseq's DenoisingDataset, on one document of token ids (<s> ... </s>; the ends never move or
+# change), drawing from a NumPy Generator: deterministic per seed. The target is the original.
+
+
+def span_noise(ids, rng, mask_id, ratio, poisson_lambda=None, replace_length=1, random_ratio=0.0, vocab_size=None):
+    """fairseq's add_whole_word_mask on subword tokens: ceil(ratio * n) of the n inner tokens are
+    noised, in spans starting at random distinct tokens. Span lengths: 1 (poisson_lambda None:
+    token masking or deletion) or Poisson(lambda) draws until they cover the budget, the last one
+    cut to fit (text infilling); a 0-length span becomes an inserted mask. replace_length 1: each
+    span becomes one mask (a random token with probability random_ratio), 0: it is deleted, -1:
+    each of its tokens becomes a mask. Spans stop before </s>; overlapping spans merge."""
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"the noise ratio must be in [0, 1], got {ratio}")
+    if poisson_lambda is not None and poisson_lambda <= 0:
+        raise ValueError(f"poisson_lambda must be > 0, got {poisson_lambda}")
+    out, n = np.array(ids), len(ids)
+    budget = math.ceil((n - 2) * ratio)
+    if budget == 0 or n < 3:
+        return out
+    lengths, inserts = np.ones(budget, dtype=np.int64), 0
+    if poisson_lambda is not None:
+        lengths = poisson_spans(budget, rng, poisson_lambda)
+        inserts, lengths = int((lengths == 0).sum()), lengths[lengths > 0]
+    starts = rng.permutation(np.arange(1, n - 1))[: len(lengths)]
+    lengths, swap = lengths[: len(starts)], rng.random(len(starts)) < random_ratio
+
+    def mask(pos, swap):  # the masks, some of them random tokens
+        out[pos] = mask_id
+        if swap.any():
+            out[pos[swap]] = rng.integers(1, vocab_size, int(swap.sum()))
+
+    keep = np.ones(n, dtype=bool)
+    keep[starts] = replace_length != 0
+    if replace_length != 0:
+        mask(starts, swap)
+    pos, left = starts, lengths - 1
+    while len(pos):  # each span goes on to its next token while its length lasts, never onto </s>
+        go = (left > 0) & (pos + 1 < n - 1)
+        pos, left, swap = pos[go] + 1, left[go] - 1, swap[go]
+        if replace_length == -1:
+            mask(pos, swap)
+        else:
+            keep[pos] = False
+    out = out[keep]
+    return insert_noise(out, rng, mask_id, inserts, random_ratio, vocab_size) if inserts else out
+
+
+def poisson_spans(budget, rng, poisson_lambda):
+    """fairseq's span lengths: Poisson(lambda) draws until they cover `budget` tokens, the last
+    one cut so that they sum to it exactly (zeros included: they become insertions)."""
+    lengths = rng.poisson(poisson_lambda, budget)
+    while lengths.sum() < budget:
+        lengths = np.concatenate([lengths, rng.poisson(poisson_lambda, budget)])
+    i = int(np.searchsorted(np.cumsum(lengths), budget))  # the first span that reaches the budget
+    lengths[i] = budget - lengths[:i].sum()
+    return lengths[: i + 1]
+
+
+def insert_noise(ids, rng, mask_id, count, random_ratio=0.0, vocab_size=None):
+    """fairseq's add_insertion_noise: `count` masks (a random_ratio share of them random tokens)
+    inserted at random places between <s> and </s>."""
+    n = len(ids)
+    where = rng.permutation(n + count - 2)[:count] + 1
+    noise = np.zeros(n + count, dtype=bool)
+    noise[where] = True
+    out = np.empty(n + count, dtype=np.asarray(ids).dtype)
+    r = math.ceil(count * random_ratio)
+    out[where[r:]] = mask_id
+    if r:
+        out[where[:r]] = rng.integers(1, vocab_size, r)
+    out[~noise] = ids
+    return out
+
+
+def permute_sentences(ids, rng, full_stop_id, ratio=1.0):
+    """fairseq's permute_sentences: the sentences (each ending at a run of full_stop_id; the text
+    before </s> ends one too) of a share `ratio` of them shuffled among their places."""
+    ids = np.asarray(ids)
+    full = ids == full_stop_id
+    full[-2] = True
+    ends = np.flatnonzero(full[1:] & ~full[:-1]) + 2  # a full stop after a token that is not one
+    k = math.ceil(len(ends) * ratio)
+    chosen = rng.permutation(len(ends))[:k]
+    order = np.arange(len(ends))
+    order[chosen] = chosen[rng.permutation(k)]
+    starts = np.concatenate([[1], ends[:-1]])
+    return np.concatenate([ids[:1], *(ids[starts[i] : ends[i]] for i in order), ids[ends[-1] :]])
+
+
+def rotate_document(ids, rng):
+    """fairseq's add_rolling_noise: the inner tokens rotated to start at a random one."""
+    ids = np.asarray(ids)
+    k = int(rng.integers(1, max(1, len(ids) - 1) + 1))
+    return np.concatenate([ids[:1], ids[k:-1], ids[1:k], ids[-1:]])
+
+
+NOISINGS = ("mask", "delete", "infill", "permute", "rotate", "infill+permute")
+
+
+def add_noise(ids, rng, noising, mask_id, full_stop_id, vocab_size, mask_ratio=None, poisson_lambda=3.0):
+    """The paper's noisings (Table 1) of a document <s> ... </s>: "mask" (15% of the tokens, one
+    mask each, BERT's share), "delete" (15% deleted), "infill" (30% in Poisson(3) spans, one mask
+    per span), "permute" (sentences shuffled), "rotate" (the document rotated), and BART-large's
+    "infill+permute". Steps in fairseq's order: permute, then the spans, then the rotation."""
+    if noising not in NOISINGS:
+        raise ValueError(f"noising must be one of {', '.join(NOISINGS)}, got {noising!r}")
+    kinds = noising.split("+")
+    if "permute" in kinds:
+        ids = permute_sentences(ids, rng, full_stop_id)
+    spans = {"mask": (0.15, None, 1), "delete": (0.15, None, 0), "infill": (0.3, poisson_lambda, 1)}
+    for kind, (ratio, lam, replace) in spans.items():
+        if kind in kinds:
+            ratio = ratio if mask_ratio is None else mask_ratio
+            ids = span_noise(ids, rng, mask_id, ratio, lam, replace, vocab_size=vocab_size)
+    return rotate_document(ids, rng) if "rotate" in kinds else np.asarray(ids)
