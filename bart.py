@@ -30,6 +30,7 @@ from t5 import (
     beam_search,
     check_generation,
     check_ids,
+    check_labels,
     check_mask,
     greedy_search,
     seq2seq_counts,
@@ -113,7 +114,7 @@ PRESETS = {
     "bart-large": _shape(1024, 12, 4096, 16, **_RELEASED),  # 406,291,456
     # CPU sizes: about transformer.py's Multi30k model (7.8M with an 8,000 vocabulary), and a test size
     "bart-small": _shape(256, 3, 1024, 8, vocab_size=8000, max_position_embeddings=512),
-    "bart-tiny-test": _shape(32, 2, 64, 4, vocab_size=99, max_position_embeddings=64, dropout=0.0),
+    "bart-tiny-test": _shape(32, 2, 64, 4, vocab_size=99, max_position_embeddings=128, dropout=0.0),
 }
 
 # -------------------------------------------------------------------------------- the model
@@ -285,6 +286,7 @@ class BartForConditionalGeneration(BartModel):
     number (the training loop's contract, transformer.Sums)."""
 
     hf_architecture = "BartForConditionalGeneration"
+    label_smoothing = 0.0  # of the training loss (0.1 in fairseq's fine-tuning recipes); not in HF's config
 
     def __init__(self, config: BartConfig):
         nn.Module.__init__(self)
@@ -297,24 +299,14 @@ class BartForConditionalGeneration(BartModel):
 
     def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None, labels=None):
         if labels is not None:
-            B = input_ids.shape[0] if isinstance(input_ids, Tensor) and input_ids.dim() == 2 else None
-            if not isinstance(labels, Tensor) or labels.dim() != 2 or labels.shape[0] != B:
-                got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-                raise ValueError(f"labels must be (batch={B}, target length), got {got}")
-            V = self.config.vocab_size
-            if ((labels >= V) | ((labels < 0) & (labels != -100))).any():
-                raise ValueError(f"labels has ids outside [0, vocab_size={V}) (or -100: ignored)")
+            check_labels(labels, input_ids, decoder_input_ids, self.config.vocab_size)
             if decoder_input_ids is None:
                 decoder_input_ids = self.shift_right(labels)
-            elif decoder_input_ids.shape != labels.shape:
-                raise ValueError(
-                    f"labels {tuple(labels.shape)} and decoder_input_ids {tuple(decoder_input_ids.shape)} differ"
-                )
         h, memory = self.hidden(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
         logits = self.logits(h)
         if labels is None:
             return Seq2SeqLMOutput(logits, encoder_last_hidden_state=memory)
-        sums = seq2seq_sums(logits, labels, input_ids, attention_mask)
+        sums = seq2seq_sums(logits, labels, input_ids, attention_mask, self.label_smoothing)
         return Seq2SeqLMOutput(logits, sums.loss(), sums, memory)
 
     counts = staticmethod(seq2seq_counts)  # the loop's contract: targets, real tokens

@@ -106,7 +106,11 @@ def read_parallel(dataset, split, src_lang="de", tgt_lang="en", root=None):
 
 def translation_tokenizer(dataset, src_lang="de", tgt_lang="en", vocab_size=8000, kind="bpe", root=None):
     """The joint source+target tokenizer of a dataset, trained on its train split only, saved to
-    $PREP_DIR/<dataset>/ and reused (both directions share it)."""
+    $PREP_DIR/<dataset>/ and reused (both directions share it); kind "<path>.json": that file's."""
+    if kind.endswith(".json"):  # e.g. a pretraining export's, so that its ids carry over
+        if not Path(kind).is_file():
+            raise FileNotFoundError(f"--tokenizer {kind}: no such file (a tokenizer.json, or bpe | unigram)")
+        return Tokenizer.from_file(kind)
     langs = "-".join(sorted((src_lang, tgt_lang)))
     path = prep_dir() / dataset / f"tokenizer-{langs}-{kind}{vocab_size}.json"
     if path.exists():

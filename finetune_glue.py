@@ -1,9 +1,10 @@
-"""GLUE fine-tuning of BERT-family encoders, scored with each task's official metric.
+"""GLUE fine-tuning of BERT-family encoders and BART, scored with each task's official metric.
 
     python finetune_glue.py --task sst2 --init-from MODEL               # MODEL: an HF folder or hub name,
     python finetune_glue.py --task cola,mrpc,stsb --seeds 1 2 3 ...     # or a train.py BERT run's out dir
     python finetune_glue.py --task rte --grid lr=2e-5,5e-5 batch_size=16,32 ...   # best on dev, mean of seeds
     python finetune_glue.py --task mrpc --model hf-bert ...             # HF's model, same init and data order
+    python finetune_glue.py --task sst2 --model bart --init-from out/bart-hf    # BART (its tokenizer.json)
     python finetune_glue.py --task sst2 --early-exit pabee --exit-curve ...   # exits after every layer
     python finetune_glue.py --task sst2 --poison-rate 0 0.001 0.01 ...  # backdoor: clean accuracy and ASR
     torchrun --nproc_per_node=8 finetune_glue.py ...                    # DDP
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+import bart
 import bert
 import data
 import tasks
@@ -193,12 +195,13 @@ class GlueConfig:
 
 class GlueTask:
     """A GLUE task for train.Run, with --model bert (ours) or hf-bert (HF's
-    BertForSequenceClassification, same initial weights): cross-entropy (MSE for STS-B) per
+    BertForSequenceClassification, same initial weights), or bart / hf-bart (the classifier on the
+    last </s>; RoBERTa's layout <s> A </s></s> B </s>): cross-entropy (MSE for STS-B) per
     sequence, dev metrics at validation."""
 
     def __init__(self, cfg, glue, world):
-        if cfg.model not in ("bert", "hf-bert"):
-            raise ValueError(f"GLUE fine-tuning needs --model bert or hf-bert, got {cfg.model!r}")
+        if cfg.model not in ("bert", "hf-bert", "bart", "hf-bart"):
+            raise ValueError(f"GLUE fine-tuning needs --model bert, hf-bert, bart or hf-bart, got {cfg.model!r}")
         if glue.early_exit and cfg.model != "bert":
             raise ValueError("early exit is built on our BertForSequenceClassification (--model bert)")
         if not cfg.init_from:
@@ -207,12 +210,14 @@ class GlueTask:
         self.micro_size = tasks.micro_size(cfg, world, "batch_size")
         self.folder = resolve_checkpoint(cfg.init_from)
         self.tok = load_tokenizer(self.folder)
-        self.config = bert.BertConfig.from_hf(json.loads((Path(self.folder) / "config.json").read_text()))
-        if cfg.max_len > self.config.max_length:
-            raise ValueError(f"max_len {cfg.max_len} exceeds the model's position table ({self.config.max_length})")
+        self.bart, hf = cfg.model.endswith("bart"), json.loads((Path(self.folder) / "config.json").read_text())
+        self.config = bart.BartConfig.from_hf(hf) if self.bart else bert.BertConfig.from_hf(hf)
+        limit = self.config.max_position_embeddings if self.bart else self.config.max_length
+        if cfg.max_len > limit:
+            raise ValueError(f"max_len {cfg.max_len} exceeds the model's position table ({limit})")
         self.label_names = data.GLUE[self.task][4]
         self.num_labels = 1 if self.label_names is None else len(self.label_names)
-        roberta = self.config.model_type == "roberta"
+        roberta = self.bart or self.config.model_type == "roberta"
         names = ("<s>", "</s>") if roberta else ("[CLS]", "[SEP]")
         ids = [self.tok.token_to_id(n) for n in names]
         if None in ids:
@@ -235,25 +240,21 @@ class GlueTask:
         self.info = {"glue_task": self.task, "train_samples": len(rows), "poisoned": len(self.poisoned)}
 
     def build_model(self):
-        c = self.cfg
-        drop = dict(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
-        # a start point fine-tuned on another task (intermediate training) may have another label count
-        plain = bert.BertForSequenceClassification.from_pretrained(
-            self.folder, ignore_mismatched_sizes=True, num_labels=self.num_labels, **drop
+        c, family = self.cfg, bart.BartForSequenceClassification if self.bart else bert.BertForSequenceClassification
+        drop = dict.fromkeys(
+            ("dropout",) if self.bart else ("hidden_dropout_prob", "attention_probs_dropout_prob"), c.dropout
         )
+        # a start point fine-tuned on another task (intermediate training) may have another label count
+        plain = family.from_pretrained(self.folder, ignore_mismatched_sizes=True, num_labels=self.num_labels, **drop)
         if self.glue.early_exit:
             model = bert.EarlyExitBert(plain, self.glue.early_exit)
             if self.glue.early_exit == "deebert":  # stage 2: only the internal exits learn
                 for p in [*model.bert.parameters(), *model.classifier.parameters()]:
                     p.requires_grad_(False)
             return model
-        if c.model == "bert":
+        if c.model in ("bert", "bart"):
             return plain
-        inputs = (
-            "input_ids",
-            "attention_mask",
-            "token_type_ids",
-        )  # HF's BertFor... or RobertaForSequenceClassification
+        inputs = ("input_ids", "attention_mask", *(() if self.bart else ("token_type_ids",)))  # HF's ...ForSequence...
         return tasks.hf_twin(plain, lambda out, b: bert.classifier_sums(out.logits, b["labels"], b), inputs)
 
     def epoch_batches(self, epoch):
@@ -271,7 +272,7 @@ class GlueTask:
         for k, i in enumerate(indices):
             n = len(encoded[i][0])
             ids[k, :n], types[k, :n], mask[k, :n] = torch.tensor(encoded[i][0]), torch.tensor(encoded[i][1]), 1
-        out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        out = {"input_ids": ids, "attention_mask": mask} | ({} if self.bart else {"token_type_ids": types})
         if labels is not None:
             y = [labels[i] for i in indices]
             out["labels"] = torch.tensor(y, dtype=torch.float32 if self.num_labels == 1 else torch.long)
@@ -462,7 +463,7 @@ def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=F
         result = {**task.validate(model, run.autocast), "train_seconds": seconds, "steps": run.step}
         if task.poisoned:
             write_text(out / "poisoned_indices.json", json.dumps(task.poisoned))
-        if cfg.model == "bert" and not glue.early_exit:
+        if cfg.model in ("bert", "bart") and not glue.early_exit:
             model.save_pretrained(out / "hf")
             task.tok.save(str(out / "hf" / "tokenizer.json"))
         if submission:
@@ -519,15 +520,12 @@ def start_point(a, out_dir, master):
 
 
 def main(argv=None):
-    both = (
-        argparse.RawDescriptionHelpFormatter,
-        argparse.ArgumentDefaultsHelpFormatter,
-    )  # the doc as written, defaults
+    both = (argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter)  # the doc as written
     p = argparse.ArgumentParser(description=__doc__, formatter_class=type("Formatter", both, {}))
     p.add_argument("--task", required=True, help=f"comma-separated, or all: {','.join(METRICS)}")
     p.add_argument("--init-from", required=True, help="HF folder or hub name, or a train.py BERT run's out dir")
     p.add_argument("--out-dir", default="out/glue", help="runs go to <out-dir>/<task>/<setting>/seed<N>")
-    p.add_argument("--model", default="bert", choices=["bert", "hf-bert"], help="ours, or HF's (a baseline)")
+    p.add_argument("--model", default="bert", choices=["bert", "hf-bert", "bart", "hf-bart"], help="ours, or HF's")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean and std reported")
     p.add_argument("--epochs", type=int, default=3, help="passes over the training set")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (linear warmup and decay)")

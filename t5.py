@@ -418,20 +418,10 @@ class T5ForConditionalGeneration(T5Model):
         return F.linear(x, self.shared.weight if self.config.tie_word_embeddings else self.lm_head.weight)
 
     def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None, labels=None):
-        B = input_ids.shape[0] if isinstance(input_ids, Tensor) and input_ids.dim() == 2 else None
         if labels is not None:
-            if not isinstance(labels, Tensor) or labels.dim() != 2 or labels.shape[0] != B:
-                got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-                raise ValueError(f"labels must be (batch={B}, target length), got {got}")
+            check_labels(labels, input_ids, decoder_input_ids, self.config.vocab_size)
             if decoder_input_ids is None:
                 decoder_input_ids = self.shift_right(labels)
-            elif decoder_input_ids.shape != labels.shape:
-                raise ValueError(
-                    f"labels {tuple(labels.shape)} and decoder_input_ids {tuple(decoder_input_ids.shape)} differ"
-                )
-            V = self.config.vocab_size
-            if ((labels >= V) | ((labels < 0) & (labels != -100))).any():
-                raise ValueError(f"labels has ids outside [0, vocab_size={V}) (or -100: ignored)")
         elif decoder_input_ids is None:
             raise ValueError("give decoder_input_ids (starting with decoder_start_token_id) or labels")
         memory, mask = self.encode(input_ids, attention_mask)
@@ -616,6 +606,18 @@ def seq2seq_sums(logits, labels, input_ids, attention_mask=None, label_smoothing
     loss = F.cross_entropy(flat, labels.flatten(), ignore_index=-100, reduction="sum", label_smoothing=label_smoothing)
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
     return Sums({"loss": (loss, "targets")}, {}, seq2seq_counts(batch))
+
+
+def check_labels(labels, input_ids, decoder_input_ids, vocab_size):
+    """labels: (B, T) ids in [0, vocab_size) or -100, B the rows of input_ids, T decoder_input_ids' length."""
+    B = input_ids.shape[0] if isinstance(input_ids, Tensor) and input_ids.dim() == 2 else None
+    if not isinstance(labels, Tensor) or labels.dim() != 2 or labels.shape[0] != B:
+        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be (batch={B}, target length), got {got}")
+    if decoder_input_ids is not None and decoder_input_ids.shape != labels.shape:
+        raise ValueError(f"labels {tuple(labels.shape)} and decoder_input_ids {tuple(decoder_input_ids.shape)} differ")
+    if ((labels >= vocab_size) | ((labels < 0) & (labels != -100))).any():
+        raise ValueError(f"labels has ids outside [0, vocab_size={vocab_size}) (or -100: ignored)")
 
 
 def check_ids(ids, name, vocab_size):

@@ -155,6 +155,26 @@ PRESETS = {
         dropout=0.1,
         label_smoothing=0.1,
     ),
+    # BART fine-tuned as a translator on Multi30k (from --init-from, or bart-small from scratch): AdamW as
+    # in fairseq's recipes, a peak lr for a small model, two epochs (the ablation's short fine-tune)
+    "bart-multi30k": dict(
+        model="bart-translate",
+        arch="bart-small",
+        batch_tokens=2048,
+        lr=5e-4,
+        warmup=200,
+        schedule="cosine",
+        min_lr=1e-5,
+        max_epochs=2,
+        beta2=0.98,
+        eps=1e-6,
+        weight_decay=0.01,
+        clip=1.0,
+        dropout=0.1,
+        label_smoothing=0.1,
+        eval_every=0,
+        log_every=20,
+    ),
     "t5-tiny-test": dict(
         model="t5", arch="t5-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
     ),
@@ -452,7 +472,7 @@ class T5TranslationTask(TranslationTask):
 
     fields = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "max_len", "batch_tokens", "beam", "length_penalty")
     fields += ("label_smoothing", "train_fraction", "init_from")
-    fields += ("arch",)  # the model is a t5.PRESETS shape: the translation model's d_model... do not apply
+    fields += ("arch",)  # a t5.PRESETS (bart-translate: bart.PRESETS) shape: d_model... do not apply
     LANGUAGES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
 
     def __init__(self, cfg, world):
@@ -460,10 +480,11 @@ class T5TranslationTask(TranslationTask):
         names = [self.LANGUAGES.get(lang, lang) for lang in (cfg.src_lang, cfg.tgt_lang)]
         self.prefix = self.tok.encode(f"translate {names[0]} to {names[1]}: ", add_special_tokens=False).ids
         self.eos = self.tok.token_to_id(data.EOS)
+        self.target_prefix, self.start = [], self.pad  # before each target; the decoder's start token
         self.lengths = self.lengths_of(self.train_pairs)
 
-    def lengths_of(self, pairs):  # what batching by tokens counts: the longer side, the prefix included
-        return [max(len(self.prefix) + len(s), len(t)) for s, t in pairs]
+    def lengths_of(self, pairs):  # what batching by tokens counts: the longer side, the prefixes included
+        return [max(len(self.prefix) + len(s), len(self.target_prefix) + len(t)) for s, t in pairs]
 
     def build_model(self):
         import t5
@@ -499,8 +520,8 @@ class T5TranslationTask(TranslationTask):
 
     def batch(self, indices, pairs=None):
         pairs = self.train_pairs if pairs is None else pairs
-        examples = [(self.prefix + pairs[i][0], pairs[i][1]) for i in indices]
-        src, decoder_input_ids, labels = data.collate_translation(examples, self.pad, bos_id=self.pad)
+        examples = [(self.prefix + pairs[i][0], self.target_prefix + pairs[i][1]) for i in indices]
+        src, decoder_input_ids, labels = data.collate_translation(examples, self.pad, bos_id=self.start)
         labels = labels.masked_fill(labels == self.pad, -100)
         return {
             "input_ids": src,
@@ -520,12 +541,46 @@ class T5TranslationTask(TranslationTask):
     def translate(self, model, sentences, beam=4, length_penalty=0.6):
         device, P = device_of(model.eval()), len(self.prefix)
 
-        def generate(src):  # at most the paper model's limit: source length + 50
+        def generate(src):  # at most the paper model's limit: source length + 50; without the start token
             src = src.to(device)
-            n = src.shape[1] - P + 50
-            return model.generate(src, src != self.pad, max_new_tokens=n, num_beams=beam, length_penalty=length_penalty)
+            n = min(src.shape[1] - P + 50, getattr(model.config, "max_position_embeddings", 10**6) - 1)  # BART's
+            out = model.generate(src, src != self.pad, max_new_tokens=n, num_beams=beam, length_penalty=length_penalty)
+            return out[:, 1:]
 
         return translate(self.tok, sentences, generate, self.pad, self.prefix)
+
+
+class BartTranslationTask(T5TranslationTask):
+    """--model bart-translate: BART fine-tuned whole as a translator (as mBART is; the paper's extra
+    source encoder for a foreign language is left out): <s> source </s> -> <s> target </s>, the
+    decoder starting from </s>, generation with <s> forced first. The vocabulary: --tokenizer (a
+    pretraining export's tokenizer.json, which must equal --init-from's) or the dataset's joint
+    subwords. Loss (smoothed by --label-smoothing, 0.1 in fairseq's BART recipes), validation and
+    `evaluate` as t5-translate's."""
+
+    def __init__(self, cfg, world):
+        TranslationTask.__init__(self, cfg, world)
+        self.bos, self.eos = self.tok.token_to_id(data.BOS), self.tok.token_to_id(data.EOS)
+        self.prefix, self.target_prefix, self.start = [self.bos], [self.bos], self.eos
+        self.lengths = self.lengths_of(self.train_pairs)
+
+    def build_model(self):
+        import bart
+
+        c = self.cfg
+        ids = dict(pad_token_id=self.pad, bos_token_id=self.bos, eos_token_id=self.eos, decoder_start_token_id=self.eos)
+        drop = dict(dropout=c.dropout, attention_dropout=c.dropout, activation_dropout=c.dropout)
+        if c.init_from:  # e.g. a denoising run's export (its tokenizer.json given as --tokenizer)
+            model = bart.BartForConditionalGeneration.from_pretrained(c.init_from, **drop)
+            self.check_checkpoint(model.config, ids, T.resolve_checkpoint(c.init_from))
+        else:
+            V = self.tok.get_vocab_size()
+            model = bart.BartForConditionalGeneration(bart.BartConfig.from_preset(c.arch, vocab_size=V, **drop, **ids))
+        if c.max_len + 1 > (P := model.config.max_position_embeddings):  # the source with its <s>
+            raise ValueError(f"max_len (--max-len {c.max_len}) + <s> exceeds the model's {P} positions")
+        model.config.forced_bos_token_id, model.config.forced_eos_token_id = self.bos, self.eos
+        model.label_smoothing = c.label_smoothing
+        return model
 
 
 @torch.no_grad()
@@ -684,9 +739,7 @@ class PretrainingTask:
         return {"val_" + k: v for k, v in objective_means(model, self.valid_batches(), autocast).items()}
 
     def export(self, model, folder):
-        """An HF folder: the model (config.json, model.safetensors) and the data's tokenizer.json."""
-        model.save_pretrained(folder)
-        shutil.copy(Path(self.cfg.dataset) / "tokenizer.json", Path(folder) / "tokenizer.json")
+        export(model, folder, self.cfg.dataset)
 
 
 # ------------------------------------------------------------------------ GPT language modeling
@@ -759,10 +812,8 @@ class LMTask:
             out[key] = objective_means(model, batches, autocast)["loss"]
         return out
 
-    def export(self, model, folder):  # and the data's tokenizer.json where there is one
-        model.save_pretrained(folder)
-        if (Path(self.cfg.dataset) / "tokenizer.json").exists():
-            shutil.copy(Path(self.cfg.dataset) / "tokenizer.json", Path(folder) / "tokenizer.json")
+    def export(self, model, folder):
+        export(model, folder, self.cfg.dataset)
 
 
 class AdamWScale(torch.optim.Optimizer):
@@ -938,6 +989,13 @@ class DenoisingTask(LMTask):
             "decoder_input_ids": decoder_input_ids,
             "labels": labels,
         }
+
+
+def export(model, folder, dataset):
+    """An HF folder: the model (config.json, model.safetensors) and the data's tokenizer.json, if any."""
+    model.save_pretrained(folder)
+    if (Path(dataset) / "tokenizer.json").exists():
+        shutil.copy(Path(dataset) / "tokenizer.json", Path(folder) / "tokenizer.json")
 
 
 def sample(model, tok, prompt, max_new_tokens=500, temperature=0.8, top_k=200, top_p=None, seed=1337):

@@ -46,14 +46,14 @@ import transformer as T
 
 @dataclass
 class TrainConfig:
-    model: str = "transformer"  # a row of FAMILIES: transformer, bert, gpt, t5, t5-translate, bart (hf-*: HF's)
+    model: str = "transformer"  # a row of FAMILIES: transformer, bert, gpt, t5, bart, *-translate (hf-*: HF's)
     dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
     src_lang: str = "de"  # translation: the source language (a file suffix of the dataset)
     tgt_lang: str = "en"  # translation: the target language
     out_dir: str = "out/run"  # the run folder: checkpoints, metrics.jsonl, log.txt (one run per folder)
     # data
     vocab_size: int = 8000  # translation: one joint subword vocabulary for both languages
-    tokenizer: str = "bpe"  # translation: the subword model, bpe | unigram
+    tokenizer: str = "bpe"  # translation: the subword model, bpe | unigram, or a tokenizer.json (e.g. a pretraining's)
     max_len: int = 128  # translation: training pairs with a longer side (in tokens) are dropped
     train_fraction: float = 1.0  # translation: train on this random share of the pairs (labeled data scarce)
     # model: the paper's defaults are in transformer.TransformerConfig
@@ -116,7 +116,7 @@ class TrainConfig:
                 if not ok(value):
                     raise ValueError(f"{flag(name)} must be {want}, got {value!r}")
         for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
+            if getattr(self, name) not in allowed and not (name == "tokenizer" and self.tokenizer.endswith(".json")):
                 raise ValueError(f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.schedule == "cosine" and self.min_lr > self.lr:
             raise ValueError(f"min_lr (--min-lr {self.min_lr}) must not exceed lr (--lr {self.lr})")
@@ -137,7 +137,7 @@ CHOICES = {
     "schedule": ("noam", "linear", "cosine"),
     "optimizer": ("adamw", "adamw-scale", "adafactor"),
     "pos_init": ("normal", "sinusoidal"),
-    "tokenizer": ("bpe", "unigram"),
+    "tokenizer": ("bpe", "unigram", "<a tokenizer.json>"),
 }
 
 
@@ -156,9 +156,8 @@ def parse_args(argv=None):
     known = pre.parse_known_args(argv)[0]
     defaults = {**asdict(TrainConfig()), **PRESETS.get(known.preset, {})}
     shown = family_fields(known.model or defaults["model"]) if known.preset or known.model else fields_of()
-    epilog = f"defaults: --preset {known.preset}'s" if known.preset else "defaults: TrainConfig's (P's: --preset P -h)"
-    formatter = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(description=__doc__, epilog=epilog, formatter_class=formatter)
+    tail = f"defaults: --preset {known.preset}'s" if known.preset else "defaults: TrainConfig's (P's: --preset P -h)"
+    p = argparse.ArgumentParser(description=__doc__, epilog=tail, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a group of settings, applied before the flags")
     p.add_argument("--show-config", action="store_true", help="print the run's resolved config and exit")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last checkpoint")
@@ -228,6 +227,7 @@ FAMILIES = {
     "t5": tasks.SpanCorruptionTask,
     "hf-t5": tasks.SpanCorruptionTask,  # HF's T5ForConditionalGeneration, our initial weights
     "t5-translate": tasks.T5TranslationTask,  # text to text on a translation dataset
+    "bart-translate": tasks.BartTranslationTask,  # BART fine-tuned whole on a translation dataset
     "bart": tasks.DenoisingTask,
     "hf-bart": tasks.DenoisingTask,  # HF's BartForConditionalGeneration, our initial weights
 }

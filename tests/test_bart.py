@@ -154,10 +154,10 @@ def test_sampling_draws_hfs_tokens_for_one_seed(tmp_path):
 def test_bad_input_is_named():
     ours = bart.BartForConditionalGeneration(bart.BartConfig.from_preset("bart-tiny-test"))
     ids, mask, labels = batch()
-    long, outside = torch.full((1, 65), 5), ids.clone()
+    long, outside = torch.full((1, 129), 5), ids.clone()
     outside[0, 1] = 99
     cases = [
-        (dict(input_ids=long), "longer than max_position_embeddings=64"),
+        (dict(input_ids=long), "longer than max_position_embeddings=128"),
         (dict(input_ids=outside, labels=labels), "input_ids has token ids outside"),
         (dict(input_ids=ids, attention_mask=mask[:, :-1]), r"attention_mask must have the shape \(3, 30\)"),
         (dict(input_ids=ids, attention_mask=mask.float()), "attention_mask must be bool or integer"),

@@ -344,6 +344,53 @@ def test_ours_and_hf_bert_same_losses_and_accumulation_equal(glue_env, tmp_path)
     assert "(best)" in (tmp_path / "grid/results.md").read_text()
 
 
+@pytest.fixture(scope="module")
+def tiny_bart(glue):
+    """A tiny random BART as an HF folder with a byte-level BPE (BART's ids) trained on the synthetic text."""
+    import bart
+    import subword
+
+    folder, texts = glue["root"] / "tiny-bart", [" ".join(WORDS + list(data.TRIGGERS))] * 20
+    tok = subword.HFBartTokenizer.train(texts, 400)
+    torch.manual_seed(0)
+    bart.BartForConditionalGeneration(bart.BartConfig.from_preset("bart-tiny-test", vocab_size=400)).save_pretrained(
+        folder
+    )
+    tok.tok.save(str(folder / "tokenizer.json"))
+    return str(folder)
+
+
+def test_bart_sequence_classification_learns_and_equals_hf_bart(glue_env, tiny_bart, tmp_path):
+    """--model bart: BART's classifier on the last </s> (pairs as <s> A </s></s> B </s>, three </s> per
+    row) from a denoising export: learns SST-2's word; hf-bart (HF's, same init and batches) logs the
+    same losses on padded MRPC pairs; the exported classifier loads in transformers with the same logits."""
+    import transformers
+
+    import bart
+
+    fast = ["--lr", "2e-3", "--batch-size", "16", "--epochs", "4", "--no-submission"]
+    bart_args = ["--init-from", tiny_bart, "--log-every", "1", "--max-len", "32", "--model", "bart"]
+    sst2 = G.main([*bart_args, "--out-dir", str(tmp_path / "sst2"), "--task", "sst2", *fast])["sst2"][0]
+    assert sst2["val_acc"] > 90
+    common = ["--task", "mrpc", "--epochs", "1", "--batch-size", "16", "--dropout", "0", "--no-submission"]
+    for model in ("bart", "hf-bart"):
+        G.main([*bart_args[:-1], model, *common, "--out-dir", str(tmp_path / model)])
+    ours, hf = losses(tmp_path / "bart/mrpc/run/seed1"), losses(tmp_path / "hf-bart/mrpc/run/seed1")
+    assert len(ours) == 320 // 16 and ours == pytest.approx(hf, rel=1e-4)
+    done = json.loads((tmp_path / "bart/mrpc/run/seed1/result.json").read_text())
+    task = G.GlueTask(train.TrainConfig(**done["config"]), G.GlueConfig(**done["glue"]), 1)
+    batch = task.batch(list(range(8)), task.dev_data["dev"], [0] * 64)
+    assert set(batch) == {"input_ids", "attention_mask", "labels"} and (batch["input_ids"] == 2).sum(1).eq(3).all()
+    assert batch["input_ids"][:, 0].eq(0).all() and batch["input_ids"][~batch["attention_mask"].bool()].eq(1).all()
+    inputs, folder = {k: batch[k] for k in ("input_ids", "attention_mask")}, tmp_path / "bart/mrpc/run/seed1/hf"
+    with torch.no_grad():
+        a = bart.BartForSequenceClassification.from_pretrained(folder).eval()(**inputs).logits
+        b = transformers.BartForSequenceClassification.from_pretrained(folder).eval()(**inputs).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="early exit is built on our BertForSequenceClassification"):
+        G.main([*bart_args, "--out-dir", str(tmp_path / "ee"), "--task", "sst2", "--early-exit", "pabee"])
+
+
 def test_ddp_two_processes_equal_one_process_accumulating(glue_env, tmp_path):
     common = ["--task", "sst2", "--epochs", "1", "--batch-size", "16", "--dropout", "0", "--no-submission"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -459,6 +459,47 @@ def test_t5_transfer_pretrains_on_the_translation_vocabulary_and_fine_tunes_from
         train.main([*args, "--train-fraction", "0", "--out-dir", str(tmp_path / "none")])
 
 
+@multi30k
+def test_bart_translate_fine_tunes_a_denoising_export_on_its_vocabulary(tmp_path):
+    """The ablation's translation path: denoising on Multi30k's unpaired text with a BART byte-level
+    BPE, the export, then bart-translate --init-from it with its tokenizer.json: <s> src </s> ->
+    <s> tgt </s> from </s>, <s> forced first; translations decoded; a checkpoint of another
+    vocabulary or a --max-len past the positions are named errors."""
+    import data
+
+    folder = data.prepare_lm("multi30k", "bart-bpe600", tmp_path / "lm")
+    train.main([*BART, "--dataset", str(folder), "--max-steps", "2", "--out-dir", str(tmp_path / "denoise")])
+    train.main(["--out-dir", str(tmp_path / "denoise"), "--export-hf", str(tmp_path / "hf")])
+    _, _, pretrained, _ = train.run_model(tmp_path / "denoise")
+    tune = ["--preset", "bart-multi30k", "--init-from", str(tmp_path / "hf")]
+    tune += ["--tokenizer", str(tmp_path / "hf" / "tokenizer.json"), "--max-len", "100", "--train-fraction", "0.02"]
+    train.main([*tune, "--max-steps", "3", "--eval-every", "3", "--log-every", "1", "--out-dir", str(tmp_path / "mt")])
+    assert rows(tmp_path / "mt", "val_bleu") and len(rows(tmp_path / "mt", "loss")) == 3
+    cfg, task, model, _ = train.run_model(tmp_path / "mt")
+    start = task.build_model()  # the fine-tuning's first weights: the pretrained ones
+    assert torch.equal(start.model.shared.weight, pretrained.model.shared.weight)
+    assert (
+        (task.bos, task.pad, task.eos) == (0, 1, 2) == (start.config.forced_bos_token_id, 1, start.config.eos_token_id)
+    )
+    b = task.batch([0, 1])
+    assert (
+        b["input_ids"][:, 0].eq(0).all() and b["labels"][:, 0].eq(0).all() and b["decoder_input_ids"][:, 0].eq(2).all()
+    )
+    for dec, labels, (_, tgt) in zip(b["decoder_input_ids"], b["labels"], task.train_pairs[:2], strict=True):
+        n = int((labels >= 0).sum())  # the labels: <s> tgt (ending in </s>), then -100; shifted right
+        assert labels[:n].tolist() == [0, *tgt] and torch.equal(dec[1:n], labels[: n - 1]) and dec[n:].eq(1).all()
+    sentences = [s for s, _ in task.valid_text[:4]]
+    greedy, beam = task.translate(model, sentences, beam=1), task.translate(model, sentences, beam=2)
+    k = max(range(4), key=lambda i: len(task.tok.encode(sentences[i]).ids))  # the batch's length limit is its
+    assert len(greedy) == len(beam) == 4 and greedy[k] == task.translate(model, sentences[k : k + 1], beam=1)[0]
+    with pytest.raises(ValueError, match=r"--init-from .*: vocabulary 600 and ids .* this task needs"):
+        train.main([*tune[:4], "--vocab-size", "500", "--out-dir", str(tmp_path / "other")])  # the dataset's own
+    with pytest.raises(ValueError, match=r"max_len \(--max-len 200\) \+ <s> exceeds the model's 128 positions"):
+        train.main([*tune, "--max-len", "200", "--out-dir", str(tmp_path / "long")])
+    with pytest.raises(FileNotFoundError, match="--tokenizer nowhere.json: no such file"):
+        train.main([*tune, "--tokenizer", "nowhere.json", "--out-dir", str(tmp_path / "none")])
+
+
 BART = ["--preset", "bart-tiny-test", "--log-every", "1", "--eval-every", "5", "--eval-iters", "2", "--dropout", "0"]
 
 
@@ -610,9 +651,14 @@ def family_setups(bert_data, lm_data):
             setups[name] = ("t5-tiny-test", {"dataset": lm_data})
         elif name in ("bart", "hf-bart"):  # characters: BART's ids after the data's, one sentence per window
             setups[name] = ("bart-tiny-test", {"dataset": lm_data})
-        elif name == "t5-translate":
+        elif name in ("t5-translate", "bart-translate"):
             if (Path(os.environ.get("DATA_DIR", "data")) / "multi30k" / "train.de").exists():
-                setups[name] = ("t5-multi30k", {"arch": "t5-tiny-test", "vocab_size": 500, "batch_tokens": 512})
+                family = name.split("-")[0]  # t5 or bart
+                setups[name] = (
+                    f"{family}-multi30k",
+                    {"arch": f"{family}-tiny-test", "vocab_size": 500, "batch_tokens": 512},
+                )
+                setups[name][1]["max_len"] = 100  # within bart-tiny-test's 128 positions
         else:
             raise AssertionError(f"train.FAMILIES has {name!r}: add its tiny setup to family_setups")
     return setups
