@@ -407,7 +407,7 @@ def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from
     steps_per_epoch = n_train // hp["batch_size"]
     if steps_per_epoch == 0:
         raise ValueError(f"{task}: {n_train} training samples, fewer than one batch of {hp['batch_size']}")
-    total = steps_per_epoch * hp["epochs"]
+    total = max(1, round(steps_per_epoch * hp["epochs"]))  # epochs 0.2: the first fifth of a shuffled pass
     cfg = train.TrainConfig(
         model=a.model,
         out_dir=str(out_dir),
@@ -419,7 +419,7 @@ def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from
         warmup=max(1, round(hp["warmup_ratio"] * total)) if hp["warmup_ratio"] else 0,
         schedule="linear",
         max_steps=total,
-        max_epochs=hp["epochs"],
+        max_epochs=math.ceil(hp["epochs"]),
         beta2=0.999,
         eps=1e-6,
         weight_decay=hp["weight_decay"],
@@ -484,7 +484,7 @@ def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=F
 
 def parse_grid(items):
     """["lr=2e-5,3e-5", "batch_size=16,32"] -> {"lr": [2e-5, 3e-5], "batch_size": [16, 32]}."""
-    types = {"lr": float, "batch_size": int, "epochs": int, "llrd": float, "warmup_ratio": float}
+    types = {"lr": float, "batch_size": int, "epochs": float, "llrd": float, "warmup_ratio": float}
     types.update(weight_decay=float, dropout=float)
     grid = {}
     for item in items:
@@ -527,7 +527,7 @@ def main(argv=None):
     p.add_argument("--out-dir", default="out/glue", help="runs go to <out-dir>/<task>/<setting>/seed<N>")
     p.add_argument("--model", default="bert", choices=["bert", "hf-bert", "bart", "hf-bart"], help="ours, or HF's")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean and std reported")
-    p.add_argument("--epochs", type=int, default=3, help="passes over the training set")
+    p.add_argument("--epochs", type=float, default=3, help="passes over the training set (may be a fraction)")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (linear warmup and decay)")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per optimizer step, all processes")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")

@@ -80,7 +80,7 @@ class TrainConfig:
     lr: float = 7e-4  # peak, reached at step `warmup` (the paper's schedule peaks at d^-0.5 warmup^-0.5)
     warmup: int = 4000  # steps of linear warmup to the peak lr
     schedule: str = "noam"  # noam (inverse sqrt) | linear (to 0 at decay_steps) | cosine (to min_lr)
-    decay_steps: int = 0  # linear, cosine: the step where the decay ends (0: max_steps)
+    decay_steps: int = 0  # linear, cosine: the step where the decay ends (0: max_steps, else max_epochs' end)
     min_lr: float = 0.0  # cosine: the floor
     beta1: float = 0.9  # AdamW's first-moment decay
     beta2: float = 0.98  # AdamW's second-moment decay (BERT: 0.999)
@@ -242,18 +242,18 @@ def make_task(cfg, world=1):  # the task of cfg.model's row
 # ----------------------------------------------------------------------------------- the run
 
 
-def lr_factor(cfg, d_model):
-    """The learning rate at optimizer step i (0-based) as a fraction of cfg.lr."""
+def lr_factor(cfg, d_model, per_epoch=0):
+    """The learning rate at optimizer step i (0-based) as a fraction of cfg.lr (per_epoch: steps in an epoch)."""
     if cfg.schedule == "noam":  # the paper: linear warmup, then inverse square root, peak at `warmup`
         peak = T.noam_lr(cfg.warmup, d_model, cfg.warmup)
         return lambda i: T.noam_lr(i + 1, d_model, cfg.warmup) / peak
     if cfg.schedule == "linear":  # BERT: linear warmup, then linear decay to 0
-        total = cfg.decay_steps or cfg.max_steps
+        total = cfg.decay_steps or cfg.max_steps or cfg.max_epochs * per_epoch
         if total <= cfg.warmup:
             raise ValueError(f"schedule linear: decay_steps or max_steps ({total}) must exceed warmup ({cfg.warmup})")
         return lambda i: min((i + 1) / max(cfg.warmup, 1), max(0.0, (total - i - 1) / (total - cfg.warmup)))
     if cfg.schedule == "cosine":  # nanoGPT: linear warmup, cosine down to min_lr at decay_steps, then flat
-        total, floor = cfg.decay_steps or cfg.max_steps, cfg.min_lr / cfg.lr
+        total, floor = cfg.decay_steps or cfg.max_steps or cfg.max_epochs * per_epoch, cfg.min_lr / cfg.lr
 
         def cosine(i):
             if i < cfg.warmup:
@@ -334,8 +334,9 @@ class Run:
         else:
             fused = {"fused": True} if self.device.type == "cuda" else {}
             self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, **fused)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model))
         self.step, self.epoch, self.batch_in_epoch, self.saved = 0, 0, 0, None
+        self.per_epoch = len(self.epoch_steps())  # an epoch that makes no optimizer step fails here, not in the loop
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model, self.per_epoch))
         random.seed(cfg.seed)
         if resume:
             self.load(latest_checkpoint(self.out))
@@ -347,7 +348,6 @@ class Run:
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.writers = self.open_writers() if self.master else []
         self.evals, self.say = [], print  # evaluations of this invocation, and where their lines go
-        self.per_epoch = len(self.epoch_steps())  # an epoch that makes no optimizer step fails here, not in the loop
 
     def shard(self):
         """FSDP2: every block (each entry of the model's ModuleLists) is a unit of its own, the rest

@@ -2,6 +2,8 @@
 ways), greedy, sampled and beam generation equal to HF's with HF's logits processors (forced
 BOS/EOS, min_length, no_repeat_ngram_size) with and without the cache, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -104,6 +106,32 @@ def test_checkpoints_round_trip_both_ways(tmp_path):
     back = bart.BartForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
     ids, mask, labels = batch()
     assert torch.equal(back(ids, mask, labels=labels).logits, ours(ids, mask, labels=labels).logits)
+
+
+def test_from_pretrained_a_hub_name_downloads_config_and_weights(tmp_path, monkeypatch):
+    """from_pretrained("facebook/bart-base") asks the hub for config.json and the weights only, and reads
+    a config.json with bart-base's extra fields (as HF, it ignores the ones BART's code never reads)."""
+    import huggingface_hub
+
+    _, hf = pair(tmp_path / "ours")
+    hf.save_pretrained(tmp_path / "hub")
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    config |= dict(normalize_before=False, add_final_layer_norm=False, add_bias_logits=False, num_beams=4)
+    config |= dict(forced_bos_token_id=0, no_repeat_ngram_size=3, task_specific_params={"summarization": {}})
+    (tmp_path / "hub" / "config.json").write_text(json.dumps(config))
+    asked = []
+
+    def download(repo_id, allow_patterns):
+        asked.append((repo_id, allow_patterns))
+        return str(tmp_path / "hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    ours = bart.BartForConditionalGeneration.from_pretrained("facebook/bart-base").eval()
+    assert asked[0][0] == "facebook/bart-base" and {"config.json", "*.safetensors"} <= set(asked[0][1])
+    assert ours.config.forced_bos_token_id == 0 and ours.config.vocab_size == hf.config.vocab_size
+    ids, mask, _ = batch()
+    with torch.no_grad():
+        assert (ours(ids, mask).logits - hf.eval()(input_ids=ids, attention_mask=mask).logits).abs().max() < 1e-4
 
 
 def hf_generate(hf, ids, mask, **kw):
