@@ -194,10 +194,18 @@ class BartModel(T.HFCheckpoint, nn.Module):
         m = self.body
         B, S = check_ids(input_ids, "input_ids", self.config.vocab_size)
         mask = check_mask(attention_mask, "attention_mask", (B, S), input_ids.device)
-        x, pad = m.encoder.embed(m.shared(input_ids)), None if mask.all() else ~mask
+        x = m.encoder.embed(m.shared(input_ids))
+        if mask.all():
+            for layer in m.encoder.layers:
+                x = layer(x)
+            return x, mask
+        # padding: every position-wise op (projections, feed-forward, norms) runs on the N real tokens only
+        index = mask.flatten().nonzero().squeeze(1)  # their flat positions
+        keys = torch.zeros(B, 1, 1, S, dtype=x.dtype, device=x.device).masked_fill(~mask.view(B, 1, 1, S), -math.inf)
+        x = T.pack_tokens(x, index)  # (N, d)
         for layer in m.encoder.layers:
-            x = layer(x, src_key_padding_mask=pad)
-        return x, mask
+            x = layer._forward(x, partial(layer.self_attn._packed_self_attention, index=index, B=B, T=S, mask=keys))
+        return T.unpack_tokens(x, index, B, S), mask  # (B, S, d), zeros at padding
 
     def decode(self, ids, memory, memory_mask, attention_mask=None):
         """Decoder ids (B, T) -> hidden states (B, T, d); memory_mask (B, S) bool, True = token."""

@@ -308,6 +308,8 @@ def bart_cases(device, dtype, args):
     hf = transformers.BartForConditionalGeneration(transformers.BartConfig(**config.to_hf())).to(device, dtype)
     hf.loss_type = "ForMaskedLM"
     hf.load_state_dict(ours.hf_state_dict(), strict=False)  # the tied head and embed_tokens are shared.weight
+    for k in ("forced_bos_token_id", "forced_eos_token_id"):  # HF's generation config does not read them
+        setattr(hf.generation_config, k, getattr(config, k))
     return seq2seq_cases(f"BART ({name} {L}+{L}L)", ours, hf, config.vocab_size, device, args)
 
 
