@@ -156,7 +156,7 @@ PRESETS = {
         label_smoothing=0.1,
     ),
     # BART fine-tuned as a translator on Multi30k (from --init-from, or bart-small from scratch): AdamW as
-    # in fairseq's recipes, a peak lr for a small model, two epochs (the ablation's short fine-tune)
+    # in fairseq's recipes, a peak lr for a small model, two epochs (the noising ablation: one)
     "bart-multi30k": dict(
         model="bart-translate",
         arch="bart-small",

@@ -363,7 +363,8 @@ def tiny_bart(glue):
 def test_bart_sequence_classification_learns_and_equals_hf_bart(glue_env, tiny_bart, tmp_path):
     """--model bart: BART's classifier on the last </s> (pairs as <s> A </s></s> B </s>, three </s> per
     row) from a denoising export: learns SST-2's word; hf-bart (HF's, same init and batches) logs the
-    same losses on padded MRPC pairs (half an epoch: --epochs may be a fraction); the exported classifier loads in transformers with the same logits."""
+    same losses on padded MRPC pairs (half an epoch: --epochs may be a fraction); the exported
+    classifier loads in transformers with the same logits."""
     import transformers
 
     import bart
