@@ -104,13 +104,17 @@ def read_parallel(dataset, split, src_lang="de", tgt_lang="en", root=None):
 # --------------------------------------------------------------------------------- tokenizers
 
 
+def tokenizer_file(path):  # a tokenizer.json named by --tokenizer
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--tokenizer {path}: no such file (a tokenizer.json)")
+    return Tokenizer.from_file(str(path))
+
+
 def translation_tokenizer(dataset, src_lang="de", tgt_lang="en", vocab_size=8000, kind="bpe", root=None):
     """The joint source+target tokenizer of a dataset, trained on its train split only, saved to
     $PREP_DIR/<dataset>/ and reused (both directions share it); kind "<path>.json": that file's."""
     if kind.endswith(".json"):  # e.g. a pretraining export's, so that its ids carry over
-        if not Path(kind).is_file():
-            raise FileNotFoundError(f"--tokenizer {kind}: no such file (a tokenizer.json, or bpe | unigram)")
-        return Tokenizer.from_file(kind)
+        return tokenizer_file(kind)
     langs = "-".join(sorted((src_lang, tgt_lang)))
     path = prep_dir() / dataset / f"tokenizer-{langs}-{kind}{vocab_size}.json"
     if path.exists():
@@ -698,7 +702,7 @@ def lm_tokenizer(kind, source=None, root=None):
     if kind in ("gpt2", "cl100k_base", "r50k_base", "o200k_base"):
         return TiktokenTokenizer(kind)
     if kind.endswith(".json"):  # a trained one, e.g. a translation task's: data.py lm then shares its ids
-        return HFBPETokenizer(Tokenizer.from_file(kind))
+        return HFBPETokenizer(tokenizer_file(kind))
     for name, cls in (("bpe", HFBPETokenizer), ("unigram", HFUnigramTokenizer), ("bart-bpe", subword.HFBartTokenizer)):
         if kind.startswith(name) and kind[len(name) :].isdigit():
             return cls.train(_lm_texts(source, root), int(kind[len(name) :]))
