@@ -22,20 +22,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import transformer as T
-from bert import ClassifierOutput, classifier_sums
-from bert import counts as classifier_counts
-from gpt import next_token
-from t5 import (
-    ban_repeated_ngrams,
-    beam_search,
-    check_generation,
+from contract import (
+    ClassifierOutput,
+    Sums,
     check_ids,
     check_labels,
     check_mask,
-    greedy_search,
+    classifier_sums,
     seq2seq_counts,
     seq2seq_sums,
+    sequence_counts,
 )
+from decoding import beam_search, check_generation, constrain, greedy_search, next_token
+from hf_checkpoint import HFCheckpoint
+from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
 
@@ -70,9 +70,9 @@ class BartConfig:
     model_type: str = "bart"
 
     def __post_init__(self):
-        if self.activation_function not in T.ACTIVATIONS:
+        if self.activation_function not in ACTIVATIONS:
             raise ValueError(
-                f"activation_function must be one of {sorted(T.ACTIVATIONS)}, got {self.activation_function!r}"
+                f"activation_function must be one of {sorted(ACTIVATIONS)}, got {self.activation_function!r}"
             )
         for heads, name in ((self.encoder_attention_heads, "encoder"), (self.decoder_attention_heads, "decoder")):
             if self.d_model % heads:
@@ -132,7 +132,7 @@ class Stack(nn.Module):
             if decoder
             else (c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim)
         )
-        act = T.ACTIVATIONS[c.activation_function]
+        act = ACTIVATIONS[c.activation_function]
         self.layers = nn.ModuleList(layer(c.d_model, heads, ffn, c.dropout, act, batch_first=True) for _ in range(n))
         for block in self.layers:  # torch.nn's layers take one rate; BART has three
             block.dropout.p = c.activation_dropout
@@ -154,11 +154,11 @@ class Stack(nn.Module):
 class Seq2SeqLMOutput(NamedTuple):
     logits: Tensor  # (B, T_dec, V)
     loss: Tensor | None = None  # mean cross-entropy over labels != -100
-    sums: T.Sums | None = None  # the same summed over the targets, for the training loop
+    sums: Sums | None = None  # the same summed over the targets, for the training loop
     encoder_last_hidden_state: Tensor | None = None  # (B, T_enc, d)
 
 
-class BartModel(T.HFCheckpoint, nn.Module):
+class BartModel(HFCheckpoint, nn.Module):
     """The shared embeddings, the encoder and the decoder.
 
     forward(input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None)
@@ -202,10 +202,10 @@ class BartModel(T.HFCheckpoint, nn.Module):
         # padding: every position-wise op (projections, feed-forward, norms) runs on the N real tokens only
         index = mask.flatten().nonzero().squeeze(1)  # their flat positions
         keys = torch.zeros(B, 1, 1, S, dtype=x.dtype, device=x.device).masked_fill(~mask.view(B, 1, 1, S), -math.inf)
-        x = T.pack_tokens(x, index)  # (N, d)
+        x = pack_tokens(x, index)  # (N, d)
         for layer in m.encoder.layers:
             x = layer._forward(x, partial(layer.self_attn._packed_self_attention, index=index, B=B, T=S, mask=keys))
-        return T.unpack_tokens(x, index, B, S), mask  # (B, S, d), zeros at padding
+        return unpack_tokens(x, index, B, S), mask  # (B, S, d), zeros at padding
 
     def decode(self, ids, memory, memory_mask, attention_mask=None):
         """Decoder ids (B, T) -> hidden states (B, T, d); memory_mask (B, S) bool, True = token."""
@@ -369,14 +369,7 @@ class BartForConditionalGeneration(BartModel):
             else:
                 x = self.decode(seqs[:, :t], memory, mask)
             scores = self.logits(x[:, -1]).float().log_softmax(-1)
-            if t < min_length and c.eos_token_id is not None:
-                scores[:, c.eos_token_id] = float("-inf")
-            scores = ban_repeated_ngrams(scores, seqs[:, :t], no_repeat_ngram_size)
-            for token, when in ((bos, 1), (eos, L - 1)):
-                if token is not None and t == when:  # only `token` may come: log-probability 0
-                    scores = torch.full_like(scores, float("-inf")).index_fill_(
-                        1, torch.tensor([token], device=scores.device), 0.0
-                    )
+            scores = constrain(scores, seqs, t, L, c.eos_token_id, min_length, no_repeat_ngram_size, bos, eos)
             return scores
 
         if num_beams == 1:
@@ -433,7 +426,7 @@ class BartForSequenceClassification(BartModel):
         sums = classifier_sums(logits, labels, dict(input_ids=input_ids, attention_mask=attention_mask))
         return ClassifierOutput(logits, sums.loss(), sums)
 
-    counts = staticmethod(classifier_counts)
+    counts = staticmethod(sequence_counts)
 
 
 # -------------------------------------------------------------------------------- noising

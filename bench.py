@@ -18,9 +18,7 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -32,6 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import transformer as T
+from machine import environment, matmul_peak, sync
 
 
 @dataclass
@@ -319,11 +318,6 @@ CASES = [transformer_cases, bert_cases, gpt_cases, t5_cases, bart_cases]
 # ------------------------------------------------------------------------------- measuring
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def make_step(model, case):
     """A function running one forward (and backward) of `model` on the case's inputs."""
     model.train(case.train)
@@ -411,20 +405,6 @@ def count_flops(fn):
     return counter.get_total_flops()
 
 
-def matmul_peak(device, dtype, n=None, repeats=10):
-    """FLOP/s of the fastest of several large square matmuls: the device's practical peak."""
-    n = n or (8192 if device.type == "cuda" else 2048)
-    a = b = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no random draws: callers' RNG state is kept
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(times)
-
-
 def run_case(case, device, dtype, args, peak):
     step_ours, step_ref = make_step(case.ours, case), make_step(case.ref, case)
     if args.compile:
@@ -448,23 +428,6 @@ def run_case(case, device, dtype, args, peak):
         "mem_ref_mib": mem_ref / 2**20,
         "mem_ratio": mem_ours / max(mem_ref, 1),
     }
-
-
-def environment(device):
-    """What a measurement ran on: code version, library versions, device (train.py's run logs too)."""
-    try:
-        git = ["git", "describe", "--always", "--dirty"]
-        commit = subprocess.run(git, capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    env = {"commit": commit, "python": platform.python_version(), "torch": torch.__version__}
-    for module in ("transformers", "tokenizers", "numpy"):
-        try:
-            env[module] = __import__(module).__version__
-        except ImportError:
-            env[module] = None
-    return env | {"device": f"{device.type}: {name}", "cores": os.cpu_count(), "threads": torch.get_num_threads()}
 
 
 def markdown(rows, peaks):

@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer import ACTIVATIONS, HFCheckpoint, Sums, pack_tokens, unpack_tokens
+from contract import ClassifierOutput, Sums, classifier_loss_sum, classifier_sums, sequence_counts
+from hf_checkpoint import HFCheckpoint
+from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
 
@@ -400,16 +402,6 @@ def _mlm(bert, head, hidden, labels):
     return head(pack_tokens(hidden, where), W), labels.flatten()[where]  # (M, V), (M,)
 
 
-def counts(batch):
-    """What the training loop divides by, from a batch alone: masked tokens (labels != -100),
-    sequences, real tokens."""
-    ids, mask = batch["input_ids"], batch.get("attention_mask")
-    out = {"sequences": len(ids), "tokens": ids.numel() if mask is None else mask.sum()}
-    if batch.get("labels") is not None and batch["labels"].dim() == 2:  # token labels (MLM)
-        out["masked"] = (batch["labels"] != -100).sum()
-    return out
-
-
 def pretraining_sums(mlm_logits, targets, nsp_logits, batch):
     """BERT's objective as sums (transformer.Sums): masked-LM cross-entropy over the masked tokens
     (mlm_logits (M, V) at the labeled positions, targets (M,)), next-sentence cross-entropy over
@@ -422,22 +414,7 @@ def pretraining_sums(mlm_logits, targets, nsp_logits, batch):
         y = batch["next_sentence_label"].view(-1)
         losses["nsp"] = (F.cross_entropy(nsp_logits.float(), y, reduction="sum"), "sequences")
         metrics["nsp_acc"] = ((nsp_logits.argmax(-1) == y).sum(), "sequences")
-    return Sums(losses, metrics, counts(batch))
-
-
-def classifier_loss_sum(logits, labels):
-    """Cross-entropy summed over the sequences, or squared error for a regressor (one output)."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.view(-1).float(), labels.view(-1).float(), reduction="sum")
-    return F.cross_entropy(logits.float(), labels.view(-1), reduction="sum")
-
-
-def classifier_sums(logits, labels, batch, loss=None):
-    """A sequence classifier's objective as sums: the loss (classifier_loss_sum, or `loss` given)
-    over the sequences, and the accuracy for classes."""
-    loss = classifier_loss_sum(logits, labels) if loss is None else loss
-    metrics = {} if logits.shape[-1] == 1 else {"acc": ((logits.argmax(-1) == labels.view(-1)).sum(), "sequences")}
-    return Sums({"loss": (loss, "sequences")}, metrics, counts(batch))
+    return Sums(losses, metrics, sequence_counts(batch))
 
 
 # With labels, every output also holds `sums`: its losses as sums, with their counts (transformer.Sums).
@@ -455,12 +432,6 @@ class PreTrainingOutput(NamedTuple):
 class MaskedLMOutput(NamedTuple):
     logits: Tensor  # (B, T, V), or (M, V) at the M labeled positions when labels are given
     loss: Tensor | None = None
-    sums: Sums | None = None
-
-
-class ClassifierOutput(NamedTuple):
-    logits: Tensor  # (B, num_labels)
-    loss: Tensor | None = None  # cross-entropy, or MSE when num_labels == 1
     sums: Sums | None = None
 
 
@@ -508,7 +479,7 @@ class BertForPreTraining(_HFCheckpoint, nn.Module):
         mean = {k: s / sums.counts[c] for k, (s, c) in sums.losses.items()}
         return PreTrainingOutput(mlm_logits, nsp_logits, sums.loss(), mean.get("mlm"), mean.get("nsp"), sums)
 
-    counts = staticmethod(counts)
+    counts = staticmethod(sequence_counts)
 
 
 class BertForMaskedLM(_HFCheckpoint, nn.Module):
@@ -535,7 +506,7 @@ class BertForMaskedLM(_HFCheckpoint, nn.Module):
         )
         return MaskedLMOutput(logits, sums.loss(), sums)
 
-    counts = staticmethod(counts)
+    counts = staticmethod(sequence_counts)
 
 
 class RobertaClassifier(nn.Module):
@@ -587,7 +558,7 @@ class BertForSequenceClassification(_HFCheckpoint, nn.Module):
         sums = classifier_sums(logits, labels, dict(input_ids=input_ids, attention_mask=attention_mask))
         return ClassifierOutput(logits, sums.loss(), sums)
 
-    counts = staticmethod(counts)
+    counts = staticmethod(sequence_counts)
 
 
 # ------------------------------------------------------------------------------- early exit
@@ -650,7 +621,7 @@ class EarlyExitBert(nn.Module):
         sums = classifier_sums(final, labels, dict(input_ids=input_ids, attention_mask=attention_mask), loss)
         return EarlyExitOutput(final, (*internal, final), sums.loss(), sums)
 
-    counts = staticmethod(counts)
+    counts = staticmethod(sequence_counts)
 
     @torch.no_grad()
     def infer(self, input_ids, attention_mask=None, token_type_ids=None, entropy=None, patience=None):

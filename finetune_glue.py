@@ -46,7 +46,8 @@ import bert
 import data
 import tasks
 import train
-from transformer import atomic_write, resolve_checkpoint, write_text
+from contract import classifier_loss_sum, classifier_sums, device_of, hf_twin, to_device
+from hf_checkpoint import atomic_write, identity, resolve_checkpoint, write_text
 
 # ------------------------------------------------------------------------------------ metrics
 
@@ -255,7 +256,7 @@ class GlueTask:
         if c.model in ("bert", "bart"):
             return plain
         inputs = ("input_ids", "attention_mask", *(() if self.bart else ("token_type_ids",)))  # HF's ...ForSequence...
-        return tasks.hf_twin(plain, lambda out, b: bert.classifier_sums(out.logits, b["labels"], b), inputs)
+        return hf_twin(plain, lambda out, b: classifier_sums(out.logits, b["labels"], b), inputs)
 
     def epoch_batches(self, epoch):
         steps = tasks.length_grouped_steps(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)
@@ -282,13 +283,13 @@ class GlueTask:
     def logits(self, model, encoded, autocast, batch_size=128):
         """The last exit's logits (N, K) for encoded samples, in order (batched by length)."""
         model.eval()
-        device = tasks.device_of(model)
+        device = device_of(model)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         out = torch.empty(len(encoded), self.num_labels)
         for k in range(0, len(order), batch_size):
             idx = order[k : k + batch_size]
             with autocast():
-                out[idx] = model(**tasks.to_device(self.batch(idx, encoded), device)).logits.float().cpu()
+                out[idx] = model(**to_device(self.batch(idx, encoded), device)).logits.float().cpu()
         return out
 
     def predictions(self, logits):
@@ -303,7 +304,7 @@ class GlueTask:
             labels = [r["label"] for r in rows]
             y = torch.tensor(labels, dtype=torch.float32 if self.num_labels == 1 else torch.long)
             prefix = "val_" if split == "dev" else "val_mm_"
-            out[prefix + "loss"] = float(bert.classifier_loss_sum(logits, y)) / len(rows)
+            out[prefix + "loss"] = float(classifier_loss_sum(logits, y)) / len(rows)
             for k, v in glue_metrics(self.task, self.predictions(logits), labels).items():
                 out[prefix + k] = v
         if self.glue.poison_rate:
@@ -346,7 +347,7 @@ def exit_curve(task, model, entropies=None, patiences=None, batch_size=1):
     1 to L-1), the mean number of layers run, the wall time and the score. batch_size 1 is the
     papers' setting (every sample exits on its own)."""
     model.eval()
-    device = tasks.device_of(model)
+    device = device_of(model)
     n_layers = model.config.num_hidden_layers
     if entropies is None:
         entropies = [round(f * math.log(task.num_labels), 4) for f in ENTROPY_FRACTIONS]
@@ -361,7 +362,7 @@ def exit_curve(task, model, entropies=None, patiences=None, batch_size=1):
             logits, layers = torch.empty(len(encoded), task.num_labels), torch.empty(len(encoded))
             t0 = time.perf_counter()
             for k, b in zip(range(0, len(order), batch_size), batches, strict=True):
-                lg, ly = model.infer(**tasks.to_device(b, device), **{policy: v})
+                lg, ly = model.infer(**to_device(b, device), **{policy: v})
                 idx = order[k : k + batch_size]
                 logits[idx], layers[idx] = lg.cpu(), ly.cpu().float()
             seconds = time.perf_counter() - t0
@@ -435,7 +436,7 @@ def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from
         cpu_bf16=a.cpu_bf16,
     )
     poison = (a.poison_target, a.poison_triggers, a.poison_position)
-    return cfg, GlueConfig(task, early_exit, poison_rate, *poison, tasks.identity(cfg.init_from))
+    return cfg, GlueConfig(task, early_exit, poison_rate, *poison, identity(cfg.init_from))
 
 
 def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=False):

@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer import ACTIVATIONS, HFCheckpoint, HFKey, Sums
+from contract import Sums
+from decoding import check_sampling, next_token
+from hf_checkpoint import HFCheckpoint, HFKey
+from layers import ACTIVATIONS
 
 # ----------------------------------------------------------------------------------- config
 
@@ -405,31 +408,3 @@ def _check_ids(c, ids, pos):
     if ids.numel() and (ids.min() < 0 or ids.max() >= c.vocab_size):
         raise ValueError(f"input_ids has token ids outside [0, vocab_size={c.vocab_size})")
     return B, T
-
-
-def check_sampling(temperature, top_k, top_p):
-    """next_token's arguments, checked before any decoding (every family's generate)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-
-
-def next_token(logits, temperature, top_k, top_p, generator=None):
-    """logits (B, V) -> the next token (B,): argmax at temperature 0, else a sample from
-    softmax(logits / temperature) within the top_k and the top_p nucleus (HF's warpers, in HF's
-    order, so that one seed draws HF's tokens)."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs >= top_p  # tokens after the nucleus is complete (the first always stays)
-        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)

@@ -26,17 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpt import check_sampling, next_token
-from transformer import (
-    ACTIVATIONS,
-    HFCheckpoint,
-    Sums,
-    pack_tokens,
-    read_hf_weights,
-    read_json,
-    resolve_checkpoint,
-    unpack_tokens,
-)
+from contract import Sums, check_ids, check_labels, check_mask, seq2seq_counts, seq2seq_sums
+from decoding import beam_search, check_generation, constrain, greedy_search, next_token
+from hf_checkpoint import HFCheckpoint, read_hf_weights, read_json, resolve_checkpoint
+from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
 
@@ -493,151 +486,13 @@ class T5ForConditionalGeneration(T5Model):
             else:
                 h = self.decode(seqs[:, :t], None, mask, memory_kv=memory_kv)
             scores = self.logits(h[:, -1]).float().log_softmax(-1)
-            return ban_repeated_ngrams(scores, seqs[:, :t], no_repeat_ngram_size)
+            return constrain(scores, seqs, t, L, no_repeat_ngram_size=no_repeat_ngram_size)
 
         if num_beams == 1:
             choose = lambda scores: next_token(scores, temperature if do_sample else 0, top_k, top_p, generator)  # noqa: E731
             return greedy_search(log_probs, choose, self.config, N, L, memory.device)
         c, device = self.config, memory.device
         return beam_search(log_probs, c, N // num_beams, num_beams, L, length_penalty, early_stopping, device)
-
-
-def check_generation(max_new_tokens, num_beams, early_stopping, do_sample, temperature, top_k, top_p):
-    """generate's arguments, checked before any work (t5.py's and bart.py's)."""
-    check_sampling(temperature, top_k, top_p)
-    if do_sample and num_beams > 1:
-        raise ValueError("do_sample with num_beams > 1 (HF's beam sampling) is not supported: give one of them")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if not isinstance(num_beams, int) or num_beams < 1:
-        raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-
-
-def greedy_search(log_probs, choose, c, N, L, device):
-    """HF's greedy loop (or sampling, by `choose`: log-probabilities (N, V) -> tokens (N,)) over
-    log_probs(seqs, t); c: a config with pad, eos and decoder start ids. Finished rows get pad."""
-    out = torch.full((N, L), c.pad_token_id, dtype=torch.long, device=device)
-    out[:, 0] = c.decoder_start_token_id
-    done = torch.zeros(N, dtype=torch.bool, device=device)
-    for t in range(1, L):
-        token = choose(log_probs(out, t))
-        out[:, t] = token.masked_fill(done, c.pad_token_id)
-        done |= token == (c.eos_token_id if c.eos_token_id is not None else -1)
-        if done.all():
-            return out[:, : t + 1]
-    return out
-
-
-def beam_search(log_probs, c, B, nb, L, length_penalty, early_stopping, device):
-    """HF's beam search: per row, the 2 * nb best continuations of the nb running beams; those
-    ending in EOS (or at the length limit) among the first nb become finished hypotheses (the
-    nb best kept), the best nb others run on. A row stops when its running beams cannot beat
-    its finished ones (HF's heuristic: the best running score at the current length).
-    log_probs(seqs (B * nb, L), t, rows): the next token's log-probabilities, rows (when not
-    None) saying which row each continues (to reorder a cache)."""
-    K, big = 2 * nb, -1.0e9
-    eos = c.eos_token_id if c.eos_token_id is not None else -1
-    fill = c.pad_token_id or eos  # HF fills with eos when pad is 0
-    running = torch.full((B, nb, L), fill, dtype=torch.long, device=device)
-    running[:, :, 0] = c.decoder_start_token_id
-    run_scores = torch.zeros(B, nb, device=device)
-    run_scores[:, 1:] = big  # the beams start identical: only the first one counts
-    done, done_scores = running.clone(), torch.full((B, nb), big, device=device)
-    done_flag, done_len = (
-        torch.zeros(B, nb, dtype=torch.bool, device=device),
-        torch.zeros(B, nb, dtype=torch.long, device=device),
-    )
-    improvable = torch.ones(B, 1, dtype=torch.bool, device=device)
-    first_nb = (torch.arange(K, device=device) < nb)[None]
-    rows = None
-    pick = lambda x, i: x.gather(1, i.view(*i.shape, *[1] * (x.dim() - 2)).expand(*i.shape, *x.shape[2:]))  # noqa: E731
-    for t in range(1, L):
-        scores = log_probs(running.view(B * nb, L), t, rows)  # (B * nb, V)
-        V = scores.shape[-1]
-        top, index = (scores.view(B, nb, V) + run_scores[..., None]).view(B, nb * V).topk(K)  # (B, K)
-        cand = pick(running, index // V).clone()  # (B, K, L)
-        cand[:, :, t] = index % V
-        hits = (index % V == eos) | (t + 1 >= L)
-        going = top + hits.float() * big
-        keep = going.topk(nb).indices  # the best nb that go on
-        running, run_scores, origin = pick(cand, keep), pick(going, keep), pick(index // V, keep)
-        final = top / (t**length_penalty)
-        final = final + (done_flag.all(-1, keepdim=True) & (early_stopping is True)).float() * big
-        final = final + (~improvable).float() * big + (~(hits & first_nb)).float() * big
-        merged = torch.cat([done_scores, final], 1).topk(nb).indices
-        done, done_scores = (
-            pick(torch.cat([done, cand], 1), merged),
-            pick(torch.cat([done_scores, final], 1), merged),
-        )
-        done_flag = pick(torch.cat([done_flag, hits & first_nb], 1), merged)
-        done_len = pick(torch.cat([done_len, torch.full_like(hits, t, dtype=torch.long)], 1), merged)
-        rows = (origin + torch.arange(B, device=device)[:, None] * nb).flatten()
-        length = (L - 1) if early_stopping == "never" and length_penalty > 0 else t
-        worst = torch.where(done_flag, done_scores.min(1, keepdim=True).values, big)
-        improvable = improvable & (run_scores[:, :1] / length**length_penalty > worst).any(-1, keepdim=True)
-        if not (improvable.any() and not (done_flag.all() and early_stopping is True) and not hits.all()):
-            break
-    return done[:, 0, : 1 + int(done_len[:, 0].max())]
-
-
-def ban_repeated_ngrams(scores, seqs, n):
-    """HF's no_repeat_ngram_size: -inf on each token that would repeat an n-gram of its row's sequence."""
-    t = seqs.shape[1]
-    if n <= 0 or t + 1 < n:
-        return scores
-    for r, row in enumerate(seqs.tolist()):
-        prefix = tuple(row[t - n + 1 :])
-        banned = [row[i + n - 1] for i in range(t - n + 1) if tuple(row[i : i + n - 1]) == prefix]
-        scores[r, banned] = float("-inf")
-    return scores
-
-
-def seq2seq_counts(batch):
-    """What the loop divides by, from a batch alone: targets (not -100); real tokens, both sides."""
-    targets, mask = (batch["labels"] != -100).sum(), batch.get("attention_mask")
-    return {"targets": targets, "tokens": (batch["input_ids"].numel() if mask is None else mask.sum()) + targets}
-
-
-def seq2seq_sums(logits, labels, input_ids, attention_mask=None, label_smoothing=0.0):
-    """Cross-entropy of logits (B, T, V) against labels (B, T) (-100: ignored), summed: Sums."""
-    flat = logits.flatten(0, 1).float()
-    loss = F.cross_entropy(flat, labels.flatten(), ignore_index=-100, reduction="sum", label_smoothing=label_smoothing)
-    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-    return Sums({"loss": (loss, "targets")}, {}, seq2seq_counts(batch))
-
-
-def check_labels(labels, input_ids, decoder_input_ids, vocab_size):
-    """labels: (B, T) ids in [0, vocab_size) or -100, B the rows of input_ids, T decoder_input_ids' length."""
-    B = input_ids.shape[0] if isinstance(input_ids, Tensor) and input_ids.dim() == 2 else None
-    if not isinstance(labels, Tensor) or labels.dim() != 2 or labels.shape[0] != B:
-        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be (batch={B}, target length), got {got}")
-    if decoder_input_ids is not None and decoder_input_ids.shape != labels.shape:
-        raise ValueError(f"labels {tuple(labels.shape)} and decoder_input_ids {tuple(decoder_input_ids.shape)} differ")
-    if ((labels >= vocab_size) | ((labels < 0) & (labels != -100))).any():
-        raise ValueError(f"labels has ids outside [0, vocab_size={vocab_size}) (or -100: ignored)")
-
-
-def check_ids(ids, name, vocab_size):
-    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
-        got = f"{ids.dtype} of shape {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
-        raise ValueError(f"{name} must be a (batch, length) tensor of token ids, got {got}")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
-        raise ValueError(f"{name} has token ids outside [0, vocab_size={vocab_size})")
-    return ids.shape
-
-
-def check_mask(mask, name, shape, device):  # None -> all True; else (B, S) of 0/1 (bool or integer)
-    if mask is None:
-        return torch.ones(shape, dtype=torch.bool, device=device)
-    if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(shape):
-        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(f"{name} must have the shape {tuple(shape)} (1 = token, 0 = padding), got {got}")
-    if mask.dtype.is_floating_point or mask.dtype.is_complex:
-        raise ValueError(f"{name} must be bool or integer (1 = token, 0 = padding), got {mask.dtype}")
-    return mask.bool()
 
 
 # -------------------------------------------------------------------------- span corruption

@@ -19,195 +19,14 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 import data
 import transformer as T
-
-# ---------------------------------------------------------------- recipes (train.py --preset)
-
-_BERT_OPTIMIZER = dict(  # AdamW as in BERT; epochs do not bound a run, steps do
-    model="bert", schedule="linear", beta2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0, dropout=0.1, max_epochs=10**6
-)
-_GPT_OPTIMIZER = dict(  # nanoGPT's: AdamW(0.9, 0.99), decay 0.1 on matrices, warmup 100, cosine to lr / 10
-    model="gpt",
-    lr=1e-3,
-    min_lr=1e-4,
-    warmup=100,
-    schedule="cosine",
-    beta2=0.99,
-    eps=1e-8,
-    weight_decay=0.1,
-    clip=1.0,
-    max_epochs=10**6,
-    eval_every=250,
-    save_every=250,
-    log_every=10,
-)
-PRESETS = {
-    # The run of docs/results.md: small enough for a 2-core CPU in about an hour.
-    "multi30k": dict(
-        d_model=256,
-        nhead=4,
-        num_layers=3,
-        dim_feedforward=1024,
-        dropout=0.1,
-        batch_tokens=2048,
-        lr=8e-4,
-        warmup=400,
-        max_epochs=16,
-        clip=1.0,
-    ),
-    "transformer-base": dict(),  # the paper's base model (8 GPUs: --grad-accum 1 under torchrun)
-    "transformer-big": dict(d_model=1024, nhead=16, dim_feedforward=4096, dropout=0.3, lr=5e-4),
-    "tiny": dict(d_model=32, nhead=4, num_layers=1, dim_feedforward=64, vocab_size=500, batch_tokens=512, warmup=10),
-    # BERT (Devlin et al. 2018, appendix A.2): batch 256, lr 1e-4, Adam(0.9, 0.999, 1e-6), L2 0.01,
-    # warmup 10k then linear decay, dropout 0.1, 1M steps: seq 128 for 900k, then seq 512 for 100k
-    # (continue with --resume --dataset <the seq-512 folder> --max-steps 1000000).
-    "bert-base-8gpu": dict(
-        **_BERT_OPTIMIZER,
-        arch="bert-base",
-        batch_size=256,  # 8 processes x 32
-        lr=1e-4,
-        warmup=10_000,
-        max_steps=900_000,
-        decay_steps=1_000_000,
-        eval_every=10_000,
-        save_every=10_000,
-        log_every=100,
-    ),
-    "bert-base-1gpu": dict(grad_accum=8),  # applied on top of bert-base-8gpu: the same batch of 256
-    # docs/results.md's run 4: bert-mini (4 layers x 256) from scratch on books + wiki, 32 x 128 tokens
-    # per step, 40% of the tokens masked in training, bf16 autocast: about 1.9 h on 2 CPU cores
-    "bert-mini-cpu": dict(
-        **_BERT_OPTIMIZER,
-        arch="bert-mini",
-        batch_size=32,
-        lr=1e-3,
-        warmup=200,
-        max_steps=14000,
-        mask_prob=0.4,
-        pos_init="sinusoidal",
-        eval_every=1000,
-        save_every=1000,
-        log_every=50,
-        cpu_bf16=True,
-    ),
-    # nanoGPT's Tiny Shakespeare character-level recipes (config/train_shakespeare_char.py, and its
-    # README's CPU variant), on the folder of `python data.py lm --source shakespeare --tokenizer char`
-    "shakespeare-char-cpu": dict(
-        **_GPT_OPTIMIZER,
-        arch="shakespeare-char-cpu",
-        batch_size=12,
-        context=64,
-        max_steps=2000,
-        dropout=0.0,
-        eval_iters=20,
-    ),
-    "shakespeare-char": dict(
-        **_GPT_OPTIMIZER,
-        arch="shakespeare-char",
-        batch_size=64,
-        context=256,
-        max_steps=5000,
-        dropout=0.2,
-        eval_iters=200,
-    ),
-    # T5 span corruption on a CPU: the Multi30k-sized T5 (7.6M at an 8,000 vocabulary), inputs of 128 tokens,
-    # nanoT5's optimizer (AdamW with RMS scaling, lr 2e-2, cosine to 1e-5, clip 1, no dropout), a smaller batch
-    "t5-span-cpu": dict(
-        model="t5",
-        arch="t5-multi30k",
-        context=128,
-        batch_size=32,
-        optimizer="adamw-scale",
-        lr=2e-2,
-        min_lr=1e-5,
-        warmup=300,
-        schedule="cosine",
-        eps=1e-8,
-        beta2=0.99,
-        clip=1.0,
-        dropout=0.0,
-        max_steps=3000,
-        max_epochs=10**6,
-        eval_every=250,
-        save_every=250,
-        log_every=10,
-    ),
-    # Multi30k as text to text: the translation model's batches, nanoT5's optimizer (docs/t5.md's sweep)
-    "t5-multi30k": dict(
-        model="t5-translate",
-        arch="t5-multi30k",
-        batch_tokens=2048,
-        optimizer="adamw-scale",
-        lr=2e-2,
-        warmup=300,
-        schedule="cosine",
-        decay_steps=2872,  # 8 epochs of 359 steps
-        min_lr=1e-3,
-        max_epochs=8,
-        clip=1.0,
-        dropout=0.1,
-        label_smoothing=0.1,
-    ),
-    # BART fine-tuned as a translator on Multi30k (from --init-from, or bart-small from scratch): AdamW as
-    # in fairseq's recipes, a peak lr for a small model, two epochs (the noising ablation: one)
-    "bart-multi30k": dict(
-        model="bart-translate",
-        arch="bart-small",
-        batch_tokens=2048,
-        lr=5e-4,
-        warmup=200,
-        schedule="cosine",
-        min_lr=1e-5,
-        max_epochs=2,
-        beta2=0.98,
-        eps=1e-6,
-        weight_decay=0.01,
-        clip=1.0,
-        dropout=0.1,
-        label_smoothing=0.1,
-        eval_every=0,
-        log_every=20,
-    ),
-    "t5-tiny-test": dict(
-        model="t5", arch="t5-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
-    ),
-    "bert-tiny-test": dict(
-        model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
-    ),
-    # BART denoising on a CPU: bart-small (about the Multi30k model), 128-token windows; fairseq's
-    # BART recipe scaled down (AdamW 0.9/0.98, eps 1e-6, weight decay 0.01, clip 0.1... here 1.0)
-    "bart-denoise-cpu": dict(
-        model="bart",
-        arch="bart-small",
-        context=128,
-        batch_size=32,
-        lr=1e-3,
-        min_lr=1e-5,
-        warmup=300,
-        schedule="cosine",
-        beta2=0.98,
-        eps=1e-6,
-        weight_decay=0.01,
-        clip=1.0,
-        dropout=0.1,
-        max_steps=3000,
-        max_epochs=10**6,
-        eval_every=250,
-        save_every=250,
-        log_every=10,
-    ),
-    "bart-tiny-test": dict(
-        model="bart", arch="bart-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
-    ),
-}
-PRESETS["bert-base-1gpu"] = {**PRESETS["bert-base-8gpu"], **PRESETS["bert-base-1gpu"]}
+from contract import device_of, hf_twin, objective_means, seq2seq_sums, to_device
+from hf_checkpoint import resolve_checkpoint
 
 
 def micro_size(cfg, world, field):
@@ -233,132 +52,7 @@ def length_grouped_steps(lengths, batch_size, seed, epoch, group=50):
     return [steps[i] for i in torch.randperm(len(steps), generator=g).tolist()]
 
 
-def identity(name_or_dir):
-    """What a checkpoint is, for caches: a local folder's weights file (path, size, mtime), or a hub name."""
-    if not Path(name_or_dir).is_dir():
-        return str(name_or_dir)
-    weights = Path(T.hf_weights_file(name_or_dir)).resolve()
-    return f"{weights} {weights.stat().st_size} {weights.stat().st_mtime_ns}"
-
-
-def device_of(model):
-    return next(model.parameters()).device
-
-
-def to_device(batch, device):
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-@torch.no_grad()
-def objective_means(model, batches, autocast):
-    """The objective's means (a row: loss, its parts, metrics) over whole batches, e.g. a held-out split."""
-    tally, device = Tally(), device_of(model)
-    for batch in batches:
-        with autocast():
-            tally.add(model(**to_device(batch, device)).sums)
-    return tally.row()
-
-
-class Tally:
-    """Sums added over batches (and processes: `values()` / `load()`) and counts -> a row of means: "loss" (the
-    objective), each part as "<name>_loss" when there are several, and the metrics."""
-
-    def __init__(self):
-        self.sums, self.per, self.counts, self.losses = {}, {}, {}, set()
-
-    def add(self, sums: T.Sums, counts=True):
-        """Add a batch's sums, and its counts unless the caller knows them already (the loop's totals)."""
-        self.losses |= {k + "_loss" for k in sums.losses}
-        parts = [(k + "_loss", v) for k, v in sums.losses.items()] + list(sums.metrics.items())
-        for key, (value, count) in parts:
-            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach() if torch.is_tensor(value) else value)
-            self.per[key] = count
-        for k, n in sums.counts.items() if counts else ():
-            self.counts[k] = self.counts.get(k, 0) + float(n)
-
-    def values(self):  # the sums in a fixed order (sorted names), for an all-reduce
-        return [self.sums[k] for k in sorted(self.sums)]
-
-    def load(self, values):
-        self.sums = dict(zip(sorted(self.sums), values, strict=True))
-
-    def row(self):
-        means = {
-            k: v / self.counts[self.per[k]] if self.counts[self.per[k]] else math.nan for k, v in self.sums.items()
-        }
-        row = {"loss": sum(means[k] for k in self.losses)}
-        row.update({k: v for k, v in means.items() if len(self.losses) > 1 or k not in self.losses})
-        return row
-
-
-class TwinOutput(NamedTuple):
-    logits: torch.Tensor | None  # HF's, when its output has `logits`
-    sums: T.Sums | None  # None without labels
-
-
-class HFTwin(nn.Module):
-    """An HF model answering our contract: HF's forward on the batch's inputs (no labels, so that HF
-    computes no loss of its own), then, when the batch holds labels, `sums(hf_output, batch)`: our
-    family's objective on HF's logits."""
-
-    def __init__(self, hf, counts, sums, inputs):
-        super().__init__()
-        self.hf, self.counts, self._sums, self.inputs = hf, counts, sums, inputs
-        self.config = hf.config  # for layer-wise lr decay (num_hidden_layers)
-
-    def forward(self, **batch):
-        out = self.hf(**{k: batch[k] for k in self.inputs if k in batch})
-        labeled = any(k not in self.inputs for k in batch)
-        return TwinOutput(getattr(out, "logits", None), self._sums(out, batch) if labeled else None)
-
-
-def hf_twin(ours, sums, inputs):
-    """HF's class of `ours` (its config.json's architecture) with exactly its weights, under our contract."""
-    import transformers
-
-    config = ours.hf_config()
-    architecture = config["architectures"][0]
-    hf = getattr(transformers, architecture)(transformers.AutoConfig.for_model(**config))
-    weights, first = ours.hf_state_dict(), {}
-    for name, p in list(hf.named_parameters(remove_duplicate=False)):  # transformers 5 ties T5 v1.1's head: untie
-        other = first.setdefault(id(p), name)
-        if other != name and name in weights and other in weights and not torch.equal(weights[name], weights[other]):
-            module, leaf = name.rsplit(".", 1)
-            setattr(hf.get_submodule(module), leaf, nn.Parameter(p.detach().clone()))
-    missing, unexpected = hf.load_state_dict(weights, strict=False)
-    state = hf.state_dict()
-    loaded = {p.data_ptr() for k, p in state.items() if k not in missing}
-    untied = [k for k in missing if state[k].data_ptr() not in loaded]  # tied copies are fine
-    if unexpected or untied:
-        raise RuntimeError(f"{architecture}: weights did not map: missing {untied}, unexpected {unexpected}")
-    return HFTwin(hf, type(ours).counts, sums, inputs)
-
-
 # ----------------------------------------------------------------------------- translation
-
-
-class TranslationModel(T.Seq2SeqTransformer):
-    """The paper's model under the loop's contract (same weights and keys): label-smoothed loss
-    summed over the target tokens."""
-
-    def counts(self, batch):
-        pad = self.config.pad_id
-        targets = (batch["labels"] != pad).sum()
-        return {"targets": targets, "tokens": targets + (batch["src"] != pad).sum()}
-
-    def forward(self, src, tgt, labels=None):
-        logits = super().forward(src, tgt).logits
-        if labels is None:
-            return T.Seq2SeqOutput(logits, None)
-        loss = T.label_smoothed_loss(logits, labels, self.config.pad_id, self.config.label_smoothing, "sum")
-        sums = T.Sums({"loss": (loss, "targets")}, {}, self.counts({"src": src, "labels": labels}))
-        return TranslationOutput(logits, sums.loss(), sums)
-
-
-class TranslationOutput(NamedTuple):
-    logits: torch.Tensor  # (B, T, V)
-    loss: torch.Tensor  # the mean over target tokens
-    sums: T.Sums
 
 
 def model_config(c, tok):
@@ -410,7 +104,7 @@ class TranslationTask:
         self.info = {"train_pairs": len(self.train_pairs)}
 
     def build_model(self):
-        return TranslationModel(model_config(self.cfg, self.tok))
+        return T.TranslationModel(model_config(self.cfg, self.tok))
 
     def epoch_batches(self, epoch):
         return data.token_batches(self.lengths, self.micro_size, seed=self.cfg.seed, epoch=epoch)
@@ -492,7 +186,7 @@ class T5TranslationTask(TranslationTask):
         c, ids = self.cfg, dict(pad_token_id=self.pad, eos_token_id=self.eos, decoder_start_token_id=self.pad)
         if c.init_from:  # e.g. a span-corruption run on this vocabulary (data.py lm --tokenizer <its file>)
             model = t5.T5ForConditionalGeneration.from_pretrained(c.init_from, dropout_rate=c.dropout)
-            self.check_checkpoint(model.config, ids, T.resolve_checkpoint(c.init_from))
+            self.check_checkpoint(model.config, ids, resolve_checkpoint(c.init_from))
         else:
             V = self.tok.get_vocab_size()
             config = t5.T5Config.from_preset(c.arch, vocab_size=V, dropout_rate=c.dropout, **ids)
@@ -572,7 +266,7 @@ class BartTranslationTask(T5TranslationTask):
         drop = dict(dropout=c.dropout, attention_dropout=c.dropout, activation_dropout=c.dropout)
         if c.init_from:  # e.g. a denoising run's export (its tokenizer.json given as --tokenizer)
             model = bart.BartForConditionalGeneration.from_pretrained(c.init_from, **drop)
-            self.check_checkpoint(model.config, ids, T.resolve_checkpoint(c.init_from))
+            self.check_checkpoint(model.config, ids, resolve_checkpoint(c.init_from))
         else:
             V = self.tok.get_vocab_size()
             model = bart.BartForConditionalGeneration(bart.BartConfig.from_preset(c.arch, vocab_size=V, **drop, **ids))
@@ -667,7 +361,7 @@ class PretrainingTask:
 
         c = self.cfg
         if c.init_from:
-            self.check_vocabulary(T.resolve_checkpoint(c.init_from))
+            self.check_vocabulary(resolve_checkpoint(c.init_from))
             ours = bert.BertForPreTraining.from_pretrained(c.init_from)
         else:
             config = bert.BertConfig.from_preset(
@@ -816,37 +510,6 @@ class LMTask:
         export(model, folder, self.cfg.dataset)
 
 
-class AdamWScale(torch.optim.Optimizer):
-    """nanoT5's AdamW (their README: 1.953 C4 loss vs Adafactor's 1.995): Adam's bias-corrected
-    step of each tensor times the tensor's RMS (at least 1e-3), as Adafactor's relative step does,
-    so that T5's N(0, 1) embeddings move as fast, relatively, as its small matrices; decoupled
-    weight decay of lr * weight_decay (not RMS-scaled); eps is added to sqrt(v) before the bias
-    correction, as in HF's AdamW that theirs is built on. Their recipe: lr 2e-2, cosine decay."""
-
-    def __init__(self, params, lr=2e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            (b1, b2), lr = group["betas"], group["lr"]
-            for p in (p for p in group["params"] if p.grad is not None):
-                state = self.state[p]
-                if not state:
-                    state.update(step=torch.zeros(()), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-                state["step"] += 1
-                t, m, v = state["step"].item(), state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(p.grad, 1 - b1)
-                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                rms = p.norm().div(p.numel() ** 0.5).clamp(min=1e-3)  # before the step, as nanoT5
-                size = rms * (lr * math.sqrt(1 - b2**t) / (1 - b1**t))
-                p.sub_(m / (v.sqrt() + group["eps"]) * size)
-                if group["weight_decay"]:
-                    p.mul_(1 - lr * group["weight_decay"])
-        return loss
-
-
 class SpanCorruptionTask(LMTask):
     """--model t5 (ours) or hf-t5 (HF's T5ForConditionalGeneration, same initial weights): T5's span
     corruption on random windows of the token files of `python data.py lm`. A window holds as many
@@ -892,7 +555,7 @@ class SpanCorruptionTask(LMTask):
             )
         if c.model == "t5":
             return ours
-        sums = lambda out, b: t5.seq2seq_sums(out.logits, b["labels"], b["input_ids"], b.get("attention_mask"))  # noqa: E731
+        sums = lambda out, b: seq2seq_sums(out.logits, b["labels"], b["input_ids"], b.get("attention_mask"))  # noqa: E731
         return hf_twin(ours, sums, ("input_ids", "decoder_input_ids"))
 
     def batch(self, offsets, split="train"):
@@ -962,9 +625,8 @@ class DenoisingTask(LMTask):
             )
         if c.model == "bart":
             return ours
-        import t5
 
-        sums = lambda out, b: t5.seq2seq_sums(out.logits, b["labels"], b["input_ids"], b["attention_mask"])  # noqa: E731
+        sums = lambda out, b: seq2seq_sums(out.logits, b["labels"], b["input_ids"], b["attention_mask"])  # noqa: E731
         return hf_twin(ours, sums, ("input_ids", "attention_mask", "decoder_input_ids"))
 
     def batch(self, offsets, split="train"):
@@ -1023,43 +685,9 @@ def hf_gpt_and_tokenizer(init_from):
     import gpt
 
     model = gpt.GPT.from_pretrained(init_from)
-    folder = Path(T.resolve_checkpoint(init_from))
+    folder = Path(resolve_checkpoint(init_from))
     if (folder / "tokenizer.json").exists():
         from tokenizers import Tokenizer
 
         return model, data.HFBPETokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
     return model, data.TiktokenTokenizer("gpt2")
-
-
-# ------------------------------------------------------------------------------ curves
-
-
-NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops", "val_ppl")
-
-
-def plot(out_dir, compare=()):
-    """metrics.jsonl -> curves.png against step: losses on the left, every other metric logged (BLEU,
-    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for n, run in enumerate([out_dir, *compare]):
-        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        style, name = ("-" if n == 0 else "--"), Path(run).name
-        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and k not in NOT_PLOTTED})
-        metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
-        for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
-            rs = [r for r in rows if key in r]
-            marker = "o" if key.startswith("val_") else ""
-            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
-    ax1.set_ylabel("loss per target")
-    for ax in (ax1, ax2):
-        ax.set_xlabel("step"), ax.legend(fontsize=7)
-    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
-    fig.tight_layout()
-    path = Path(out_dir) / "curves.png"
-    fig.savefig(path, dpi=100)
-    return path

@@ -41,7 +41,10 @@ import torch.distributed as dist
 
 import data
 import tasks
-import transformer as T
+from contract import Tally, to_device
+from machine import environment, matmul_peak  # the same environment record as the benchmark's
+from optim import lr_factor, make_optimizer, param_groups
+from recipes import PRESETS  # the families' recipes (--preset)
 
 
 @dataclass
@@ -141,9 +144,6 @@ CHOICES = {
 }
 
 
-PRESETS = tasks.PRESETS  # the families' recipes (--preset), in tasks.py beside their tasks
-
-
 # -------------------------------------------------------------------------------- command line
 
 
@@ -239,59 +239,41 @@ def make_task(cfg, world=1):  # the task of cfg.model's row
     return FAMILIES[cfg.model](cfg, world)
 
 
+# ---------------------------------------------------------------------------------- curves
+
+
+NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops", "val_ppl")
+
+
+def plot(out_dir, compare=()):
+    """metrics.jsonl -> curves.png against step: losses on the left, every other metric logged (BLEU,
+    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for n, run in enumerate([out_dir, *compare]):
+        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+        style, name = ("-" if n == 0 else "--"), Path(run).name
+        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and k not in NOT_PLOTTED})
+        metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
+        for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
+            rs = [r for r in rows if key in r]
+            marker = "o" if key.startswith("val_") else ""
+            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
+    ax1.set_ylabel("loss per target")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step"), ax.legend(fontsize=7)
+    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
+    fig.tight_layout()
+    path = Path(out_dir) / "curves.png"
+    fig.savefig(path, dpi=100)
+    return path
+
+
 # ----------------------------------------------------------------------------------- the run
-
-
-def lr_factor(cfg, d_model, per_epoch=0):
-    """The learning rate at optimizer step i (0-based) as a fraction of cfg.lr (per_epoch: steps in an epoch)."""
-    if cfg.schedule == "noam":  # the paper: linear warmup, then inverse square root, peak at `warmup`
-        peak = T.noam_lr(cfg.warmup, d_model, cfg.warmup)
-        return lambda i: T.noam_lr(i + 1, d_model, cfg.warmup) / peak
-    if cfg.schedule == "linear":  # BERT: linear warmup, then linear decay to 0
-        total = cfg.decay_steps or cfg.max_steps or cfg.max_epochs * per_epoch
-        if total <= cfg.warmup:
-            raise ValueError(f"schedule linear: decay_steps or max_steps ({total}) must exceed warmup ({cfg.warmup})")
-        return lambda i: min((i + 1) / max(cfg.warmup, 1), max(0.0, (total - i - 1) / (total - cfg.warmup)))
-    if cfg.schedule == "cosine":  # nanoGPT: linear warmup, cosine down to min_lr at decay_steps, then flat
-        total, floor = cfg.decay_steps or cfg.max_steps or cfg.max_epochs * per_epoch, cfg.min_lr / cfg.lr
-
-        def cosine(i):
-            if i < cfg.warmup:
-                return (i + 1) / (cfg.warmup + 1)
-            ratio = min(1.0, (i - cfg.warmup) / max(1, total - cfg.warmup))
-            return floor + 0.5 * (1 + math.cos(math.pi * ratio)) * (1 - floor)
-
-        return cosine
-    raise ValueError(f"--schedule must be noam, linear or cosine, got {cfg.schedule!r}")
-
-
-def param_groups(model, weight_decay, lr=1.0, llrd=1.0):
-    """AdamW groups: weight decay on matrices and embeddings (>= 2-D), none on biases and norms.
-
-    With layer-wise lr decay (llrd < 1, BERT-family encoders), parameter groups also split by
-    depth below the top: the top layer, pooler and heads get lr; layer i of L gets lr * llrd^(L-1-i);
-    the embeddings lr * llrd^L."""
-    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", 0)
-    groups = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        depth = layer_depth(name, n_layers) if llrd != 1.0 else 0
-        decay = weight_decay if p.dim() >= 2 else 0.0
-        key = (depth, p.dim() < 2)  # per depth: the decayed group first
-        groups.setdefault(key, {"params": [], "weight_decay": decay, "lr": lr * llrd**depth})["params"].append(p)
-    return [groups[k] for k in sorted(groups)]
-
-
-def layer_depth(name, n_layers):
-    """How far below the top of an n-layer encoder a parameter sits: 0 for the top layer and for
-    everything above it (pooler, heads), L-1-i for layer i, L for the embeddings (ours and HF's names)."""
-    if not n_layers:
-        raise ValueError("llrd: the model has no config.num_hidden_layers (a BERT-family encoder is needed)")
-    if ".embeddings." in f".{name}":
-        return n_layers
-    m = re.search(r"(?:^|\.)(?:layers|layer)\.(\d+)\.", name)
-    return n_layers - 1 - int(m.group(1)) if m else 0
 
 
 class Run:
@@ -327,13 +309,7 @@ class Run:
         if cfg.fsdp:
             self.shard()
         groups, betas = param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd), (cfg.beta1, cfg.beta2)
-        if cfg.optimizer == "adafactor":  # factored second moments, no momentum; step min(lr, 1/sqrt(t)) * RMS(p)
-            self.opt = torch.optim.Adafactor(groups, lr=cfg.lr)
-        elif cfg.optimizer == "adamw-scale":
-            self.opt = tasks.AdamWScale(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
-        else:
-            fused = {"fused": True} if self.device.type == "cuda" else {}
-            self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, **fused)
+        self.opt = make_optimizer(cfg.optimizer, groups, cfg.lr, betas, cfg.eps, self.device)
         self.step, self.epoch, self.batch_in_epoch, self.saved = 0, 0, 0, None
         self.per_epoch = len(self.epoch_steps())  # an epoch that makes no optimizer step fails here, not in the loop
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model, self.per_epoch))
@@ -393,11 +369,9 @@ class Run:
                 w.log(scalars, step=self.step)
 
     def header(self):
-        import bench  # the same environment record as the benchmark's
-
         info = {
             "config": {k: v for k, v in asdict(self.cfg).items() if k in family_fields(self.cfg.model)},
-            "environment": bench.environment(self.device),
+            "environment": environment(self.device),
             "world_size": self.world,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             **self.task.info,
@@ -508,11 +482,11 @@ class Run:
                 counts[k] = counts.get(k, 0.0) + float(n)
         if self.distributed:  # every process divides by the global counts
             counts = dict(zip(sorted(counts), self.all_reduce([counts[k] for k in sorted(counts)]), strict=True))
-        tally = tasks.Tally()
+        tally = Tally()
         for i, batch in enumerate(batches):
             with self.gradient_sync(i == len(batches) - 1):
                 with self.autocast():
-                    sums = model(**tasks.to_device(batch, self.device)).sums
+                    sums = model(**to_device(batch, self.device)).sums
                 (sums.loss(counts) * self.world).backward()  # processes average gradients: * world gives the sum
             tally.add(sums, counts=False)
         tally.counts = counts  # the step's totals, counted and reduced above
@@ -557,9 +531,7 @@ class Run:
         if self.master:
             self.header()
             if hasattr(self.task, "flops_per_token"):
-                import bench
-
-                peak = bench.matmul_peak(self.device, torch.bfloat16 if self.use_bf16() else torch.float32)
+                peak = matmul_peak(self.device, torch.bfloat16 if self.use_bf16() else torch.float32)
                 self.log({"matmul_peak_flops": peak})
         total = min(c.max_steps or math.inf, c.max_epochs * self.per_epoch)  # one bar over the whole run
         bar = tqdm(total=total, initial=self.step, disable=not self.master, desc="train", dynamic_ncols=True)
@@ -767,7 +739,7 @@ def main(argv=None):
     actions, overrides = parse_args(argv)
     out_dir = overrides.get("out_dir", TrainConfig.out_dir)
     if actions["plot"]:
-        print(tasks.plot(out_dir, actions["compare"]))
+        print(plot(out_dir, actions["compare"]))
         return
     if actions["sample"] is not None:
         settings = {k: actions[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}

@@ -13,16 +13,11 @@ Part 2 is the paper's translation model on those modules: scaled embeddings, sin
 learned) positions, shared embeddings, label-smoothed loss, the warmup learning-rate schedule,
 and greedy / beam search with a key-value cache.
 
-This file imports only torch; the other model files may import its building blocks (the
-activation table, token packing, and at the end the one reader/writer of Hugging Face checkpoints).
+This file imports only torch and the floor (contract.py, layers.py, optim.py).
 """
 
 import copy
-import json
 import math
-import os
-import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +26,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from contract import Sums
+from layers import ACTIVATIONS, pack_tokens, unpack_tokens
+from optim import noam_lr, noam_scheduler  # noqa: F401 (the paper's schedule, part of this module's API)
 
 # ----------------------------------------------------------------------------------- masks
 
@@ -62,15 +61,6 @@ def _detect_is_causal_mask(mask, is_causal, size):
         return bool(is_causal)
     causal = generate_square_subsequent_mask(size, device=mask.device, dtype=mask.dtype)
     return mask.shape == causal.shape and bool((mask == causal).all())
-
-
-ACTIVATIONS = {  # by the names in HF configs (hidden_act, activation_function)
-    "gelu": F.gelu,  # exact (erf)
-    "gelu_new": partial(F.gelu, approximate="tanh"),  # the tanh approximation (OpenAI's GPT code)
-    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-}
 
 
 def _activation(activation):  # torch.nn's rule: "relu", "gelu" or a callable
@@ -291,14 +281,6 @@ class MultiheadAttention(nn.Module):
                     f"= {shapes[1]}, got {tuple(attn_mask.shape)}"
                 )
         return batched
-
-
-def pack_tokens(x, index):  # (B, T, C) -> (N, C): the rows at flat positions `index`
-    return x.flatten(0, 1).index_select(0, index)
-
-
-def unpack_tokens(x, index, B, T):  # (N, C) -> (B, T, C), zeros elsewhere
-    return x.new_zeros(B * T, x.shape[-1]).index_copy(0, index, x).view(B, T, -1)
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -869,6 +851,30 @@ class Seq2SeqTransformer(nn.Module):
         return _trim(best, c.pad_id)
 
 
+class TranslationModel(Seq2SeqTransformer):
+    """The paper's model under the loop's contract (same weights and keys): label-smoothed loss
+    summed over the target tokens."""
+
+    def counts(self, batch):
+        pad = self.config.pad_id
+        targets = (batch["labels"] != pad).sum()
+        return {"targets": targets, "tokens": targets + (batch["src"] != pad).sum()}
+
+    def forward(self, src, tgt, labels=None):
+        logits = super().forward(src, tgt).logits
+        if labels is None:
+            return Seq2SeqOutput(logits, None)
+        loss = label_smoothed_loss(logits, labels, self.config.pad_id, self.config.label_smoothing, "sum")
+        sums = Sums({"loss": (loss, "targets")}, {}, self.counts({"src": src, "labels": labels}))
+        return TranslationOutput(logits, sums.loss(), sums)
+
+
+class TranslationOutput(NamedTuple):
+    logits: Tensor  # (B, T, V)
+    loss: Tensor  # the mean over target tokens
+    sums: Sums
+
+
 def _trim(tokens, pad_id):  # drop the all-padding columns at the end
     return tokens[:, : max(int((tokens != pad_id).sum(1).max()), 1)]
 
@@ -900,201 +906,3 @@ class _DecoderCache:
     def reorder(self, rows):  # beam search: row r of the batch continues row rows[r]
         self.k = [k.index_select(0, rows) for k in self.k]
         self.v = [v.index_select(0, rows) for v in self.v]
-
-
-def noam_lr(step, d_model, warmup=4000):
-    """The paper's learning rate: d^-0.5 * min(step^-0.5, step * warmup^-1.5), steps from 1."""
-    step = max(step, 1)
-    return d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
-
-
-def noam_scheduler(optimizer, d_model, warmup=4000):
-    """LambdaLR multiplying the optimizer's lr (set it to 1.0, or a scale factor) by noam_lr."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: noam_lr(i + 1, d_model, warmup))
-
-
-# ---------------------------------------------- shared: what a model returns to the training loop
-
-
-class Sums(NamedTuple):
-    """An objective over one batch as sums, so that micro-batches and processes add up exactly
-    before anything is divided: `losses` and `metrics` map a name to (sum, name of its count);
-    `counts` are those the model's `counts(batch)` gives before the forward. E.g. BERT's losses
-    {"mlm": (sum, "masked"), "nsp": (sum, "sequences")}, counts {"masked": M, "sequences": B, ...}."""
-
-    losses: dict  # name -> (tensor with gradient, count name)
-    metrics: dict  # name -> (tensor or number, count name): e.g. correct predictions
-    counts: dict  # count name -> int or tensor; "tokens" (inputs seen) gives tokens/s
-
-    def loss(self, totals=None):
-        """Each loss part divided by its count (this batch's, or the step's totals), added."""
-        return sum(s / (self.counts if totals is None else totals)[c] for s, c in self.losses.values())
-
-
-# ------------------------------------------------- shared: Hugging Face checkpoint files (bert.py, gpt.py)
-
-
-def resolve_checkpoint(name_or_dir):
-    """A local checkpoint folder as is, or a hub name downloaded (config and weights only)."""
-    if os.path.isdir(name_or_dir):
-        return name_or_dir
-    if os.path.exists(name_or_dir):
-        raise ValueError(f"name_or_dir: {name_or_dir!r} is a file; pass the folder holding config.json")
-    try:
-        from huggingface_hub import snapshot_download
-
-        patterns = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
-        return snapshot_download(name_or_dir, allow_patterns=patterns)
-    except Exception as e:
-        raise ValueError(f"name_or_dir: {name_or_dir!r} is not a local folder, nor on the HF hub ({e})") from e
-
-
-def hf_weights_file(folder):
-    """The weights of an HF checkpoint folder: model.safetensors, its sharded index, or pytorch_model.bin."""
-    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
-        if os.path.exists(path := os.path.join(folder, name)):
-            return path
-    raise FileNotFoundError(f"{folder} holds neither model.safetensors (nor its index) nor pytorch_model.bin")
-
-
-def read_hf_weights(folder):
-    """The HF state dict in hf_weights_file(folder), never unpickling code; every error names the file."""
-    from safetensors.torch import load_file
-
-    def read(file):  # SafetensorError for a truncated or corrupt file
-        try:
-            return load_file(file)
-        except Exception as e:
-            raise ValueError(f"{file}: not a readable safetensors file ({e})") from e
-
-    path = hf_weights_file(folder)
-    if path.endswith(".safetensors"):
-        return read(path)
-    if path.endswith(".json"):  # sharded: {"weight_map": {tensor name: shard file}}
-        shards = sorted(set(read_json(path).get("weight_map", {}).values()))
-        if lost := [s for s in shards if not os.path.isfile(os.path.join(folder, s))]:
-            raise FileNotFoundError(f"{path} names shards missing from {folder}: {lost}")
-        return {k: v for s in shards for k, v in read(os.path.join(folder, s)).items()}
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # from None: not torch's advice to unpickle it anyway
-        raise ValueError(
-            f"{path}: refused as unsafe (pickled objects beyond tensors); convert it to safetensors"
-        ) from None
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
-
-
-def read_json(path):
-    """The object in a JSON file (config.json, an index); errors name the file."""
-    with open(path) as f:  # a missing file: FileNotFoundError names it
-        try:
-            return json.load(f)
-        except ValueError as e:  # bad JSON or bad UTF-8
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-
-
-def atomic_write(folder, name, write):  # write(tmp path), then rename: never a half-written file
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, os.path.join(folder, name))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
-class HFKey(NamedTuple):  # a key-map value: one HF tensor, maybe stored transposed (GPT-2's Conv1D: (in, out))
-    name: str
-    transposed: bool = False
-
-
-def _hf_source(value):  # a key-map value -> (its HF keys, transposed)
-    if isinstance(value, HFKey):
-        return (value.name,), value.transposed
-    return ((value,) if isinstance(value, str) else value), False
-
-
-class HFCheckpoint:
-    """from_pretrained / save_pretrained in HF's format. A family gives `config_class` (with from_hf(dict,
-    **overrides)), `hf_config()` (the config.json dict), `hf_keys()` ({our key: HF key, tuple of HF keys
-    concatenated on dim 0, or HFKey}, sibling classes' tensors too: a checkpoint may hold them), and may
-    set `hf_rename(sd)` (prefixes), `hf_optional` (our key prefixes that may start fresh: heads),
-    `hf_ignored` (HF key endings that hold nothing: buffers) and `hf_tied` ({HF key: our key it copies})."""
-
-    config_class, hf_optional, hf_ignored, hf_tied, hf_body = None, (), (), {}, "model"
-
-    def hf_rename(self, sd):
-        return sd
-
-    def hf_key_map(self):
-        """hf_keys() of the tensors this model has."""
-        state = self.state_dict()
-        return {k: v for k, v in self.hf_keys().items() if k in state}
-
-    @classmethod
-    def from_pretrained(cls, name_or_dir, ignore_mismatched_sizes=False, **overrides):
-        """A local checkpoint folder or a hub name (downloaded). `overrides` change config fields. Optional
-        tensors (heads) the checkpoint lacks start fresh, named in a warning; so do those of another shape
-        with `ignore_mismatched_sizes` (HF's name: a classifier with another label count)."""
-        folder = resolve_checkpoint(name_or_dir)
-        model = cls(cls.config_class.from_hf(read_json(os.path.join(folder, "config.json")), **overrides))
-        model.load_hf_state_dict(read_hf_weights(folder), ignore_mismatched_sizes, hf_weights_file(folder))
-        return model
-
-    def load_hf_state_dict(self, sd, ignore_mismatched_sizes=False, source="checkpoint"):
-        """Copy an HF state dict in; unknown keys, missing tensors, other shapes: errors naming `source`."""
-        sd, state, mapping = self.hf_rename(sd), self.state_dict(), self.hf_key_map()
-        known = {*self.hf_tied, *(n for v in self.hf_keys().values() for n in _hf_source(v)[0])}
-        if unknown := [k for k in sd if k not in known and not k.endswith(self.hf_ignored)]:
-            model = self.config.model_type
-            raise ValueError(f"{source} has {len(unknown)} keys a {model} model does not know: {unknown[:4]}")
-        new, fresh, missing = {}, [], []
-        for ours, hf in mapping.items():
-            (names, transposed), optional = _hf_source(hf), ours.startswith(self.hf_optional)
-            if not all(n in sd for n in names):
-                fresh.append(ours) if optional else missing.extend(n for n in names if n not in sd)
-                continue
-            tensor = torch.cat([sd[n] for n in names]) if len(names) > 1 else sd[names[0]]
-            tensor = tensor.t() if transposed else tensor
-            if tensor.shape == state[ours].shape:
-                new[ours] = tensor
-            elif optional and ignore_mismatched_sizes:
-                fresh.append(f"{ours} (of shape {tuple(tensor.shape)} there)")
-            else:
-                hint = " (a head: ignore_mismatched_sizes=True starts it fresh)" if optional else ""
-                shapes = f"the shape {tuple(tensor.shape)}, the model expects {tuple(state[ours].shape)}{hint}"
-                raise ValueError(f"{source}: tensor {names[0]} gives {ours} {shapes}")
-        if missing:
-            raise ValueError(f"{source} lacks {len(missing)} {self.hf_body} tensors, e.g. {missing[:3]}")
-        for hf, ours in self.hf_tied.items():
-            if hf in sd and ours in new and not torch.equal(sd[hf], new[ours]):
-                tied = _hf_source(mapping[ours])[0][0]
-                warnings.warn(f"{source}: {hf} differs from {tied}, tied to it; using {tied}", stacklevel=2)
-        if fresh:
-            warnings.warn(f"{source}: newly initialized, not in the checkpoint: {fresh}", stacklevel=3)
-        self.load_state_dict(new, strict=False)
-
-    def hf_state_dict(self):
-        """This model's tensors under HF's keys (what save_pretrained writes)."""
-        state, out = self.state_dict(), {}
-        for ours, hf in self.hf_key_map().items():
-            names, transposed = _hf_source(hf)
-            parts = (state[ours].t() if transposed else state[ours]).chunk(len(names))
-            out.update({n: t.detach().cpu().contiguous() for n, t in zip(names, parts, strict=True)})
-        return out
-
-    def save_pretrained(self, folder):
-        """config.json and model.safetensors in HF's format, each written atomically."""
-        from safetensors.torch import save_file
-
-        config, tensors = json.dumps(self.hf_config(), indent=2), self.hf_state_dict()
-        os.makedirs(folder, exist_ok=True)
-        atomic_write(folder, "config.json", lambda p: write_text(p, config))
-        atomic_write(folder, "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))

@@ -15,6 +15,7 @@ import torch
 import bert
 import data
 import finetune_glue as G
+import optim
 import tasks
 import train
 
@@ -143,7 +144,7 @@ def test_llrd_gives_each_layer_its_lr():
     ours = bert.BertForSequenceClassification(tiny_config(num_labels=2))
     hf = transformers.BertForSequenceClassification(transformers.BertConfig(**ours.config.to_hf("X")))
     for model in (ours, hf):
-        groups = train.param_groups(model, 0.01, lr=1e-3, llrd=0.5)
+        groups = optim.param_groups(model, 0.01, lr=1e-3, llrd=0.5)
         lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
         assert len(lr_of) == sum(1 for _ in model.parameters())
         for name, p in model.named_parameters():
@@ -156,10 +157,10 @@ def test_llrd_gives_each_layer_its_lr():
             else:  # top layer, pooler, classifier
                 depth = 0
             assert lr_of[id(p)] == (pytest.approx(1e-3 * 0.5**depth), 0.01 if p.dim() >= 2 else 0.0), name
-    plain = train.param_groups(ours, 0.01, lr=1e-3)  # no llrd: the two groups of before
+    plain = optim.param_groups(ours, 0.01, lr=1e-3)  # no llrd: the two groups of before
     assert [g["weight_decay"] for g in plain] == [0.01, 0.0] and {g["lr"] for g in plain} == {1e-3}
     with pytest.raises(ValueError, match="num_hidden_layers"):
-        train.param_groups(torch.nn.Linear(2, 2), 0.0, llrd=0.9)
+        optim.param_groups(torch.nn.Linear(2, 2), 0.0, llrd=0.9)
 
 
 def test_early_exit_that_never_exits_is_the_plain_classifier():

@@ -163,7 +163,7 @@ def test_bert_pretraining_matches_hf_bert_through_the_same_loop(bert_data, tmp_p
         assert len(ours) == len(hf) > 0 and ours == pytest.approx(hf, rel=1e-4, abs=1e-6), key
     loss = rows(tmp_path / "bert", "loss")
     assert len(loss) == 12 and sum(loss[-3:]) < sum(loss[:3])
-    assert tasks.plot(tmp_path / "bert", [tmp_path / "hf-bert"]).exists()
+    assert train.plot(tmp_path / "bert", [tmp_path / "hf-bert"]).exists()
     final = train.main(["--out-dir", str(tmp_path / "bert"), "--evaluate"])
     assert final["val_mlm_acc"] == pytest.approx(rows(tmp_path / "bert", "val_mlm_acc")[-1])
     # exported to HF's format: transformers gives the same held-out MLM logits
@@ -604,20 +604,6 @@ def test_show_config_is_the_resolved_config_of_the_family_only(lm_data, tmp_path
     assert logged == {k: v for k, v in dataclasses.asdict(run.cfg).items() if k in train.family_fields("gpt")}
 
 
-def test_cosine_schedule_is_nanogpts():
-    cfg = train.make_config("shakespeare-char-cpu", {})
-    f = train.lr_factor(cfg, 0)
-    lr = lambda i: cfg.lr * f(i)  # noqa: E731
-    assert lr(0) == pytest.approx(1e-3 / 101) and lr(99) == pytest.approx(1e-3 * 100 / 101)
-    assert lr(100) == pytest.approx(1e-3) and lr(1050) == pytest.approx(5.5e-4)
-    assert lr(2000) == pytest.approx(1e-4) and lr(5000) == pytest.approx(1e-4)
-    # no decay_steps nor max_steps: the decay ends with max_epochs (bart-multi30k: 2 epochs)
-    cfg = train.make_config("bart-multi30k", {})
-    f = train.lr_factor(cfg, 0, per_epoch=300)
-    assert f(199) == pytest.approx(200 / 201) and f(400) == pytest.approx(1e-5 / 5e-4 + 0.5 * (1 - 1e-5 / 5e-4))
-    assert f(600) == pytest.approx(1e-5 / 5e-4) and cfg.max_steps == cfg.decay_steps == 0 and cfg.max_epochs == 2
-
-
 # ------------------------------------------------------------------ the contract, for every family
 
 
@@ -712,28 +698,3 @@ def test_fsdp_two_processes_equal_one_process_and_resume(lm_data, tmp_path):
     assert max((wf[k] - wo[k]).abs().max().item() for k in wf) <= 1e-5
     assert len(rows(fsdp, "loss")) == 4
     assert rows(fsdp, "loss") == pytest.approx(rows(tmp_path / "one", "loss"), rel=1e-5)
-
-
-def test_adamw_scale_is_adams_step_times_the_tensors_rms():
-    """nanoT5's AdamWScale: each step is torch's AdamW step (same betas, eps, gradients) times the
-    RMS the tensor has before it, at least 1e-3 (a zero tensor moves by lr * 1e-3 per step); its
-    decoupled weight decay is lr * weight_decay, unscaled."""
-    g = torch.Generator().manual_seed(0)
-    p, zero = (torch.randn(40, 30, generator=g) * 3).requires_grad_(), torch.zeros(5, requires_grad=True)
-    ref = p.detach().clone().requires_grad_()
-    # eps sits elsewhere in torch's AdamW: tiny, out of the way
-    ours = tasks.AdamWScale([p, zero], lr=0.01, betas=(0.9, 0.99), eps=1e-12)
-    adam = torch.optim.AdamW([ref], lr=0.01, betas=(0.9, 0.99), eps=1e-12, weight_decay=0.0)
-    for _ in range(3):  # the moments depend on the gradients only: AdamW restarts from our point each step
-        grad = torch.randn(40, 30, generator=g)
-        p.grad, ref.grad, zero.grad = grad.clone(), grad.clone(), torch.ones(5)
-        start, rms = p.detach().clone(), p.detach().pow(2).mean().sqrt()
-        ref.data.copy_(start)
-        ours.step(), adam.step()
-        step, want = p.detach() - start, (ref.detach() - start) * rms
-        torch.testing.assert_close(step, want, rtol=1e-4, atol=2e-6)  # atol: float32 rounding of p ~ 10
-    assert rms > 2 and torch.allclose(zero.detach(), torch.full((5,), -3 * 0.01 * 1e-3), rtol=1e-4)
-    w = torch.ones(4, requires_grad=True)
-    w.grad = torch.zeros(4)
-    tasks.AdamWScale([w], lr=0.1, weight_decay=0.5).step()
-    assert torch.allclose(w.detach(), torch.full((4,), 0.95))

@@ -1,0 +1,46 @@
+"""What a measurement ran on, and what the device can do: the environment record every run log
+and benchmark starts with (code version, library versions, device), and the device's measured
+matmul peak (the denominator of MFU). Shared by train.py and bench.py; imports only torch."""
+
+import os
+import platform
+import subprocess
+import time
+
+import torch
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device, dtype, n=None, repeats=10):
+    """FLOP/s of the fastest of several large square matmuls: the device's practical peak."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = b = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no random draws: callers' RNG state is kept
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times)
+
+
+def environment(device):
+    """What a measurement ran on: code version, library versions, device (train.py's run logs too)."""
+    try:
+        git = ["git", "describe", "--always", "--dirty"]
+        commit = subprocess.run(git, capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    env = {"commit": commit, "python": platform.python_version(), "torch": torch.__version__}
+    for module in ("transformers", "tokenizers", "numpy"):
+        try:
+            env[module] = __import__(module).__version__
+        except ImportError:
+            env[module] = None
+    return env | {"device": f"{device.type}: {name}", "cores": os.cpu_count(), "threads": torch.get_num_threads()}
