@@ -32,6 +32,7 @@ from contract import (
     seq2seq_counts,
     seq2seq_sums,
     sequence_counts,
+    shift_right,
 )
 from decoding import beam_search, check_generation, constrain, greedy_search, next_token
 from hf_checkpoint import HFCheckpoint
@@ -220,9 +221,7 @@ class BartModel(HFCheckpoint, nn.Module):
         return x
 
     def shift_right(self, ids):  # (B, T) -> decoder inputs: the start token, then ids[:, :-1] (-100 -> pad)
-        c = self.config
-        shifted = torch.cat([torch.full_like(ids[:, :1], c.decoder_start_token_id), ids[:, :-1]], 1)
-        return shifted.masked_fill(shifted == -100, c.pad_token_id)
+        return shift_right(ids, self.config.decoder_start_token_id, self.config.pad_token_id)
 
     def hidden(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None):
         """-> (the decoder's states (B, T_dec, d), the encoder's (B, T, d))."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contract import ClassifierOutput, Sums, classifier_loss_sum, classifier_sums, sequence_counts
+from contract import ClassifierOutput, Sums, check_ids, classifier_loss_sum, classifier_sums, sequence_counts
 from hf_checkpoint import HFCheckpoint
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
@@ -331,13 +331,9 @@ class BertModel(_HFCheckpoint, nn.Module):
 
 def _check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids):
     """Clear errors for bad input, naming the argument (HF fails later with an index error)."""
-    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (torch.int32, torch.int64):
-        got = f"{input_ids.dtype} of shape {tuple(input_ids.shape)}" if isinstance(input_ids, Tensor) else input_ids
-        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {got}")
+    check_ids(input_ids, "input_ids", c.vocab_size)
     if input_ids.shape[1] > c.max_length:
         raise ValueError(f"input_ids has length {input_ids.shape[1]}; the position table allows at most {c.max_length}")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= c.vocab_size):
-        raise ValueError(f"input_ids has token ids outside [0, vocab_size={c.vocab_size})")
     for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
         if t is not None and tuple(t.shape) != tuple(input_ids.shape):
             raise ValueError(f"{name} must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(t.shape)}")

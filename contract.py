@@ -131,6 +131,12 @@ def seq2seq_sums(logits, labels, input_ids, attention_mask=None, label_smoothing
     return Sums({"loss": (loss, "targets")}, {}, seq2seq_counts(batch))
 
 
+def shift_right(labels, start_id, pad_id):
+    """(B, T) labels -> decoder inputs: start_id, then labels[:, :-1], with -100 (ignored) -> pad_id."""
+    shifted = torch.cat([torch.full_like(labels[:, :1], start_id), labels[:, :-1]], 1)
+    return shifted.masked_fill(shifted == -100, pad_id)
+
+
 def check_labels(labels, input_ids, decoder_input_ids, vocab_size):
     """labels: (B, T) ids in [0, vocab_size) or -100, B the rows of input_ids, T decoder_input_ids' length."""
     B = input_ids.shape[0] if isinstance(input_ids, Tensor) and input_ids.dim() == 2 else None

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contract import Sums
+from contract import Sums, check_ids
 from decoding import check_sampling, next_token
 from hf_checkpoint import HFCheckpoint, HFKey
 from layers import ACTIVATIONS
@@ -399,12 +399,7 @@ class _ClassMajorCrossEntropy(torch.autograd.Function):
 
 
 def _check_ids(c, ids, pos):
-    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
-        got = f"{ids.dtype} of shape {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
-        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {got}")
-    B, T = ids.shape
+    B, T = check_ids(ids, "input_ids", c.vocab_size)
     if pos + T > c.n_positions:
         raise ValueError(f"input of length {pos + T} is longer than the context (n_positions={c.n_positions})")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= c.vocab_size):
-        raise ValueError(f"input_ids has token ids outside [0, vocab_size={c.vocab_size})")
     return B, T

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contract import Sums, check_ids, check_labels, check_mask, seq2seq_counts, seq2seq_sums
+from contract import Sums, check_ids, check_labels, check_mask, seq2seq_counts, seq2seq_sums, shift_right
 from decoding import beam_search, check_generation, constrain, greedy_search, next_token
 from hf_checkpoint import HFCheckpoint, read_hf_weights, read_json, resolve_checkpoint
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
@@ -425,9 +425,7 @@ class T5ForConditionalGeneration(T5Model):
         return Seq2SeqLMOutput(logits, sums.loss(), sums, memory)
 
     def shift_right(self, labels):  # (B, T) -> decoder inputs: the start token, then labels[:, :-1] (-100 -> pad)
-        c = self.config
-        shifted = torch.cat([torch.full_like(labels[:, :1], c.decoder_start_token_id), labels[:, :-1]], 1)
-        return shifted.masked_fill(shifted == -100, c.pad_token_id)
+        return shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
 
     @staticmethod
     def counts(batch):  # the loop's contract: targets (not -100), real tokens of both sides

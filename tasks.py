@@ -25,7 +25,7 @@ import torch
 
 import data
 import transformer as T
-from contract import device_of, hf_twin, objective_means, seq2seq_sums, to_device
+from contract import device_of, hf_twin, objective_means, seq2seq_sums, shift_right, to_device
 from hf_checkpoint import resolve_checkpoint
 
 
@@ -569,7 +569,7 @@ class SpanCorruptionTask(LMTask):
             for o in offsets
         ]
         inputs, labels = (torch.from_numpy(np.stack(x).astype(np.int64)) for x in zip(*pairs, strict=True))
-        decoder_input_ids = torch.cat([torch.full_like(labels[:, :1], self.pad), labels[:, :-1]], 1)
+        decoder_input_ids = shift_right(labels, self.pad, self.pad)
         return {"input_ids": inputs, "decoder_input_ids": decoder_input_ids, "labels": labels}
 
 
@@ -644,7 +644,7 @@ class DenoisingTask(LMTask):
         for r, x in enumerate(noised):
             inputs[r, : len(x)] = torch.from_numpy(x)
         labels = torch.from_numpy(np.stack(docs))
-        decoder_input_ids = torch.cat([torch.full_like(labels[:, :1], self.eos), labels[:, :-1]], 1)
+        decoder_input_ids = shift_right(labels, self.eos, self.pad)
         return {
             "input_ids": inputs,
             "attention_mask": inputs != self.pad,

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contract import Sums
+from contract import Sums, check_ids
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 from optim import noam_lr, noam_scheduler  # noqa: F401 (the paper's schedule, part of this module's API)
 
@@ -705,23 +705,15 @@ class Seq2SeqTransformer(nn.Module):
         x = embedding(ids) * math.sqrt(self.config.d_model) + self.pos(ids.shape[1], offset)
         return self.dropout(x)
 
-    def _check_ids(self, ids, name, vocab_size):
-        if ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(
-                f"{name} must be a (batch, length) tensor of token ids, got {ids.dtype} of shape {tuple(ids.shape)}"
-            )
-        if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise ValueError(f"{name} has token ids outside [0, {vocab_size})")
-
     def encode(self, src):
         """src (B, S) -> memory (B, S, d), src padding mask (B, S) with True at padding."""
-        self._check_ids(src, "src", self.config.src_vocab_size)
+        check_ids(src, "src", self.config.src_vocab_size)
         src_pad = src == self.config.pad_id
         return self.encoder(self._embed(self.src_embed, src), src_key_padding_mask=src_pad), src_pad
 
     def decode(self, tgt, memory, src_pad):
         """tgt (B, T) decoder input -> logits (B, T, V), each position seeing the ones before it."""
-        self._check_ids(tgt, "tgt", self.config.tgt_vocab_size)
+        check_ids(tgt, "tgt", self.config.tgt_vocab_size)
         x = self._embed(self.tgt_embed, tgt)
         causal = generate_square_subsequent_mask(tgt.shape[1], device=x.device, dtype=x.dtype)
         x = self.decoder(x, memory, tgt_mask=causal, memory_key_padding_mask=src_pad, tgt_is_causal=True)
