@@ -290,7 +290,7 @@ class BartForConditionalGeneration(BartModel):
     labels=None) -> Seq2SeqLMOutput. Without decoder_input_ids: the labels shifted right when
     given (decoder_start_token_id first, -100 -> pad), else the input ids shifted right. With
     labels the output's `sums` hold the loss summed over the targets, and `counts(batch)` their
-    number (the training loop's contract, transformer.Sums)."""
+    number (the training loop's contract, contract.Sums)."""
 
     hf_architecture = "BartForConditionalGeneration"
     label_smoothing = 0.0  # of the training loss (0.1 in fairseq's fine-tuning recipes); not in HF's config
@@ -347,7 +347,7 @@ class BartForConditionalGeneration(BartModel):
         start token included, is shorter), no_repeat_ngram_size, forced_bos_token_id (the first
         token) and forced_eos_token_id (the token at the length limit); None takes the config's
         value, as HF's generation config does (BART: forced EOS 2; bart-base/large: forced BOS 0).
-        Sampling: gpt.py's (temperature, top_k, top_p). The encoder runs once, cross-attention
+        Sampling: decoding.next_token (temperature, top_k, top_p). The encoder runs once, cross-attention
         keys/values are computed once, the decoder's own are cached."""
         check_generation(max_new_tokens, num_beams, early_stopping, do_sample, temperature, top_k, top_p)
         c = self.config
@@ -394,7 +394,7 @@ class BartForSequenceClassification(BartModel):
     each row's last EOS of input_ids (the decoder reads the input shifted right, so that state has
     seen the whole sequence). Every row must hold the same number of EOS tokens, as HF checks.
 
-    forward(input_ids, attention_mask=None, labels=None) -> ClassifierOutput (bert.py's)."""
+    forward(input_ids, attention_mask=None, labels=None) -> contract.ClassifierOutput."""
 
     hf_architecture = "BartForSequenceClassification"
 

@@ -16,7 +16,7 @@ Two things make it faster than HF's implementation with the same numbers:
 The query, key and value projections are one (C, 3C) matmul.
 
 Inputs follow HF: `input_ids` (B, T), `attention_mask` (B, T) with 1 at real tokens and 0 at
-padding, `token_type_ids` (B, T). This file imports only torch (and transformer.py's helpers);
+padding, `token_type_ids` (B, T). This file imports only torch and the floor (contract, hf_checkpoint, layers);
 `transformers` is never needed to run it.
 """
 
@@ -180,7 +180,7 @@ _HF_REDUNDANT = ("embeddings.position_ids", ".decoder.weight", ".decoder.bias")
 
 
 class _HFCheckpoint(HFCheckpoint):
-    """from_pretrained / save_pretrained for the models below (transformer.py's HFCheckpoint), through
+    """from_pretrained / save_pretrained for the models below (hf_checkpoint.HFCheckpoint), through
     the key maps above. The encoder's tensors must all be in a checkpoint; heads and the pooler may
     start fresh."""
 
@@ -399,7 +399,7 @@ def _mlm(bert, head, hidden, labels):
 
 
 def pretraining_sums(mlm_logits, targets, nsp_logits, batch):
-    """BERT's objective as sums (transformer.Sums): masked-LM cross-entropy over the masked tokens
+    """BERT's objective as sums (contract.Sums): masked-LM cross-entropy over the masked tokens
     (mlm_logits (M, V) at the labeled positions, targets (M,)), next-sentence cross-entropy over
     the sequences, and their accuracies; the parts whose labels the batch holds."""
     losses, metrics = {}, {}
@@ -413,7 +413,7 @@ def pretraining_sums(mlm_logits, targets, nsp_logits, batch):
     return Sums(losses, metrics, sequence_counts(batch))
 
 
-# With labels, every output also holds `sums`: its losses as sums, with their counts (transformer.Sums).
+# With labels, every output also holds `sums`: its losses as sums, with their counts (contract.Sums).
 
 
 class PreTrainingOutput(NamedTuple):

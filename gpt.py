@@ -8,7 +8,7 @@ preallocated for the whole sequence (no re-allocation per token).
 Checkpoints are read from and written to Hugging Face's format (`GPT2LMHeadModel`,
 `OpenAIGPTLMHeadModel`) through an explicit key map; HF stores the projections as `Conv1D`
 (weight shape (in, out), y = x W + b), so every projection matrix is transposed on the way in
-and out. This file imports only torch (and transformer.py's checkpoint reader/writer).
+and out. This file imports only torch and the floor (contract, decoding, hf_checkpoint, layers).
 """
 
 import math
@@ -184,7 +184,7 @@ class GPT(HFCheckpoint, nn.Module):
     queries (right padding keeps positions). With labels or targets on the CPU in fp32, logits
     is a transposed view of the class-major product (`.reshape`, not `.view`, to flatten it).
     With labels or targets the output's `sums` hold the loss summed over the targets, and
-    `GPT.counts(batch)` their number (the training loop's contract, transformer.Sums).
+    `GPT.counts(batch)` their number (the training loop's contract, contract.Sums).
     """
 
     def __init__(self, config: GPTConfig):

@@ -400,7 +400,7 @@ class T5ForConditionalGeneration(T5Model):
     labels=None) -> Seq2SeqLMOutput. Without decoder_input_ids, they are the labels shifted right
     (decoder_start_token_id first, -100 -> pad). With labels the output's `sums` hold the loss
     summed over the targets, and `T5ForConditionalGeneration.counts(batch)` their number (the
-    training loop's contract, transformer.Sums)."""
+    training loop's contract, contract.Sums)."""
 
     has_head = True
     label_smoothing = 0.0  # of the training loss; T5 has none, a task may set it (HF's config has no such field)

@@ -4,7 +4,7 @@ A task holds a family's data and builds its model; the loop asks it for three th
 
     task.epoch_batches(epoch) -> [micro-batch, ...]     each a list of sample indices, shuffled per epoch
     task.batch(indices)       -> {forward argument: tensor}   inputs, masks and labels: the whole batch
-    task.build_model()        -> a module: model(**batch).sums is a transformer.Sums, and
+    task.build_model()        -> a module: model(**batch).sums is a contract.Sums, and
                                  model.counts(batch) gives the same counts before the forward
 
 and, for validation, `task.validate(model, autocast) -> {"val_...": number}` (often the

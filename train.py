@@ -18,7 +18,7 @@ schedules, AMP, checkpoints with exact resume, logs and curves.
 The batch is stated per optimizer step, all processes and micro-batches together: in tokens for
 translation (batch_tokens, padding included), in sequences for BERT and GPT (batch_size); each
 micro-batch holds 1 / (grad_accum * world_size) of it. The model returns each loss part as a sum
-with the name of its count (transformer.Sums); the loop divides by the step's totals of those
+with the name of its count (contract.Sums); the loop divides by the step's totals of those
 counts (all-reduced), so accumulation and DDP give the update of one big batch.
 """
 
