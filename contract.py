@@ -131,6 +131,9 @@ def seq2seq_sums(logits, labels, input_ids, attention_mask=None, label_smoothing
     return Sums({"loss": (loss, "targets")}, {}, seq2seq_counts(batch))
 
 
+# ------------------------------------------------------------- inputs, in HF's conventions
+
+
 def shift_right(labels, start_id, pad_id):
     """(B, T) labels -> decoder inputs: start_id, then labels[:, :-1], with -100 (ignored) -> pad_id."""
     shifted = torch.cat([torch.full_like(labels[:, :1], start_id), labels[:, :-1]], 1)
@@ -150,6 +153,7 @@ def check_labels(labels, input_ids, decoder_input_ids, vocab_size):
 
 
 def check_ids(ids, name, vocab_size):
+    """ids: a (B, T) integer tensor of ids in [0, vocab_size) -> its shape; else an error naming `name`."""
     if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
         got = f"{ids.dtype} of shape {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
         raise ValueError(f"{name} must be a (batch, length) tensor of token ids, got {got}")
