@@ -4,11 +4,11 @@ Generation, Translation, and Comprehension"), from scratch.
 The 2017 encoder-decoder (post-LN blocks with biases, GELU instead of ReLU), with learned
 positions (HF's table starts at offset 2: fairseq's padding convention), a layer norm on the
 embeddings of each stack, an output layer tied to the embeddings plus a bias over the vocabulary
-(`final_logits_bias`), and `</s>` as the decoder start. The blocks are transformer.py's
-(torch.nn's layers, batch first): HF's separate query/key/value projections fill their packed
-input projection through the key map. Pretraining is denoising: the encoder reads corrupted text,
-the decoder writes the original. Checkpoints are read from and written to Hugging Face's format
-(`BartModel`, `BartForConditionalGeneration`, `BartForSequenceClassification`).
+(`final_logits_bias`), and `</s>` as the decoder start. The blocks keep torch.nn's names and
+one packed query/key/value projection, which HF's separate projections fill through the key
+map. Pretraining is denoising: the encoder reads corrupted text, the decoder writes the
+original. Checkpoints are read from and written to Hugging Face's format (`BartModel`,
+`BartForConditionalGeneration`, `BartForSequenceClassification`).
 """
 
 import math
@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import transformer as T
 from contract import (
     ClassifierOutput,
     Sums,
@@ -34,7 +33,7 @@ from contract import (
     sequence_counts,
     shift_right,
 )
-from decoding import beam_search, check_generation, constrain, greedy_search, next_token
+from decoding import KVCache, beam_search, check_generation, constrain, greedy_search, next_token
 from hf_checkpoint import HFCheckpoint
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
@@ -121,25 +120,80 @@ PRESETS = {
 # -------------------------------------------------------------------------------- the model
 
 
-class Stack(nn.Module):
-    """The encoder or the decoder: the token embeddings (the shared table, given) plus learned
-    positions, a layer norm and dropout, then post-LN layers (transformer.py's, batch first)."""
+class Attention(nn.Module):
+    """Multi-head attention with one packed (3d, d) input projection (HF's q, k, v projections
+    concatenated by the key map): one matmul in self-attention, slices in cross-attention."""
+
+    def __init__(self, d, heads, dropout):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d))
+        self.out_proj = nn.Linear(d, d)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # torch.nn's default; HF's init draws every weight again
+
+    def split(self, x):  # (B, T, d) -> (B, H, T, hd)
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def project(self, x, i):  # the i-th projection (0 query, 1 key, 2 value) -> (B, H, T, hd)
+        d = x.shape[-1]
+        return self.split(F.linear(x, self.in_proj_weight[i * d : (i + 1) * d], self.in_proj_bias[i * d : (i + 1) * d]))
+
+    def qkv(self, x):  # the three projections of x (B, T, d) in one matmul
+        return [self.split(t) for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)]
+
+    def sdpa(self, q, k, v, mask=None, is_causal=False):  # (B, H, T, hd) -> (B, T, d), before out_proj
+        p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, mask, p, is_causal=is_causal).transpose(1, 2).flatten(2)
+
+    def attend(self, q, k, v, mask=None, is_causal=False):
+        return self.out_proj(self.sdpa(q, k, v, mask, is_causal))
+
+    def packed(self, x, index, B, T, mask):
+        """Self-attention of the N real tokens x (N, d) of a (B, T) batch, at flat positions
+        `index`: projections skip the padding, SDPA sees the padded layout -> (N, d)."""
+        qkv = unpack_tokens(F.linear(x, self.in_proj_weight, self.in_proj_bias), index, B, T)  # (B, T, 3d)
+        y = self.sdpa(*[self.split(t) for t in qkv.chunk(3, dim=-1)], mask)
+        return self.out_proj(pack_tokens(y, index))
+
+
+class Layer(nn.Module):
+    """A post-LN block: self-attention, cross-attention (decoder), feed-forward; each sub-layer's
+    output dropped out, added to its input, then normalized. torch.nn's names (norm1..3, linear1,
+    linear2, multihead_attn), which the key map turns into HF's."""
 
     def __init__(self, c: BartConfig, decoder):
         super().__init__()
-        layer = T.TransformerDecoderLayer if decoder else T.TransformerEncoderLayer
-        n, heads, ffn = (
-            (c.decoder_layers, c.decoder_attention_heads, c.decoder_ffn_dim)
+        d, heads, ffn = (
+            (c.d_model, c.decoder_attention_heads, c.decoder_ffn_dim)
             if decoder
-            else (c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim)
+            else (c.d_model, c.encoder_attention_heads, c.encoder_ffn_dim)
         )
-        act = ACTIVATIONS[c.activation_function]
-        self.layers = nn.ModuleList(layer(c.d_model, heads, ffn, c.dropout, act, batch_first=True) for _ in range(n))
-        for block in self.layers:  # torch.nn's layers take one rate; BART has three
-            block.dropout.p = c.activation_dropout
-            for attn in (block.self_attn, getattr(block, "multihead_attn", None)):
-                if attn is not None:
-                    attn.dropout = c.attention_dropout
+        self.self_attn = Attention(d, heads, c.attention_dropout)
+        if decoder:
+            self.multihead_attn = Attention(d, heads, c.attention_dropout)
+        self.linear1, self.linear2 = nn.Linear(d, ffn), nn.Linear(ffn, d)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.norm3 = nn.LayerNorm(d) if decoder else None
+        self.act, self.p, self.p_act = ACTIVATIONS[c.activation_function], c.dropout, c.activation_dropout
+
+    def forward(self, x, sa, ca=None):
+        """x (B, T, d), or (N, d) real tokens; sa, ca: the self- and cross-attention of x."""
+        x = self.norm1(x + F.dropout(sa(x), self.p, self.training))
+        if ca is not None:
+            x = self.norm2(x + F.dropout(ca(x), self.p, self.training))
+        h = self.linear2(F.dropout(self.act(self.linear1(x)), self.p_act, self.training))
+        return (self.norm2 if ca is None else self.norm3)(x + F.dropout(h, self.p, self.training))
+
+
+class Stack(nn.Module):
+    """The encoder or the decoder: the token embeddings (the shared table, given) plus learned
+    positions, a layer norm and dropout, then post-LN layers."""
+
+    def __init__(self, c: BartConfig, decoder):
+        super().__init__()
+        n = c.decoder_layers if decoder else c.encoder_layers
+        self.layers = nn.ModuleList(Layer(c, decoder) for _ in range(n))
         self.embed_positions = nn.Embedding(c.max_position_embeddings + 2, c.d_model)
         self.layernorm_embedding = nn.LayerNorm(c.d_model)
         self.dropout = nn.Dropout(c.dropout)
@@ -150,6 +204,15 @@ class Stack(nn.Module):
             raise ValueError(f"sequences longer than max_position_embeddings={self.max_len}: {pos + x.shape[1]}")
         positions = torch.arange(pos + 2, pos + 2 + x.shape[1], device=x.device)  # HF's offset of 2
         return self.dropout(self.layernorm_embedding(x * self.scale + self.embed_positions(positions)))
+
+
+def _cached_self_attention(attn, cache, pos, x):  # x (N, 1, d): the newest token sees every token so far
+    q, k, v = attn.qkv(x)
+    return attn.attend(q, *cache.update(k, v, pos))
+
+
+def _additive(mask, dtype):  # bool, True = masked -> 0 / -inf
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, -math.inf)
 
 
 class Seq2SeqLMOutput(NamedTuple):
@@ -198,14 +261,14 @@ class BartModel(HFCheckpoint, nn.Module):
         x = m.encoder.embed(m.shared(input_ids))
         if mask.all():
             for layer in m.encoder.layers:
-                x = layer(x)
+                x = layer(x, lambda x, a=layer.self_attn: a.attend(*a.qkv(x)))
             return x, mask
         # padding: every position-wise op (projections, feed-forward, norms) runs on the N real tokens only
         index = mask.flatten().nonzero().squeeze(1)  # their flat positions
         keys = torch.zeros(B, 1, 1, S, dtype=x.dtype, device=x.device).masked_fill(~mask.view(B, 1, 1, S), -math.inf)
         x = pack_tokens(x, index)  # (N, d)
         for layer in m.encoder.layers:
-            x = layer._forward(x, partial(layer.self_attn._packed_self_attention, index=index, B=B, T=S, mask=keys))
+            x = layer(x, partial(layer.self_attn.packed, index=index, B=B, T=S, mask=keys))
         return unpack_tokens(x, index, B, S), mask  # (B, S, d), zeros at padding
 
     def decode(self, ids, memory, memory_mask, attention_mask=None):
@@ -213,11 +276,19 @@ class BartModel(HFCheckpoint, nn.Module):
         m = self.body
         B, L = check_ids(ids, "decoder_input_ids", self.config.vocab_size)
         keys = check_mask(attention_mask, "decoder_attention_mask", (B, L), ids.device)
-        causal = torch.ones(L, L, dtype=torch.bool, device=ids.device).triu(1)  # True: may not look
-        pad, memory_pad = None if keys.all() else ~keys, None if memory_mask.all() else ~memory_mask
         x = m.decoder.embed(m.shared(ids))
+        self_mask = None  # causal, by SDPA's flag, without padding
+        if not keys.all():  # additive: -inf above the diagonal and at padded keys
+            causal = torch.ones(L, L, dtype=torch.bool, device=ids.device).triu(1)
+            self_mask = _additive(causal, x.dtype) + _additive(~keys, x.dtype).view(B, 1, 1, L)
+        memory_mask = None if memory_mask.all() else _additive(~memory_mask, x.dtype)[:, None, None, :]  # (B, 1, 1, S)
         for layer in m.decoder.layers:
-            x = layer(x, memory, causal, None, pad, memory_pad, tgt_is_causal=pad is None)
+            sa, ca = layer.self_attn, layer.multihead_attn
+            x = layer(
+                x,
+                lambda x, a=sa: a.attend(*a.qkv(x), self_mask, is_causal=self_mask is None),
+                lambda x, a=ca: a.attend(a.project(x, 0), a.project(memory, 1), a.project(memory, 2), memory_mask),
+            )
         return x
 
     def shift_right(self, ids):  # (B, T) -> decoder inputs: the start token, then ids[:, :-1] (-100 -> pad)
@@ -351,20 +422,30 @@ class BartForConditionalGeneration(BartModel):
         keys/values are computed once, the decoder's own are cached."""
         check_generation(max_new_tokens, num_beams, early_stopping, do_sample, temperature, top_k, top_p)
         c = self.config
+        ids = c.decoder_start_token_id, c.pad_token_id, c.eos_token_id
         bos = c.forced_bos_token_id if forced_bos_token_id is None else forced_bos_token_id
         eos = c.forced_eos_token_id if forced_eos_token_id is None else forced_eos_token_id
         memory, mask = self.encode(input_ids, attention_mask)
         N, L = memory.shape[0] * num_beams, 1 + max_new_tokens  # rows (a row per beam), positions
         memory, mask = memory.repeat_interleave(num_beams, 0), mask.repeat_interleave(num_beams, 0)
-        cache = T._DecoderCache(self.model.decoder, memory, ~mask) if use_cache else None
+        layers, cache = self.model.decoder.layers, None
+        if use_cache:  # the memory's keys and values computed once; the decoder's own written step by step
+            kv = [
+                (layer.multihead_attn.project(memory, 1), layer.multihead_attn.project(memory, 2)) for layer in layers
+            ]
+            heads, hd = kv[0][0].shape[1], kv[0][0].shape[3]
+            cache = KVCache(len(layers), N, heads, L, hd, memory, kv)
+            memory_mask = _additive(~mask, memory.dtype)[:, None, None, :]  # (N, 1, 1, S)
 
         def log_probs(seqs, t, rows=None):  # seqs (N, >= t): the next token's log-probabilities (N, V)
             if cache is not None:
                 if rows is not None:  # beam search: row r continues row rows[r]
                     cache.reorder(rows)
                 x = self.model.decoder.embed(self.model.shared(seqs[:, t - 1 : t]), pos=t - 1)
-                for i, layer in enumerate(self.model.decoder.layers):
-                    x = layer._forward(x, partial(cache.self_attention, i), partial(cache.cross_attention, i))
+                for layer, kv in zip(layers, cache.layers, strict=True):
+                    sa = partial(_cached_self_attention, layer.self_attn, kv, t - 1)
+                    ca, mem = layer.multihead_attn, kv.memory
+                    x = layer(x, sa, lambda x, a=ca, mem=mem: a.attend(a.project(x, 0), *mem, memory_mask))
             else:
                 x = self.decode(seqs[:, :t], memory, mask)
             scores = self.logits(x[:, -1]).float().log_softmax(-1)
@@ -373,8 +454,8 @@ class BartForConditionalGeneration(BartModel):
 
         if num_beams == 1:
             choose = lambda scores: next_token(scores, temperature if do_sample else 0, top_k, top_p, generator)  # noqa: E731
-            return greedy_search(log_probs, choose, c, N, L, memory.device)
-        return beam_search(log_probs, c, N // num_beams, num_beams, L, length_penalty, early_stopping, memory.device)
+            return greedy_search(log_probs, choose, N, L, *ids, memory.device)
+        return beam_search(log_probs, N // num_beams, num_beams, L, *ids, length_penalty, early_stopping, memory.device)
 
 
 class BartClassificationHead(nn.Module):

@@ -29,6 +29,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 import subword
+from hf_checkpoint import atomic_write
 from subword import CharTokenizer, HFBPETokenizer, HFUnigramTokenizer, TiktokenTokenizer, without_padding  # noqa: F401
 
 PAD, BOS, EOS, SPECIALS = subword.PAD, subword.BOS, subword.EOS, subword.SPECIALS  # the translation vocabularies'
@@ -45,15 +46,6 @@ def prep_dir():
 
 def _root(root):
     return Path(root) if root is not None else data_dir()
-
-
-def _save_atomic(path, save):
-    """save(tmp path), then rename it to path: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save(tmp)
-    os.replace(tmp, path)
 
 
 def _id_dtype(n):  # the smallest dtype for ids below n
@@ -121,7 +113,7 @@ def translation_tokenizer(dataset, src_lang="de", tgt_lang="en", vocab_size=8000
         return Tokenizer.from_file(str(path))
     pairs = read_parallel(dataset, "train", src_lang, tgt_lang, root)
     tok = subword.train_subword_tokenizer([s for pair in pairs for s in pair], vocab_size, kind)
-    _save_atomic(path, lambda tmp: tok.save(str(tmp)))
+    atomic_write(path, lambda tmp: tok.save(str(tmp)))
     return tok
 
 
@@ -189,7 +181,7 @@ def write_jsonl(path, rows):
         with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
 
-    _save_atomic(path, save)
+    atomic_write(path, save)
 
 
 # ------------------------------------------------------------------ BERT pretraining: raw text
@@ -318,7 +310,7 @@ def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, roo
     if cached.exists():
         return Tokenizer.from_file(str(cached))
     tok = train_wordpiece((s for doc in iter_documents(source, root) for s in doc), vocab_size, lowercase)
-    _save_atomic(cached, lambda tmp: tok.save(str(tmp)))
+    atomic_write(cached, lambda tmp: tok.save(str(tmp)))
     return tok
 
 
@@ -555,7 +547,7 @@ def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl",
     settings["tokenizer"] = tokenizer_hash(tokenizer)
     if meta_path.exists() and json.loads(meta_path.read_text()).get("settings") != settings:
         raise ValueError(f"--out {out} holds data made with another tokenizer or other settings; choose another --out")
-    _save_atomic(out / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
+    atomic_write(out / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
     workers = workers or os.cpu_count()
     stats, pending = [], set()
 
@@ -577,7 +569,7 @@ def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl",
     total = lambda i: {s: sum(st[i] for st in stats if st[0] == s) for s in shards}  # i: 2 samples, 3 tokens
     meta = {"kind": "bert", "settings": settings, "vocab_size": tokenizer.get_vocab_size(), "shards": shards}
     meta |= {"samples": total(2), "tokens": total(3)}
-    _save_atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return meta
 
 
@@ -744,7 +736,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
     meta.update(tokens=counts, **({"chars": tok.chars} if isinstance(tok, CharTokenizer) else {}))
     if isinstance(tok, HFBPETokenizer):
         tok.tok.save(str(out / "tokenizer.json"))
-    _save_atomic(out / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    atomic_write(out / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return out
 
 
@@ -891,7 +883,7 @@ def download(names=tuple(WEB), root=None):
     from datasets import load_dataset
 
     root = _root(root)
-    write = lambda rel, text: (root / rel).exists() or _save_atomic(root / rel, lambda t: t.write_text(text, "utf-8"))  # noqa: E731
+    write = lambda rel, text: (root / rel).exists() or atomic_write(root / rel, lambda t: t.write_text(text, "utf-8"))  # noqa: E731
     get = lambda url: urllib.request.urlopen(url, timeout=60).read().decode("utf-8")  # noqa: E731
     for name in names:
         print(f"{name}: {WEB[name]}")

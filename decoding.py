@@ -1,8 +1,9 @@
 """Decoding, written once for every decoder: the sampling step (temperature, top-k, top-p, in
 HF's warper order), HF's greedy loop and beam search (its stopping rules and length penalty), and
-HF's logits processors (no repeated n-grams, min length, forced BOS / EOS). A model gives
-`log_probs(seqs, t, rows)`: the next token's log-probabilities after seqs[:, :t] (its cache, if
-any, reordered by `rows` in beam search); the loops own the sequences.
+HF's logits processors (no repeated n-grams, min length, forced BOS / EOS), and the key/value
+cache every decoder writes into. A model gives `log_probs(seqs, t, rows)`: the next token's
+log-probabilities after seqs[:, :t] (its KVCache, if any, reordered by `rows` in beam search);
+the loops own the sequences.
 
 Imports only torch."""
 
@@ -50,33 +51,80 @@ def check_generation(max_new_tokens, num_beams, early_stopping, do_sample, tempe
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
 
 
-def greedy_search(log_probs, choose, c, N, L, device):
+class LayerCache:
+    """One decoder layer's keys and values: self-attention buffers k, v (B, H, L, hd) allocated
+    once for L positions, and `memory`, the encoder output's keys and values (cross-attention,
+    computed once; None in a decoder-only model)."""
+
+    def __init__(self, k, v, memory=None):
+        self.k, self.v, self.memory, self.n = k, v, memory, 0  # n: positions written
+
+    def update(self, k, v, pos):
+        """Write k, v (B, H, T, hd) at positions pos..pos+T-1 -> the keys and values of 0..pos+T-1."""
+        T = k.shape[2]
+        self.k[:, :, pos : pos + T], self.v[:, :, pos : pos + T] = k, v
+        self.n = pos + T
+        return self.k[:, :, : self.n], self.v[:, :, : self.n]
+
+    def reorder(self, rows):  # beam search: row r continues row rows[r] (memory is the same within a sentence)
+        self.k[:, :, : self.n], self.v[:, :, : self.n] = self.k[rows, :, : self.n], self.v[rows, :, : self.n]
+
+
+class KVCache:
+    """The key/value cache of a decoder stack, one LayerCache per layer (cache[i]): every model
+    (transformer.py, gpt.py, t5.py, bart.py) allocates it with its own head shape and writes it
+    through LayerCache.update. memory: per layer, the encoder's (k, v), or None."""
+
+    def __init__(self, n_layers, batch, heads, length, head_dim, like, memory=None):
+        shape = (batch, heads, length, head_dim)
+        mem = memory or [None] * n_layers
+        self.layers = [LayerCache(like.new_empty(shape), like.new_empty(shape), mem[i]) for i in range(n_layers)]
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    @property
+    def length(self):  # positions it holds
+        return self.layers[0].k.shape[2]
+
+    def reorder(self, rows):
+        for layer in self.layers:
+            layer.reorder(rows)
+
+
+def greedy_search(log_probs, choose, N, L, start, pad, eos, device):
     """HF's greedy loop (or sampling, by `choose`: log-probabilities (N, V) -> tokens (N,)) over
-    log_probs(seqs, t); c: a config with pad, eos and decoder start ids. Finished rows get pad."""
-    out = torch.full((N, L), c.pad_token_id, dtype=torch.long, device=device)
-    out[:, 0] = c.decoder_start_token_id
+    log_probs(seqs, t): L positions, the first the start token; finished rows get pad."""
+    out = torch.full((N, L), pad, dtype=torch.long, device=device)
+    out[:, 0] = start
     done = torch.zeros(N, dtype=torch.bool, device=device)
     for t in range(1, L):
         token = choose(log_probs(out, t))
-        out[:, t] = token.masked_fill(done, c.pad_token_id)
-        done |= token == (c.eos_token_id if c.eos_token_id is not None else -1)
+        out[:, t] = token.masked_fill(done, pad)
+        done |= token == (eos if eos is not None else -1)
         if done.all():
             return out[:, : t + 1]
     return out
 
 
-def beam_search(log_probs, c, B, nb, L, length_penalty, early_stopping, device):
+def beam_search(log_probs, B, nb, L, start, pad, eos, length_penalty, early_stopping, device, gnmt=False):
     """HF's beam search: per row, the 2 * nb best continuations of the nb running beams; those
     ending in EOS (or at the length limit) among the first nb become finished hypotheses (the
     nb best kept), the best nb others run on. A row stops when its running beams cannot beat
-    its finished ones (HF's heuristic: the best running score at the current length).
-    log_probs(seqs (B * nb, L), t, rows): the next token's log-probabilities, rows (when not
-    None) saying which row each continues (to reorder a cache)."""
+    its finished ones (HF's heuristic: the best running score at the current length), or, with
+    early_stopping=True, once nb hypotheses finished. log_probs(seqs (B * nb, L), t, rows): the
+    next token's log-probabilities, rows (when not None) saying which row each continues (to
+    reorder a cache). Hypotheses of t tokens are ranked by sum log p / lp(t): HF's lp(t) =
+    t**length_penalty, or with gnmt=True Wu et al. (2016)'s ((5 + t) / 6)**length_penalty (the
+    2017 paper's). Only real candidates finish (not the copies of the first beam that start
+    at -1e9), so a beam wider than the candidates is an exhaustive search. -> (B, 1 + n), the
+    start token first, HF's filler (pad, or eos where pad is 0) after EOS."""
     K, big = 2 * nb, -1.0e9
-    eos = c.eos_token_id if c.eos_token_id is not None else -1
-    fill = c.pad_token_id or eos  # HF fills with eos when pad is 0
+    eos = eos if eos is not None else -1
+    fill = pad or eos  # HF fills with eos when pad is 0
+    lp = (lambda t: ((5.0 + t) / 6.0) ** length_penalty) if gnmt else (lambda t: t**length_penalty)
     running = torch.full((B, nb, L), fill, dtype=torch.long, device=device)
-    running[:, :, 0] = c.decoder_start_token_id
+    running[:, :, 0] = start
     run_scores = torch.zeros(B, nb, device=device)
     run_scores[:, 1:] = big  # the beams start identical: only the first one counts
     done, done_scores = running.clone(), torch.full((B, nb), big, device=device)
@@ -94,11 +142,11 @@ def beam_search(log_probs, c, B, nb, L, length_penalty, early_stopping, device):
         top, index = (scores.view(B, nb, V) + run_scores[..., None]).view(B, nb * V).topk(K)  # (B, K)
         cand = pick(running, index // V).clone()  # (B, K, L)
         cand[:, :, t] = index % V
-        hits = (index % V == eos) | (t + 1 >= L)
+        hits = ((index % V == eos) | (t + 1 >= L)) & (top > big / 2)
         going = top + hits.float() * big
         keep = going.topk(nb).indices  # the best nb that go on
         running, run_scores, origin = pick(cand, keep), pick(going, keep), pick(index // V, keep)
-        final = top / (t**length_penalty)
+        final = top / lp(t)
         final = final + (done_flag.all(-1, keepdim=True) & (early_stopping is True)).float() * big
         final = final + (~improvable).float() * big + (~(hits & first_nb)).float() * big
         merged = torch.cat([done_scores, final], 1).topk(nb).indices
@@ -111,7 +159,7 @@ def beam_search(log_probs, c, B, nb, L, length_penalty, early_stopping, device):
         rows = (origin + torch.arange(B, device=device)[:, None] * nb).flatten()
         length = (L - 1) if early_stopping == "never" and length_penalty > 0 else t
         worst = torch.where(done_flag, done_scores.min(1, keepdim=True).values, big)
-        improvable = improvable & (run_scores[:, :1] / length**length_penalty > worst).any(-1, keepdim=True)
+        improvable = improvable & (run_scores[:, :1] / lp(length) > worst).any(-1, keepdim=True)
         if not (improvable.any() and not (done_flag.all() and early_stopping is True) and not hits.all()):
             break
     return done[:, 0, : 1 + int(done_len[:, 0].max())]

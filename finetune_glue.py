@@ -330,7 +330,7 @@ class GlueTask:
             shown = [f"{p:.3f}" if self.label_names is None else self.label_names[p] for p in preds]
             text = "index\tprediction\n" + "".join(f"{r['index']}\t{s}\n" for r, s in zip(rows, shown, strict=True))
             Path(folder).mkdir(parents=True, exist_ok=True)
-            atomic_write(folder, f"{name}.tsv", lambda path, text=text: write_text(path, text))
+            atomic_write(Path(folder) / f"{name}.tsv", lambda path, text=text: write_text(path, text))
             written.append(Path(folder) / f"{name}.tsv")
         return written
 

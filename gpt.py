@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contract import Sums, check_ids
-from decoding import check_sampling, next_token
+from decoding import KVCache, check_sampling, next_token
 from hf_checkpoint import HFCheckpoint, HFKey
 from layers import ACTIVATIONS
 
@@ -121,14 +121,12 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, mask=None, cache=None, pos=0):
         """x (B, T, C). mask: None (causal) or (B, 1, T, S) bool, True where a query may look.
-        cache: this layer's (k, v) buffers (B, H, max_len, hd) to write positions pos..pos+T-1
-        into and attend over 0..pos+T-1."""
+        cache: this layer's decoding.LayerCache, to write positions pos..pos+T-1 into and attend
+        over 0..pos+T-1."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
         if cache is not None:
-            cache[0][:, :, pos : pos + T] = k
-            cache[1][:, :, pos : pos + T] = v
-            k, v = cache[0][:, :, : pos + T], cache[1][:, :, : pos + T]
+            k, v = cache.update(k, v, pos)
         p = self.attn_pdrop if self.training else 0.0
         if mask is None and (cache is None or pos == 0 or T == 1):  # a single new query sees every key
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=T > 1 and pos == 0)
@@ -263,13 +261,10 @@ class GPT(HFCheckpoint, nn.Module):
     # ------------------------------------------------------------------------- generation
 
     def new_cache(self, batch, length, dtype=None, device=None):
-        """Key/value buffers for `length` positions: a (k, v) pair of (B, H, length, hd) per layer."""
+        """Key/value buffers for `length` positions (decoding.KVCache), in the weights' dtype and device by default."""
         c, p = self.config, self.wte.weight
-        shape = (batch, c.n_head, length, c.n_embd // c.n_head)
-        return [
-            tuple(torch.empty(shape, dtype=dtype or p.dtype, device=device or p.device) for _ in range(2))
-            for _ in range(c.n_layer)
-        ]
+        like = torch.empty(0, dtype=dtype or p.dtype, device=device or p.device)
+        return KVCache(c.n_layer, batch, c.n_head, length, c.n_embd // c.n_head, like)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, generator=None):
@@ -289,7 +284,7 @@ class GPT(HFCheckpoint, nn.Module):
         out[:, :T] = idx
         pos = 0  # tokens already in the cache
         for n in range(T, T + max_new_tokens):
-            if cache is not None and n <= cache[0][0].shape[2]:
+            if cache is not None and n <= cache.length:
                 logits = self(out[:, pos:n], cache=cache, pos=pos, check=False, logits_to_keep=1).logits[:, -1]
                 pos = n
             else:  # no cache, or the context is full: the last ctx tokens from scratch

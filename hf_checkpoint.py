@@ -83,12 +83,17 @@ def read_json(path):
             raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
-def atomic_write(folder, name, write):  # write(tmp path), then rename: never a half-written file
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+def atomic_write(path, write):
+    """write(a temporary file beside `path`), then rename it to `path`: a crash never leaves half a
+    file, and the old one, if any, stays whole until the rename. The project's one file writer for
+    checkpoints, tokenizers, metadata and tables (train.py, data.py, finetune_glue.py, HF exports)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
-        os.replace(tmp, os.path.join(folder, name))
+        write(Path(tmp))
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -185,5 +190,7 @@ class HFCheckpoint:
 
         config, tensors = json.dumps(self.hf_config(), indent=2), self.hf_state_dict()
         os.makedirs(folder, exist_ok=True)
-        atomic_write(folder, "config.json", lambda p: write_text(p, config))
-        atomic_write(folder, "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        atomic_write(Path(folder) / "config.json", lambda p: write_text(p, config))
+        atomic_write(
+            Path(folder) / "model.safetensors", lambda p: save_file(tensors, str(p), metadata={"format": "pt"})
+        )

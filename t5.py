@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contract import Sums, check_ids, check_labels, check_mask, seq2seq_counts, seq2seq_sums, shift_right
-from decoding import beam_search, check_generation, constrain, greedy_search, next_token
+from decoding import KVCache, beam_search, check_generation, constrain, greedy_search, next_token
 from hf_checkpoint import HFCheckpoint, read_hf_weights, read_json, resolve_checkpoint
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
@@ -175,14 +175,13 @@ class Attention(nn.Module):
     def forward(self, x, bias, kv=None, cache=None, pos=0, packed=None):
         """x (B, T, d), or (N, d) real tokens where `packed` = (index, B, T) says where they sit
         (the encoder skips padding); bias (B or 1, H, T, S); kv: the keys and values (B, H, S,
-        d_kv) when given (cross-attention, computed once); cache: this layer's (k, v) buffers
-        (B, H, max_len, d_kv) to write positions pos..pos+T-1 into (decoder self-attention)."""
+        d_kv) when given (cross-attention, computed once); cache: this layer's decoding.LayerCache, to
+        write positions pos..pos+T-1 into (decoder self-attention)."""
         q = self.split(self.q(x), packed)
         B, _, T, _ = q.shape
         k, v = kv if kv is not None else (self.split(self.k(x), packed), self.split(self.v(x), packed))
         if cache is not None:
-            cache[0][:, :, pos : pos + T], cache[1][:, :, pos : pos + T] = k, v
-            k, v = cache[0][:, :, : pos + T], cache[1][:, :, : pos + T]
+            k, v = cache.update(k, v, pos)
         p = self.p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=p, scale=1.0)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, inner)
@@ -434,10 +433,9 @@ class T5ForConditionalGeneration(T5Model):
     # ------------------------------------------------------------------------- generation
 
     def new_cache(self, batch, length, like):
-        """Self-attention key/value buffers for `length` decoder positions: (B, H, length, d_kv) pairs per layer."""
+        """The decoder's self-attention keys/values for `length` positions (decoding.KVCache)."""
         c = self.config
-        shape = (batch, c.num_heads, length, c.d_kv)
-        return [tuple(like.new_empty(shape) for _ in range(2)) for _ in range(c.num_decoder_layers)]
+        return KVCache(c.num_decoder_layers, batch, c.num_heads, length, c.d_kv, like)
 
     @torch.no_grad()
     def generate(
@@ -477,8 +475,7 @@ class T5ForConditionalGeneration(T5Model):
 
         def log_probs(seqs, t, rows=None):  # seqs (N, >= t): the next token's log-probabilities (N, V)
             if rows is not None and cache is not None:  # beam search: row r continues row rows[r]
-                for k, v in cache:
-                    k.copy_(k[rows]), v.copy_(v[rows])
+                cache.reorder(rows)
             if cache is not None:
                 h = self.decode(seqs[:, t - 1 : t], None, mask, cache=cache, pos=t - 1, memory_kv=memory_kv)
             else:
@@ -486,11 +483,12 @@ class T5ForConditionalGeneration(T5Model):
             scores = self.logits(h[:, -1]).float().log_softmax(-1)
             return constrain(scores, seqs, t, L, no_repeat_ngram_size=no_repeat_ngram_size)
 
+        c, device = self.config, memory.device
+        ids = c.decoder_start_token_id, c.pad_token_id, c.eos_token_id
         if num_beams == 1:
             choose = lambda scores: next_token(scores, temperature if do_sample else 0, top_k, top_p, generator)  # noqa: E731
-            return greedy_search(log_probs, choose, self.config, N, L, memory.device)
-        c, device = self.config, memory.device
-        return beam_search(log_probs, c, N // num_beams, num_beams, L, length_penalty, early_stopping, device)
+            return greedy_search(log_probs, choose, N, L, *ids, device)
+        return beam_search(log_probs, N // num_beams, num_beams, L, *ids, length_penalty, early_stopping, device)
 
 
 # -------------------------------------------------------------------------- span corruption

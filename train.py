@@ -42,6 +42,7 @@ import torch.distributed as dist
 import data
 import tasks
 from contract import Tally, to_device
+from hf_checkpoint import atomic_write
 from machine import environment, matmul_peak  # the same environment record as the benchmark's
 from optim import lr_factor, make_optimizer, param_groups
 from recipes import PRESETS  # the families' recipes (--preset)
@@ -413,10 +414,8 @@ class Run:
         state, self.saved = self.state(), self.step
         if not self.master:
             return
-        path = self.out / f"ckpt_{self.step:07d}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: an interrupted save never replaces a good checkpoint
+        # atomic: an interrupted save never replaces a good checkpoint
+        atomic_write(self.out / f"ckpt_{self.step:07d}.pt", lambda tmp: torch.save(state, tmp))
         for old in checkpoints(self.out)[: -self.cfg.keep_last]:
             old.unlink()
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contract import Sums, check_ids
+from decoding import KVCache, beam_search, greedy_search
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 from optim import noam_lr, noam_scheduler  # noqa: F401 (the paper's schedule, part of this module's API)
 
@@ -728,28 +729,38 @@ class Seq2SeqTransformer(nn.Module):
 
     # ------------------------------------------------------------------------------- decoding
 
-    def _next_log_probs(self, memory, src_pad, use_cache):
-        """A function prefix (B, t) -> log-probabilities (B, V) of the next token, and its cache.
+    def _log_probs(self, memory, src_pad, L, use_cache):
+        """log_probs(seqs, t, rows) for decoding's loops: the next token's log-probabilities (N, V)
+        after seqs[:, :t], of L positions at most. With the cache (decoding.KVCache) each call runs
+        the decoder on token t-1 only, reusing the keys and values of earlier steps and the
+        memory's, computed once; without it, it reruns the decoder on the whole prefix."""
+        cache, banned = None, [self.config.pad_id, self.config.bos_id]  # never generated
+        if use_cache:
+            d = self.decoder.layers[0].self_attn
+            mem = [
+                (layer.multihead_attn._project(memory, 1), layer.multihead_attn._project(memory, 2))
+                for layer in self.decoder.layers
+            ]
+            cache = KVCache(len(mem), memory.shape[0], d.num_heads, L, d.head_dim, memory, mem)
+            mem_mask = _canonical_mask(src_pad, "src_pad", memory.dtype)[:, None, None, :]  # (B, 1, 1, S)
 
-        With the cache each call runs the decoder on the last token only, reusing the keys and
-        values of earlier steps; without it, it reruns the decoder on the whole prefix."""
-        cache = _DecoderCache(self.decoder, memory, src_pad) if use_cache else None
-        banned = [self.config.pad_id, self.config.bos_id]  # never generated
-
-        def step(prefix):
+        def log_probs(seqs, t, rows=None):
             if cache is None:
-                logits = self.decode(prefix, memory, src_pad)[:, -1]
+                logits = self.decode(seqs[:, :t], memory, src_pad)[:, -1]
             else:
-                x = self._embed(self.tgt_embed, prefix[:, -1:], offset=prefix.shape[1] - 1)  # (B, 1, d)
-                for i, layer in enumerate(self.decoder.layers):
-                    x = layer._forward(x, partial(cache.self_attention, i), partial(cache.cross_attention, i))
+                if rows is not None:  # beam search: row r continues row rows[r]
+                    cache.reorder(rows)
+                x = self._embed(self.tgt_embed, seqs[:, t - 1 : t], offset=t - 1)  # (B, 1, d)
+                for layer, kv in zip(self.decoder.layers, cache.layers, strict=True):
+                    sa = partial(_cached_self_attention, layer.self_attn, kv, t - 1)
+                    x = layer._forward(x, sa, partial(_cached_cross_attention, layer.multihead_attn, kv, mem_mask))
                 if self.decoder.norm is not None:
                     x = self.decoder.norm(x)
                 logits = self.generator(x[:, -1])
             logits[:, banned] = float("-inf")
             return logits.log_softmax(-1)  # (B, V)
 
-        return step, cache
+        return log_probs
 
     def _max_len(self, src, max_len):
         if max_len is None:
@@ -772,75 +783,30 @@ class Seq2SeqTransformer(nn.Module):
     def greedy_decode(self, src, max_len=None, use_cache=True):
         c = self.config
         max_len = self._max_len(src, max_len)
-        memory, src_pad = self.encode(src)
-        step, _ = self._next_log_probs(memory, src_pad, use_cache)
-        ys = torch.full((src.shape[0], 1), c.bos_id, dtype=torch.long, device=src.device)
-        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
-        for _ in range(max_len):
-            nxt = step(ys).argmax(-1).masked_fill(done, c.pad_id)  # (B,)
-            ys = torch.cat([ys, nxt[:, None]], dim=1)
-            done |= nxt == c.eos_id
-            if done.all():
-                break
-        return _trim(ys[:, 1:], c.pad_id)
+        log_probs = self._log_probs(*self.encode(src), max_len + 1, use_cache)
+        out = greedy_search(
+            log_probs, lambda s: s.argmax(-1), src.shape[0], max_len + 1, c.bos_id, c.pad_id, c.eos_id, src.device
+        )
+        return _trim(out[:, 1:], c.pad_id)
 
     @torch.no_grad()
     def beam_search(self, src, beam_size=4, length_penalty=0.6, max_len=None, use_cache=True):
         """Beam search with the length penalty of Wu et al. (2016), as the paper uses it:
         hypotheses are ranked by log P(y) / lp(y), lp(y) = ((5 + |y|) / 6) ** length_penalty.
 
-        As in fairseq and HF, a hypothesis ends when EOS ranks among the top `beam_size`
-        candidates of its sentence, and a sentence is done once `beam_size` hypotheses ended
-        (so beam_size=1 is greedy); it also stops once no live beam can still beat the best
-        ended one. With a beam wider than all candidates, this is exhaustive search.
+        decoding.beam_search with that convention: as in fairseq and HF, a hypothesis ends when
+        EOS ranks among the top `beam_size` candidates of its sentence, and a sentence is done
+        once `beam_size` hypotheses ended (so beam_size=1 is greedy). With a beam wider than all
+        candidates, this is exhaustive search.
         """
         c, K = self.config, beam_size
         max_len = self._max_len(src, max_len)
-        B, dev = src.shape[0], src.device
-        memory, src_pad = self.encode(src)
-        memory, src_pad = memory.repeat_interleave(K, 0), src_pad.repeat_interleave(K, 0)  # (B*K, S, ...)
-        step, cache = self._next_log_probs(memory, src_pad, use_cache)
-
-        def lp(n):
-            return ((5.0 + n) / 6.0) ** length_penalty
-
-        ys = torch.full((B * K, 1), c.bos_id, dtype=torch.long, device=dev)
-        live = torch.full((B, K), float("-inf"), device=dev)
-        live[:, 0] = 0.0  # one live beam per sentence at the start: no duplicates
-        best_score = torch.full((B,), float("-inf"), device=dev)
-        best = torch.full((B, max_len), c.pad_id, dtype=torch.long, device=dev)
-        n_ended = torch.zeros(B, dtype=torch.long, device=dev)
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
-        sentence = torch.arange(B, device=dev)[:, None] * K  # (B, 1) first row of each sentence
-        for t in range(1, max_len + 1):  # t: hypothesis length after this step
-            logp = step(ys).view(B, K, -1)  # (B, K, V)
-            V = logp.shape[-1]
-            scores, idx = (live[:, :, None] + logp).view(B, K * V).topk(min(2 * K, K * V), dim=1)
-            rows, tokens = sentence + idx // V, idx % V  # (B, 2K) source row, new token
-            is_eos = tokens == c.eos_id
-            # Hypotheses that end here: EOS among the top K candidates, or anything at max_len.
-            ending = is_eos[:, :K] if t < max_len else torch.ones_like(is_eos[:, :K])
-            ended = torch.where(ending & scores[:, :K].isfinite(), scores[:, :K] / lp(t), float("-inf"))
-            new_best, j = ended.max(dim=1)
-            better = (new_best > best_score) & ~done
-            if better.any():
-                hyp = torch.cat([ys[rows.gather(1, j[:, None]).squeeze(1)], tokens.gather(1, j[:, None])], 1)
-                hyp = F.pad(hyp[:, 1:], (0, max_len - t), value=c.pad_id)  # (B, max_len), no BOS
-                best = torch.where(better[:, None], hyp, best)
-                best_score = torch.where(better, new_best, best_score)
-            n_ended += (ended > float("-inf")).sum(1)
-            # The K best candidates that did not end carry on.
-            live, keep = scores.masked_fill(is_eos, float("-inf")).topk(K, dim=1)  # (B, K)
-            rows, tokens = rows.gather(1, keep).flatten(), tokens.gather(1, keep).flatten()
-            ys = torch.cat([ys[rows], tokens[:, None]], dim=1)
-            if cache is not None:
-                cache.reorder(rows)
-            # Done: K hypotheses ended, or none alive can beat the best (scores only fall, and
-            # lp(max_len) is the largest penalty divisor).
-            done |= (n_ended >= K) | (best_score >= live.max(dim=1).values / lp(max_len))
-            if done.all():
-                break
-        return _trim(best, c.pad_id)
+        memory, src_pad = (x.repeat_interleave(K, 0) for x in self.encode(src))  # (B * K, S, ...)
+        log_probs = self._log_probs(memory, src_pad, max_len + 1, use_cache)
+        ids = c.bos_id, c.pad_id, c.eos_id
+        out = beam_search(log_probs, src.shape[0], K, max_len + 1, *ids, length_penalty, True, src.device, gnmt=True)
+        out, eos = out[:, 1:], out[:, 1:] == c.eos_id
+        return _trim(out.masked_fill(eos.cumsum(1) - eos.long() > 0, c.pad_id), c.pad_id)  # pad after EOS
 
 
 class TranslationModel(Seq2SeqTransformer):
@@ -871,30 +837,10 @@ def _trim(tokens, pad_id):  # drop the all-padding columns at the end
     return tokens[:, : max(int((tokens != pad_id).sum(1).max()), 1)]
 
 
-class _DecoderCache:
-    """Keys and values of a decoder stack for incremental decoding: the self-attention keys and
-    values of the tokens so far (grown each step) and the cross-attention keys and values of the
-    memory (computed once)."""
+def _cached_self_attention(attn, cache, pos, x):  # x (B, 1, d): the newest token sees every token so far
+    q, k, v = attn._in_proj(x, x, x)  # (B, H, 1, hd)
+    return attn._attend(q, *cache.update(k, v, pos))
 
-    def __init__(self, decoder, memory, src_pad):
-        self.layers = decoder.layers
-        self.k, self.v = [None] * len(self.layers), [None] * len(self.layers)
-        self.mem_k = [layer.multihead_attn._project(memory, 1) for layer in self.layers]  # (B, H, S, hd)
-        self.mem_v = [layer.multihead_attn._project(memory, 2) for layer in self.layers]
-        self.mem_mask = _canonical_mask(src_pad, "src_pad", memory.dtype)[:, None, None, :]  # (B, 1, 1, S)
 
-    def self_attention(self, i, x):  # x (B, 1, d): the newest token sees every token so far
-        attn = self.layers[i].self_attn
-        q, k, v = attn._in_proj(x, x, x)  # (B, H, 1, hd)
-        if self.k[i] is not None:
-            k, v = torch.cat([self.k[i], k], dim=2), torch.cat([self.v[i], v], dim=2)
-        self.k[i], self.v[i] = k, v
-        return attn._attend(q, k, v)
-
-    def cross_attention(self, i, x):
-        attn = self.layers[i].multihead_attn
-        return attn._attend(attn._project(x, 0), self.mem_k[i], self.mem_v[i], self.mem_mask)
-
-    def reorder(self, rows):  # beam search: row r of the batch continues row rows[r]
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
+def _cached_cross_attention(attn, cache, mem_mask, x):  # the memory's keys and values, computed once
+    return attn._attend(attn._project(x, 0), *cache.memory, mem_mask)
