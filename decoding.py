@@ -10,14 +10,15 @@ Imports only torch."""
 import torch
 
 
-def check_sampling(temperature, top_k, top_p):
-    """next_token's arguments, checked before any decoding (every family's generate)."""
+def check_sampling(temperature, top_k, top_p, name=str):
+    """next_token's arguments, checked before any decoding (every family's generate, and GPT's
+    sampling CLI, whose `name` spells an argument as its flag)."""
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        raise ValueError(f"{name('temperature')} must be >= 0 (0 = greedy), got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        raise ValueError(f"{name('top_p')} must be in (0, 1], got {top_p}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+        raise ValueError(f"{name('top_k')} must be >= 1, got {top_k}")
 
 
 def next_token(logits, temperature, top_k, top_p, generator=None):
@@ -67,7 +68,9 @@ class LayerCache:
         return self.k[:, :, : self.n], self.v[:, :, : self.n]
 
     def reorder(self, rows):  # beam search: row r continues row rows[r] (memory is the same within a sentence)
-        self.k[:, :, : self.n], self.v[:, :, : self.n] = self.k[rows, :, : self.n], self.v[rows, :, : self.n]
+        for buffer in (self.k, self.v):
+            written = buffer[:, :, : self.n]
+            written.copy_(written.index_select(0, rows))
 
 
 class KVCache:
@@ -116,9 +119,10 @@ def beam_search(log_probs, B, nb, L, start, pad, eos, length_penalty, early_stop
     next token's log-probabilities, rows (when not None) saying which row each continues (to
     reorder a cache). Hypotheses of t tokens are ranked by sum log p / lp(t): HF's lp(t) =
     t**length_penalty, or with gnmt=True Wu et al. (2016)'s ((5 + t) / 6)**length_penalty (the
-    2017 paper's). Only real candidates finish (not the copies of the first beam that start
-    at -1e9), so a beam wider than the candidates is an exhaustive search. -> (B, 1 + n), the
-    start token first, HF's filler (pad, or eos where pad is 0) after EOS."""
+    2017 paper's, which also stops a row once no running beam can beat its best finished one).
+    Only real candidates finish (not the copies of the first beam that start at -1e9), so a beam
+    wider than the candidates is an exhaustive search. -> (B, 1 + n), the start token first,
+    HF's filler (pad, or eos where pad is 0) after EOS."""
     K, big = 2 * nb, -1.0e9
     eos = eos if eos is not None else -1
     fill = pad or eos  # HF fills with eos when pad is 0
@@ -160,7 +164,12 @@ def beam_search(log_probs, B, nb, L, start, pad, eos, length_penalty, early_stop
         length = (L - 1) if early_stopping == "never" and length_penalty > 0 else t
         worst = torch.where(done_flag, done_scores.min(1, keepdim=True).values, big)
         improvable = improvable & (run_scores[:, :1] / lp(length) > worst).any(-1, keepdim=True)
-        if not (improvable.any() and not (done_flag.all() and early_stopping is True) and not hits.all()):
+        if gnmt:  # the paper model's exact bound: scores only fall, and lp(L - 1) is the largest divisor
+            improvable = improvable & ~(done_flag[:, :1] & (done_scores[:, :1] >= run_scores[:, :1] / lp(L - 1)))
+        settled = ~improvable | (
+            done_flag.all(-1, keepdim=True) & (early_stopping is True)
+        )  # rows that gain nothing more
+        if settled.all() or hits.all():
             break
     return done[:, 0, : 1 + int(done_len[:, 0].max())]
 

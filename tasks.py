@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import data
+import decoding
 import transformer as T
 from contract import device_of, hf_twin, objective_means, seq2seq_sums, shift_right, to_device
 from hf_checkpoint import resolve_checkpoint
@@ -670,14 +671,10 @@ def sample(model, tok, prompt, max_new_tokens=500, temperature=0.8, top_k=200, t
     return tok.decode(out[0].tolist())
 
 
-def check_sampling(max_new_tokens, temperature, top_k, top_p):  # before any model is read
-    for k, v, ok, want in (("max_new_tokens", max_new_tokens, 1, ">= 1"), ("temperature", temperature, 0, ">= 0")):
-        if v < ok:
-            raise ValueError(f"--{k.replace('_', '-')} must be {want}, got {v}")
-    if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"--top-p must be in (0, 1], got {top_p}")
+def check_sampling(max_new_tokens, temperature, top_k, top_p):  # the CLI's flags, before any model is read
+    if max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    decoding.check_sampling(temperature, top_k, top_p, name=lambda k: "--" + k.replace("_", "-"))
 
 
 def hf_gpt_and_tokenizer(init_from):
