@@ -7,6 +7,7 @@ a row of FAMILIES) gives the data as dicts of forward arguments and builds the m
     python train.py --preset shakespeare-char-cpu --dataset data/prepared/lm-shakespeare-char  # GPT
     python train.py --out-dir out/shakespeare --sample "ROMEO:"                      # text from a GPT run
     python train.py --out-dir out/m30k --resume                                     # continue exactly
+    python train.py ... --time-limit 2      # after 2 h (or on SIGTERM / Ctrl-C): save, exit 75; --resume goes on
     torchrun --nproc_per_node=8 train.py --preset bert-base-8gpu ...                # DDP (--fsdp: FSDP2)
     python train.py --out-dir out/m30k --evaluate                                   # test BLEU
     python train.py --out-dir out/m30k --plot                                       # PNG curves
@@ -31,7 +32,9 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -45,6 +48,7 @@ from contract import Tally, to_device
 from hf_checkpoint import atomic_write
 from machine import environment, matmul_peak  # the same environment record as the benchmark's
 from optim import lr_factor, make_optimizer, param_groups
+from plots import plot  # noqa: F401 (train.plot: --plot's curves)
 from recipes import PRESETS  # the families' recipes (--preset)
 
 
@@ -107,6 +111,7 @@ class TrainConfig:
     bf16: bool = True  # autocast to bf16 on CUDA
     cpu_bf16: bool = False  # autocast to bf16 on CPU too: ~2x faster steps where the CPU has AVX512-BF16/AMX
     compile: bool = False  # torch.compile the training model
+    time_limit: float = 0.0  # hours of this invocation, then save and exit with code 75 (0: none); --resume goes on
     fsdp: bool = False  # under torchrun: FSDP2 (parameters, gradients and optimizer state sharded per block)
     tensorboard: bool = False  # also log to <out_dir>/tb
     wandb: bool = False  # also log to Weights & Biases
@@ -129,7 +134,7 @@ class TrainConfig:
 AT_LEAST_1 = ("batch_tokens", "batch_size", "grad_accum", "max_epochs", "keep_last", "log_every", "eval_iters", "beam")
 AT_LEAST_1 += ("vocab_size", "max_len", "d_model", "nhead", "num_layers", "dim_feedforward")
 AT_LEAST_0 = ("warmup", "decay_steps", "max_steps", "eval_every", "save_every", "max_predictions", "context")
-AT_LEAST_0 += ("min_lr", "weight_decay", "clip", "length_penalty")
+AT_LEAST_0 += ("min_lr", "weight_decay", "clip", "length_penalty", "time_limit")
 RANGES = [  # (fields, test, what the value must be)
     (AT_LEAST_1, lambda v: v >= 1, ">= 1"),
     (AT_LEAST_0, lambda v: v >= 0, ">= 0"),
@@ -238,40 +243,6 @@ def make_task(cfg, world=1):  # the task of cfg.model's row
     if cfg.model not in FAMILIES:
         raise ValueError(f"--model must be one of {', '.join(FAMILIES)}, got {cfg.model!r}")
     return FAMILIES[cfg.model](cfg, world)
-
-
-# ---------------------------------------------------------------------------------- curves
-
-
-NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops", "val_ppl")
-
-
-def plot(out_dir, compare=()):
-    """metrics.jsonl -> curves.png against step: losses on the left, every other metric logged (BLEU,
-    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for n, run in enumerate([out_dir, *compare]):
-        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        style, name = ("-" if n == 0 else "--"), Path(run).name
-        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and k not in NOT_PLOTTED})
-        metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
-        for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
-            rs = [r for r in rows if key in r]
-            marker = "o" if key.startswith("val_") else ""
-            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
-    ax1.set_ylabel("loss per target")
-    for ax in (ax1, ax2):
-        ax.set_xlabel("step"), ax.legend(fontsize=7)
-    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
-    fig.tight_layout()
-    path = Path(out_dir) / "curves.png"
-    fig.savefig(path, dpi=100)
-    return path
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -535,8 +506,51 @@ class Run:
         total = min(c.max_steps or math.inf, c.max_epochs * self.per_epoch)  # one bar over the whole run
         bar = tqdm(total=total, initial=self.step, disable=not self.master, desc="train", dynamic_ncols=True)
         self.say = bar.write  # evaluation lines, above the bar
-        seconds, tokens = 0.0, 0.0  # training time and tokens since the last log line
         self.evals, self.seconds, self.tokens, self.started = [], 0.0, 0.0, time.perf_counter()  # for the summary
+        with self.stop_on_signals():
+            self.loop(bar, peak)
+        if self.step >= total:  # it reached its end: done, whatever asked it to stop
+            self.stopped = None
+        bar.close()
+        if self.saved != self.step:
+            self.save()  # the final state (or the state where it stopped), whatever save_every says
+        if self.master:
+            self.summary()
+        if self.distributed:
+            dist.barrier()
+
+    @contextlib.contextmanager
+    def stop_on_signals(self):
+        """SIGTERM and SIGINT (Ctrl-C) ask the loop to stop after the current step, save and exit
+        (a second Ctrl-C interrupts at once); so does cfg.time_limit. self.stopped says why."""
+        self.stopped = None
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+
+        def ask(signum, frame):
+            self.stopped = signal.Signals(signum).name
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        before = {s: signal.signal(s, ask) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
+
+    def stop(self):  # after each step: a signal or the time limit (every process stops at the same step)
+        limit = self.cfg.time_limit
+        if limit and self.stopped is None and time.perf_counter() - self.started > limit * 3600:
+            self.stopped = f"time limit ({limit} h)"
+        if self.distributed:  # one stops, all stop
+            flag = torch.tensor([float(self.stopped is not None)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.stopped = self.stopped or ("another process" if flag.item() else None)
+        return self.stopped is not None
+
+    def loop(self, bar, peak):
+        c, seconds, tokens = self.cfg, 0.0, 0.0  # training time and tokens since the last log line
         while self.epoch < c.max_epochs and not self.done():
             steps = self.epoch_steps()
             while self.batch_in_epoch < len(steps) and not self.done():
@@ -561,21 +575,19 @@ class Run:
                     self.validate()
                 if (c.save_every and self.step % c.save_every == 0) or (not c.save_every and end_of_epoch):
                     self.save()
+                if self.stop():
+                    return
                 if end_of_epoch:
                     break  # the next epoch has batches of its own
-        bar.close()
-        if self.saved != self.step:
-            self.save()  # the final state, whatever save_every says
-        if self.master:
-            self.summary()
-        if self.distributed:
-            dist.barrier()
 
     def summary(self):
         """The run's result, printed and appended to log.txt: final and best validation metrics, time, speed."""
         speed = self.tokens / max(self.seconds, 1e-9)
         wall = time.perf_counter() - self.started
-        lines = [f"done: step {self.step}, {wall:.1f} s ({self.seconds:.1f} s in training steps), {speed:.0f} tokens/s"]
+        done = f"stopped ({self.stopped}; continue with --resume)" if self.stopped else "done"
+        lines = [
+            f"{done}: step {self.step}, {wall:.1f} s ({self.seconds:.1f} s in training steps), {speed:.0f} tokens/s"
+        ]
         if self.evals:  # this invocation's evaluations
             keys = [k for k, v in self.evals[-1].items() if isinstance(v, int | float) and k != "step"]
             lines.append(f"final (step {self.evals[-1]['step']}): " + show(self.evals[-1], keys))
@@ -626,13 +638,13 @@ def claim(out, resume, overwrite):
 # what --resume may change: how long the run goes on, what it logs and keeps, where it runs, and
 # the data (BERT's second phase continues on sequences of 512: --resume --dataset <that folder>)
 RESUMABLE = ("max_steps", "max_epochs", "dataset", "eval_every", "save_every", "keep_last", "log_every", "eval_iters")
-RESUMABLE += ("device", "compile", "tensorboard", "wandb", "out_dir")
+RESUMABLE += ("device", "compile", "tensorboard", "wandb", "out_dir", "time_limit")
 
 
 def resume_config(out_dir, preset, overrides):
     """The checkpoint's config wins: a flag (or a preset's value) that would change a setting is refused."""
     cfg = make_config(None, {}, base=load_checkpoint(latest_checkpoint(out_dir))["config"])
-    given = {**(PRESETS[preset] if preset else {}), **overrides}
+    given = {**(PRESETS[preset] if preset else {}), "time_limit": 0.0, **overrides}  # a limit is the invocation's own
     for k, v in given.items():
         if k not in RESUMABLE and getattr(cfg, k) != v:
             by = f"--{k.replace('_', '-')}" if k in overrides else f"--preset {preset} (its {k})"
@@ -767,5 +779,8 @@ def main(argv=None):
     return run
 
 
+STOPPED = 75  # the exit code of a run stopped by a signal or its time limit (EX_TEMPFAIL: try again)
+
 if __name__ == "__main__":
-    main()
+    result = main()
+    sys.exit(STOPPED if isinstance(result, Run) and result.stopped else 0)

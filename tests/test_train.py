@@ -3,8 +3,10 @@
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -340,6 +342,37 @@ def test_gpt_training_matches_hf_gpt2_and_resumes_exactly(lm_data, tmp_path):
     ours = train.run_model(a)[2]
     with torch.no_grad():
         assert (hf(ids).logits - ours(ids).logits).abs().max() < 1e-4
+
+
+def test_time_limit_and_sigterm_stop_at_a_checkpoint_and_resume_exactly(lm_data, tmp_path):
+    """--time-limit (here: reached after the first step) and SIGTERM (sent mid-run) each stop the
+    run after a whole step, with a checkpoint at that step and exit code 75; --resume then gives
+    the losses and weights of the uninterrupted run (dropout on)."""
+    common = [*GPT, "--dataset", lm_data, "--dropout", "0.1", "--save-every", "1000", "--decay-steps", "12"]
+    common += ["--batch-size", "8", "--eval-every", "3"]
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    train.main([*common, "--out-dir", str(a), "--max-steps", "4"])
+    run = train.main([*common, "--out-dir", str(b), "--max-steps", "4", "--time-limit", "1e-9"])
+    assert run.stopped.startswith("time limit") and run.step == 1
+    assert [p.name for p in train.checkpoints(b)] == ["ckpt_0000001.pt"]
+    assert train.main(["--out-dir", str(b), "--resume"]).stopped is None  # the limit was that invocation's own
+    assert rows(a, "loss") == rows(b, "loss") and len(rows(a, "loss")) == 4
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    # SIGTERM takes the same way out (the loop returns, the state is saved), from another process
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", *common, "--out-dir", str(c), "--max-steps", "100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180  # a loaded machine starts slowly: wait for the first logged step
+    while not ((c / "metrics.jsonl").exists() and rows(c, "loss")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=180)[0]
+    step = int(train.latest_checkpoint(c).stem.split("_")[1])
+    assert proc.returncode == train.STOPPED and f"stopped (SIGTERM; continue with --resume): step {step}," in out
+    assert 0 < step < 100000 and len(rows(c, "loss")) == step
+    assert train.load_checkpoint(train.latest_checkpoint(c))["position"]["step"] == step
 
 
 T5 = ["--preset", "t5-tiny-test", "--log-every", "1", "--eval-every", "5", "--eval-iters", "2", "--dropout", "0"]

@@ -1,0 +1,36 @@
+"""Learning curves from run folders (metrics.jsonl): train.py --plot, and the studies' figures.
+
+Imports nothing of ours; matplotlib is imported when a figure is drawn."""
+
+import json
+from pathlib import Path
+
+NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops", "val_ppl")
+
+
+def plot(out_dir, compare=()):
+    """metrics.jsonl -> curves.png against step: losses on the left, every other metric logged (BLEU,
+    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for n, run in enumerate([out_dir, *compare]):
+        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+        style, name = ("-" if n == 0 else "--"), Path(run).name
+        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and k not in NOT_PLOTTED})
+        metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
+        for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
+            rs = [r for r in rows if key in r]
+            marker = "o" if key.startswith("val_") else ""
+            ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
+    ax1.set_ylabel("loss per target")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step"), ax.legend(fontsize=7)
+    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
+    fig.tight_layout()
+    path = Path(out_dir) / "curves.png"
+    fig.savefig(path, dpi=100)
+    return path
