@@ -1,0 +1,1 @@
+"""One file per results table: RUNS and table(results) (see study.py)."""

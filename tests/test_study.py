@@ -1,0 +1,141 @@
+"""study.py on studies/smoke.py (a data run and two tiny GPT runs): kills, --hours, changed
+commands, failures and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+import study
+from study import Run
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = require("tinyshakespeare/input.txt")
+
+
+def smoke(tmp, *args):
+    """study.py smoke in-process, its folders under tmp -> its exit code."""
+    return study.main(["smoke", "--out", str(tmp / "runs"), "--results", str(tmp / "results"), *args])
+
+
+def table(tmp):  # what --table prints
+    module, runs = study.load("smoke")
+    key, done = study.keys(runs), study.read_results(tmp / "results" / "smoke.jsonl")
+    return module.table({n: done[key[n]] for n in runs if key[n] in done})
+
+
+def files(folder):  # name -> (size, mtime) of everything in a run folder
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("whole")
+    assert smoke(tmp) == 0
+    return tmp, table(tmp)
+
+
+def test_killed_and_started_again_ends_with_the_uninterrupted_table(uninterrupted, tmp_path):
+    """SIGKILL to the study and its run mid-run, then the same command: the table of an
+    uninterrupted study, no finished run redone (its row and folder untouched)."""
+    whole, want = uninterrupted
+    assert want.count("| - |") == 0 and len(want.splitlines()) == 4
+    argv = [
+        sys.executable,
+        "study.py",
+        "smoke",
+        "--out",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "results"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 180
+    while not list((tmp_path / "runs" / "dropout-0").glob("ckpt_*.pt")) and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and the run it started
+    proc.wait()
+    rows = (tmp_path / "results" / "smoke.jsonl").read_text().splitlines()
+    assert [json.loads(r)["run"] for r in rows] == ["prep"]  # killed during dropout-0
+    prep = files(tmp_path / "runs" / "prep")
+    assert smoke(tmp_path) == 0
+    assert table(tmp_path) == want
+    after = (tmp_path / "results" / "smoke.jsonl").read_text().splitlines()
+    assert after[0] == rows[0] and len(after) == 3 and files(tmp_path / "runs" / "prep") == prep
+    assert "--resume" in (tmp_path / "runs" / "dropout-0" / "log.txt").read_text()  # it went on from its checkpoint
+
+
+def test_hours_stops_and_the_next_call_finishes(uninterrupted, tmp_path):
+    """--hours: nothing new starts after the deadline (the current train.py run gets the time left
+    as --time-limit and stops at a checkpoint, exit 75); the next call finishes the study."""
+    assert smoke(tmp_path, "--hours", "1e-9") == study.STOPPED  # at most the first run (prep) starts
+    results = tmp_path / "results" / "smoke.jsonl"
+    assert not results.exists() or [json.loads(r)["run"] for r in results.read_text().splitlines()] == ["prep"]
+    assert smoke(tmp_path, "--hours", "0.0003") == study.STOPPED  # ~1 s: the deadline passes in the next run
+    assert table(tmp_path).splitlines()[-1] == "| dropout-0.1 | - | - |"
+    assert smoke(tmp_path) == 0 and table(tmp_path) == uninterrupted[1]
+
+
+def test_a_changed_command_runs_again_and_so_do_the_runs_after_it(uninterrupted, monkeypatch, capsys):
+    """The key hashes a run's command and its needs' keys: change prep's and all three are to run."""
+    whole, _ = uninterrupted
+    args = ["smoke", "--out", str(whole / "runs"), "--results", str(whole / "results"), "--dry-run"]
+    study.main(args)
+    assert capsys.readouterr().out.count("finished") == 3
+    import studies.smoke as S
+
+    changed = [
+        Run(r.name, [*r.command, "--val-fraction", "0.2"] if r.name == "prep" else r.command, r.needs) for r in S.RUNS
+    ]
+    monkeypatch.setattr(S, "RUNS", changed)
+    study.main(args)
+    plan = capsys.readouterr().out
+    assert plan.count("to run") == 3 and "--val-fraction 0.2" in plan
+    monkeypatch.setattr(S, "RUNS", [*changed[:2], Run("dropout-0.1", [*S.GPT, "--dropout", "0.2"], ["prep"])])
+    study.main([*args[:-1], "--only", "dropout-0", "--dry-run"])
+    assert "dropout-0.1" not in capsys.readouterr().out  # --only: that run and what it needs
+
+
+def test_a_failed_run_is_reported_and_does_not_block_independent_runs(monkeypatch, tmp_path, capsys):
+    import studies.smoke as S
+
+    bad = Run("bad", ["train.py", "--lr", "-1", "--out-dir", "{out}"])
+    after = Run("after-bad", ["train.py", "--out-dir", "{out}"], needs=["bad"])
+    monkeypatch.setattr(S, "RUNS", [bad, after, S.RUNS[0]])
+    code = study.main(["smoke", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert code == 1 and "bad: FAILED (exit 1)" in out and "lr (--lr) must be > 0, got -1.0" in out
+    assert "after-bad: skipped, it needs ['bad']" in out
+    assert [json.loads(r)["run"] for r in (tmp_path / "results" / "smoke.jsonl").read_text().splitlines()] == ["prep"]
+
+
+def test_bad_input_is_named_before_anything_runs(monkeypatch, tmp_path):
+    import studies.smoke as S
+
+    out = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    with pytest.raises(ValueError, match="unknown study 'nope': choose one of .*smoke"):
+        study.main(["nope", *out])
+    with pytest.raises(ValueError, match=r"--only: study smoke has no run \['x'\]: choose from prep, dropout-0"):
+        study.main(["smoke", *out, "--only", "x"])
+    with pytest.raises(ValueError, match="--hours must be > 0, got 0.0"):
+        study.main(["smoke", *out, "--hours", "0"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "study.json").write_text(json.dumps({"study": "t5-transfer"}))
+    with pytest.raises(ValueError, match="holds the runs of study 't5-transfer'"):
+        study.main(["smoke", "--out", str(tmp_path / "other"), "--results", str(tmp_path / "results")])
+    monkeypatch.setattr(S, "RUNS", [Run("a", ["x"], ["b"]), Run("b", ["x"], ["a"])])
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        study.main(["smoke", *out])
+    monkeypatch.setattr(S, "RUNS", [Run("a", ["x"], ["c"])])
+    with pytest.raises(ValueError, match=r"run 'a' needs \['c'\], which the study does not have"):
+        study.main(["smoke", *out])
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
