@@ -42,6 +42,7 @@ class Run:
     command: list  # a script of this repository and its arguments, with {out}, {runs}, {data}
     needs: list = field(default_factory=list)  # names of the runs that must finish first
     minutes: float = 1.0  # the expected wall time on the 2-core CPU (for ETAs)
+    metric: str = ""  # the number its progress line shows when it finishes (a key of its metrics)
 
 
 def studies():
@@ -132,21 +133,27 @@ def metrics(folder):
 
 def commit():
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        sha = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
         return sha.stdout.strip() or None
     except OSError:
         return None
 
 
 def command_line(run, out_root, data_dir):
-    """The run's argv, placeholders filled; a train.py run with checkpoints continues (--resume),
-    one without starts over in its own folder (--overwrite)."""
+    """The run's argv, placeholders filled. A train.py run that trains into its own folder ({out})
+    continues there when it has checkpoints (--resume), else starts over (--overwrite)."""
     values = {"out": str(out_root / run.name), "runs": str(out_root), "data": str(data_dir)}
     argv = [part.format(**values) for part in run.command]
-    if argv[0] == "train.py":
-        folder = out_root / run.name
-        argv += ["--resume"] if list(folder.glob("ckpt_*.pt")) else ["--overwrite"]
+    if argv[0] == "train.py" and "{out}" in run.command and "--evaluate" not in argv:
+        argv += ["--resume"] if list((out_root / run.name).glob("ckpt_*.pt")) else ["--overwrite"]
     return [sys.executable, *argv]
+
+
+def results_folder(argv, default):  # where a command writes its results: its --out-dir / --out
+    for flag in ("--out-dir", "--out"):
+        if flag in argv[:-1]:
+            return Path(argv[argv.index(flag) + 1])
+    return default
 
 
 def execute(run, argv, log_path, deadline):
@@ -228,7 +235,7 @@ def main(argv=None):
             stopped = True
             break
         left = sum(runs[n].minutes for n in plan if not finished(n) and n not in failed)
-        scale = measured / expected if expected else 1.0
+        scale = measured / expected if expected >= 1 else 1.0  # measured speed, once a minute of runs says it
         print(f"[{a.study}] {name}: started; {left * scale:.1f} min of runs left at the measured speed", flush=True)
         argv, t0 = command_line(run, out_root, data_dir), time.time()
         log_path = out_root / f"{name}.log"
@@ -244,17 +251,21 @@ def main(argv=None):
             continue
         measured, expected = measured + wall / 60, expected + run.minutes
         row = {"study": a.study, "run": name, "key": key[name], "command": run.command, "needs": run.needs}
-        row |= {"metrics": metrics(out_root / name), "wall_s": round(wall, 1), "commit": commit()}
+        row |= {"metrics": metrics(results_folder(argv, out_root / name)), "wall_s": round(wall, 1), "commit": commit()}
         row |= {
             "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         append_result(results_path, row)
         done[key[name]] = row
-        print(f"[{a.study}] {name}: finished in {wall:.0f} s", flush=True)
+        shown = row["metrics"].get(run.metric)
+        print(
+            f"[{a.study}] {name}: finished in {wall:.0f} s"
+            + (f", {run.metric} {shown:.4g}" if shown is not None else "")
+        )
     remaining = [n for n in plan if not finished(n)]
     if remaining:
-        eta = sum(runs[n].minutes for n in remaining) * (measured / expected if expected else 1.0)
+        eta = sum(runs[n].minutes for n in remaining) * (measured / expected if expected >= 1 else 1.0)
         print(f"[{a.study}] not finished: {', '.join(remaining)} (about {eta:.1f} min)")
     print(module.table({n: done[key[n]] for n in runs if finished(n)}))
     return 1 if failed else (STOPPED if stopped else 0)

@@ -282,7 +282,7 @@ class Run:
             self.shard()
         groups, betas = param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd), (cfg.beta1, cfg.beta2)
         self.opt = make_optimizer(cfg.optimizer, groups, cfg.lr, betas, cfg.eps, self.device)
-        self.step, self.epoch, self.batch_in_epoch, self.saved = 0, 0, 0, None
+        self.step, self.epoch, self.batch_in_epoch, self.saved, self.interim = 0, 0, 0, None, None
         self.per_epoch = len(self.epoch_steps())  # an epoch that makes no optimizer step fails here, not in the loop
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model, self.per_epoch))
         random.seed(cfg.seed)
@@ -379,14 +379,21 @@ class Run:
             "rng": rng,
         }
 
-    def save(self):
+    def save(self, interim=False):
+        """A checkpoint (atomic: an interrupted save never replaces a good one). An interim one (a
+        stop between save points) is deleted at the next regular save, so the kept checkpoints
+        (and their average) are those of an uninterrupted run."""
         if not (self.master or self.cfg.fsdp):
             return
         state, self.saved = self.state(), self.step
+        state["position"]["interim"] = interim
         if not self.master:
             return
-        # atomic: an interrupted save never replaces a good checkpoint
-        atomic_write(self.out / f"ckpt_{self.step:07d}.pt", lambda tmp: torch.save(state, tmp))
+        path = self.out / f"ckpt_{self.step:07d}.pt"
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        if self.interim not in (None, path):  # superseded by this one
+            self.interim.unlink(missing_ok=True)
+        self.interim = path if interim else None
         for old in checkpoints(self.out)[: -self.cfg.keep_last]:
             old.unlink()
 
@@ -407,6 +414,7 @@ class Run:
         self.sched.load_state_dict(ck["scheduler"])
         pos = ck["position"]
         self.step, self.epoch, self.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
+        self.interim = Path(path) if pos.get("interim") else None
         self.saved = self.step
         if self.master and (self.out / "metrics.jsonl").exists():  # forget what came after the checkpoint
             rows = [json.loads(line) for line in (self.out / "metrics.jsonl").read_text().splitlines()]
@@ -513,7 +521,9 @@ class Run:
             self.stopped = None
         bar.close()
         if self.saved != self.step:
-            self.save()  # the final state (or the state where it stopped), whatever save_every says
+            self.save(
+                interim=self.stopped is not None
+            )  # the final state (or where it stopped), whatever save_every says
         if self.master:
             self.summary()
         if self.distributed:

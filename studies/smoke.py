@@ -9,8 +9,8 @@ GPT += ["--log-every", "1", "--decay-steps", "10"]
 
 RUNS = [
     Run("prep", ["data.py", "lm", "--source", "shakespeare", "--tokenizer", "char", "--out", "{out}"], minutes=0.1),
-    Run("dropout-0", [*GPT, "--dropout", "0"], needs=["prep"], minutes=0.2),
-    Run("dropout-0.1", [*GPT, "--dropout", "0.1"], needs=["prep"], minutes=0.2),
+    Run("dropout-0", [*GPT, "--dropout", "0"], needs=["prep"], minutes=0.2, metric="val_loss"),
+    Run("dropout-0.1", [*GPT, "--dropout", "0.1"], needs=["prep"], minutes=0.2, metric="val_loss"),
 ]
 
 

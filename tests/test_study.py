@@ -3,6 +3,7 @@ commands, failures and bad input."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_killed_and_started_again_ends_with_the_uninterrupted_table(uninterrupte
     assert "--resume" in (tmp_path / "runs" / "dropout-0" / "log.txt").read_text()  # it went on from its checkpoint
 
 
-def test_hours_stops_and_the_next_call_finishes(uninterrupted, tmp_path):
+def test_hours_stops_and_the_next_call_finishes(uninterrupted, tmp_path, capsys):
     """--hours: nothing new starts after the deadline (the current train.py run gets the time left
     as --time-limit and stops at a checkpoint, exit 75); the next call finishes the study."""
     assert smoke(tmp_path, "--hours", "1e-9") == study.STOPPED  # at most the first run (prep) starts
@@ -82,7 +83,11 @@ def test_hours_stops_and_the_next_call_finishes(uninterrupted, tmp_path):
     assert not results.exists() or [json.loads(r)["run"] for r in results.read_text().splitlines()] == ["prep"]
     assert smoke(tmp_path, "--hours", "0.0003") == study.STOPPED  # ~1 s: the deadline passes in the next run
     assert table(tmp_path).splitlines()[-1] == "| dropout-0.1 | - | - |"
+    capsys.readouterr()
     assert smoke(tmp_path) == 0 and table(tmp_path) == uninterrupted[1]
+    out = capsys.readouterr().out  # progress lines: what started, what finished, its metric, the time left
+    assert "[smoke] dropout-0.1: started; " in out and "min of runs left" in out
+    assert re.search(r"\[smoke\] dropout-0.1: finished in \d+ s, val_loss 3\.\d+", out)
 
 
 def test_a_changed_command_runs_again_and_so_do_the_runs_after_it(uninterrupted, monkeypatch, capsys):
@@ -139,3 +144,19 @@ def test_bad_input_is_named_before_anything_runs(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"run 'a' needs \['c'\], which the study does not have"):
         study.main(["smoke", *out])
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_commands_continue_their_own_train_runs_and_name_where_results_go(tmp_path):
+    """A train.py run into {out} gets --overwrite, or --resume once it has a checkpoint; an
+    evaluation of another run's folder gets neither; results are read from --out-dir / --out."""
+    train_run = Run("t", ["train.py", "--preset", "tiny", "--out-dir", "{out}"])
+    evaluate = Run("e", ["train.py", "--out-dir", "{runs}/t", "--evaluate"], ["t"])
+    prep = Run("p", ["data.py", "lm", "--out", "{out}"])
+    argv = study.command_line(train_run, tmp_path, tmp_path)
+    assert argv[-1] == "--overwrite" and argv[-2] == str(tmp_path / "t")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "ckpt_0000010.pt").write_bytes(b"")
+    assert study.command_line(train_run, tmp_path, tmp_path)[-1] == "--resume"
+    argv = study.command_line(evaluate, tmp_path, tmp_path)
+    assert argv[-1] == "--evaluate" and study.results_folder(argv, None) == tmp_path / "t"
+    assert study.results_folder(study.command_line(prep, tmp_path, tmp_path), None) == tmp_path / "p"

@@ -356,6 +356,7 @@ def test_time_limit_and_sigterm_stop_at_a_checkpoint_and_resume_exactly(lm_data,
     assert run.stopped.startswith("time limit") and run.step == 1
     assert [p.name for p in train.checkpoints(b)] == ["ckpt_0000001.pt"]
     assert train.main(["--out-dir", str(b), "--resume"]).stopped is None  # the limit was that invocation's own
+    assert [p.name for p in train.checkpoints(b)] == ["ckpt_0000004.pt"]  # as uninterrupted: the stop's is gone
     assert rows(a, "loss") == rows(b, "loss") and len(rows(a, "loss")) == 4
     wa, wb = weights(a), weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
