@@ -75,6 +75,30 @@ def test_killed_and_started_again_ends_with_the_uninterrupted_table(uninterrupte
     assert "--resume" in (tmp_path / "runs" / "dropout-0" / "log.txt").read_text()  # it went on from its checkpoint
 
 
+def test_sigterm_to_the_study_stops_its_run_at_a_checkpoint(tmp_path):
+    """SIGTERM to study.py (not to its run) is passed on: the run saves and exits 75, so does the study."""
+    argv = [
+        sys.executable,
+        "study.py",
+        "smoke",
+        "--out",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "results"),
+    ]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while not list((tmp_path / "runs" / "dropout-0").glob("ckpt_*.pt")) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=180)[0]
+    stopped = re.search(
+        r"\[smoke\] (dropout-0(?:\.1)?): stopped at a checkpoint", out
+    )  # dropout-0, unless it was quick
+    assert proc.returncode == study.STOPPED and stopped
+    assert "stopped (SIGTERM; continue with --resume)" in (tmp_path / "runs" / stopped[1] / "log.txt").read_text()
+
+
 def test_hours_stops_and_the_next_call_finishes(uninterrupted, tmp_path, capsys):
     """--hours: nothing new starts after the deadline (the current train.py run gets the time left
     as --time-limit and stops at a checkpoint, exit 75); the next call finishes the study."""
