@@ -156,7 +156,7 @@ def results_folder(argv, default):  # where a command writes its results: its --
     return default
 
 
-def execute(run, argv, log_path, deadline):
+def execute(argv, log_path, deadline):
     """Run one command, its output to log_path -> its exit code. With a deadline, a train.py run
     gets the hours left as --time-limit; SIGTERM or SIGINT to the study is passed on to the run."""
     if deadline is not None and Path(argv[1]).name == "train.py":
@@ -222,6 +222,7 @@ def main(argv=None):
     claim(out_root, a.study)
     deadline = time.time() + a.hours * 3600 if a.hours else None
     failed, stopped, measured, expected = set(), False, 0.0, 0.0
+    speed = lambda: measured / expected if expected >= 1 else 1.0  # noqa: E731 (measured, once a minute of runs)
     for name in plan:
         run = runs[name]
         if finished(name):
@@ -235,11 +236,10 @@ def main(argv=None):
             stopped = True
             break
         left = sum(runs[n].minutes for n in plan if not finished(n) and n not in failed)
-        scale = measured / expected if expected >= 1 else 1.0  # measured speed, once a minute of runs says it
-        print(f"[{a.study}] {name}: started; {left * scale:.1f} min of runs left at the measured speed", flush=True)
+        print(f"[{a.study}] {name}: started; {left * speed():.1f} min of runs left at the measured speed", flush=True)
         argv, t0 = command_line(run, out_root, data_dir), time.time()
         log_path = out_root / f"{name}.log"
-        code = execute(run, argv, log_path, deadline)
+        code = execute(argv, log_path, deadline)
         wall = time.time() - t0
         if code == STOPPED:
             print(f"[{a.study}] {name}: stopped at a checkpoint after {wall:.0f} s; run the study again to continue")
@@ -265,7 +265,7 @@ def main(argv=None):
         )
     remaining = [n for n in plan if not finished(n)]
     if remaining:
-        eta = sum(runs[n].minutes for n in remaining) * (measured / expected if expected >= 1 else 1.0)
+        eta = sum(runs[n].minutes for n in remaining) * speed()
         print(f"[{a.study}] not finished: {', '.join(remaining)} (about {eta:.1f} min)")
     print(module.table({n: done[key[n]] for n in runs if finished(n)}))
     return 1 if failed else (STOPPED if stopped else 0)

@@ -35,6 +35,17 @@ def files(folder):  # name -> (size, mtime) of everything in a run folder
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
 
+def started_mid_run(tmp, **popen):
+    """python study.py smoke as a process, once its dropout-0 run has saved a checkpoint."""
+    argv = [sys.executable, "study.py", "smoke", "--out", str(tmp / "runs"), "--results", str(tmp / "results")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, **popen)
+    deadline = time.time() + 180  # a loaded machine starts slowly
+    while not list((tmp / "runs" / "dropout-0").glob("ckpt_*.pt")) and time.time() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("whole")
@@ -45,24 +56,9 @@ def uninterrupted(tmp_path_factory):
 def test_killed_and_started_again_ends_with_the_uninterrupted_table(uninterrupted, tmp_path):
     """SIGKILL to the study and its run mid-run, then the same command: the table of an
     uninterrupted study, no finished run redone (its row and folder untouched)."""
-    whole, want = uninterrupted
+    want = uninterrupted[1]
     assert want.count("| - |") == 0 and len(want.splitlines()) == 4
-    argv = [
-        sys.executable,
-        "study.py",
-        "smoke",
-        "--out",
-        str(tmp_path / "runs"),
-        "--results",
-        str(tmp_path / "results"),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.time() + 180
-    while not list((tmp_path / "runs" / "dropout-0").glob("ckpt_*.pt")) and time.time() < deadline:
-        time.sleep(0.01)
+    proc = started_mid_run(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)  # the study and the run it started
     proc.wait()
     rows = (tmp_path / "results" / "smoke.jsonl").read_text().splitlines()
@@ -77,24 +73,11 @@ def test_killed_and_started_again_ends_with_the_uninterrupted_table(uninterrupte
 
 def test_sigterm_to_the_study_stops_its_run_at_a_checkpoint(tmp_path):
     """SIGTERM to study.py (not to its run) is passed on: the run saves and exits 75, so does the study."""
-    argv = [
-        sys.executable,
-        "study.py",
-        "smoke",
-        "--out",
-        str(tmp_path / "runs"),
-        "--results",
-        str(tmp_path / "results"),
-    ]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 180
-    while not list((tmp_path / "runs" / "dropout-0").glob("ckpt_*.pt")) and time.time() < deadline:
-        time.sleep(0.01)
+    proc = started_mid_run(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=180)[0]
-    stopped = re.search(
-        r"\[smoke\] (dropout-0(?:\.1)?): stopped at a checkpoint", out
-    )  # dropout-0, unless it was quick
+    # dropout-0, unless it finished before the signal came
+    stopped = re.search(r"\[smoke\] (dropout-0(?:\.1)?): stopped at a checkpoint", out)
     assert proc.returncode == study.STOPPED and stopped
     assert "stopped (SIGTERM; continue with --resume)" in (tmp_path / "runs" / stopped[1] / "log.txt").read_text()
 
