@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import socket
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -77,8 +78,8 @@ def read_parallel(dataset, split, src_lang="de", tgt_lang="en", root=None):
         if len(src) != len(tgt):
             raise ValueError(f"{paths[0]} and {paths[1]} have {len(src)} and {len(tgt)} lines: not parallel")
         return list(zip(src, tgt, strict=True))
-    hub_error = ""
-    if dataset == "multi30k":
+    hub_error = " (and the HF hub is not reachable: offline?)"
+    if dataset == "multi30k" and hub_reachable():
         try:
             from datasets import load_dataset
 
@@ -91,6 +92,14 @@ def read_parallel(dataset, split, src_lang="de", tgt_lang="en", root=None):
         f"{dataset} {split}: missing {missing}{hub_error}. Put the files there (set DATA_DIR to the folder "
         f"holding {sub}/), one sentence per line."
     )
+
+
+def hub_reachable(timeout=3.0):  # at once when offline, not after the hub client's retries (25 s)
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "")
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------------- tokenizers

@@ -48,6 +48,7 @@ import tasks
 import train
 from contract import classifier_loss_sum, classifier_sums, device_of, hf_twin, to_device
 from hf_checkpoint import atomic_write, identity, resolve_checkpoint, write_text
+from recipes import FinetuneConfig
 
 # ------------------------------------------------------------------------------------ metrics
 
@@ -176,7 +177,7 @@ def encode(tok, rows, max_len, specials):
 
 @dataclass
 class GlueConfig:
-    """What a GLUE run adds to train.py's TrainConfig (saved in its checkpoints as "task")."""
+    """What a GLUE run adds to its recipes.FinetuneConfig (saved in its checkpoints as "task")."""
 
     task: str = "sst2"  # a GLUE task (METRICS)
     early_exit: str = ""  # "": plain classifier | pabee: exits after every layer, trained jointly |
@@ -403,13 +404,13 @@ def write_exit_curve(rows, folder, title):
 
 
 def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from=None):
-    """The (TrainConfig, GlueConfig) of one fine-tuning run."""
+    """The (FinetuneConfig, GlueConfig) of one fine-tuning run."""
     n_train = len(data.read_glue(task, "train"))
     steps_per_epoch = n_train // hp["batch_size"]
     if steps_per_epoch == 0:
         raise ValueError(f"{task}: {n_train} training samples, fewer than one batch of {hp['batch_size']}")
     total = max(1, round(steps_per_epoch * hp["epochs"]))  # epochs 0.2: the first fifth of a shuffled pass
-    cfg = train.TrainConfig(
+    cfg = FinetuneConfig(
         model=a.model,
         out_dir=str(out_dir),
         init_from=init_from or a.init_from,
@@ -446,8 +447,8 @@ def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=F
     out = Path(cfg.out_dir)
     if (out / "result.json").exists():
         result = json.loads((out / "result.json").read_text())
-        # fields added to the configs since that run took their defaults there
-        done = {**dataclasses.asdict(train.TrainConfig()), **result.get("config", {})}
+        # fields added to the configs since that run took their defaults there (its others are not read)
+        done = {k: result.get("config", {}).get(k, v) for k, v in dataclasses.asdict(FinetuneConfig()).items()}
         done_glue = {**dataclasses.asdict(GlueConfig(glue.task)), **result.get("glue", {})}
         if done != dataclasses.asdict(cfg) or done_glue != dataclasses.asdict(glue):
             raise ValueError(f"{out} holds a finished run with another config; choose another --out-dir")
@@ -642,4 +643,4 @@ def plot_poison_curve(settings, path, task):
 
 
 if __name__ == "__main__":
-    main()
+    train.cli(main)

@@ -20,11 +20,11 @@ def noam_scheduler(optimizer, d_model, warmup=4000):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: noam_lr(i + 1, d_model, warmup))
 
 
-def lr_factor(cfg, d_model, per_epoch=0):
+def lr_factor(cfg, per_epoch=0):
     """The learning rate at optimizer step i (0-based) as a fraction of cfg.lr (per_epoch: steps in an epoch)."""
     if cfg.schedule == "noam":  # the paper: linear warmup, then inverse square root, peak at `warmup`
-        peak = noam_lr(cfg.warmup, d_model, cfg.warmup)
-        return lambda i: noam_lr(i + 1, d_model, cfg.warmup) / peak
+        peak = noam_lr(cfg.warmup, 1, cfg.warmup)  # d^-0.5 cancels: cfg.lr is the peak
+        return lambda i: noam_lr(i + 1, 1, cfg.warmup) / peak
     if cfg.schedule == "linear":  # BERT: linear warmup, then linear decay to 0
         total = cfg.decay_steps or cfg.max_steps or cfg.max_epochs * per_epoch
         if total <= cfg.warmup:

@@ -10,13 +10,18 @@ NOT_PLOTTED = ("step", "epoch", "lr", "tokens_per_s", "mfu", "matmul_peak_flops"
 
 def plot(out_dir, compare=()):
     """metrics.jsonl -> curves.png against step: losses on the left, every other metric logged (BLEU,
-    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes."""
+    accuracies; else tokens/s) on the right. Runs in `compare` are drawn dashed on the same axes.
+    Validation points, and curves of a single point, are drawn as markers."""
+    for run in [out_dir, *compare]:
+        if not (Path(run) / "metrics.jsonl").exists():
+            raise FileNotFoundError(f"--plot: {run} has no metrics.jsonl (not a run folder, or nothing logged yet)")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    single, drawn = False, 0  # a curve of one point; curves drawn
     for n, run in enumerate([out_dir, *compare]):
         rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
         style, name = ("-" if n == 0 else "--"), Path(run).name
@@ -24,12 +29,18 @@ def plot(out_dir, compare=()):
         metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
         for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
             rs = [r for r in rows if key in r]
-            marker = "o" if key.startswith("val_") else ""
+            if not rs:
+                continue
+            single, drawn = single or len(rs) == 1, drawn + 1
+            marker = "o" if key.startswith("val_") or len(rs) == 1 else ""
             ax.plot([r["step"] for r in rs], [r[key] for r in rs], marker + style, label=f"{name}: {key}")
     ax1.set_ylabel("loss per target")
     for ax in (ax1, ax2):
-        ax.set_xlabel("step"), ax.legend(fontsize=7)
-    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])))
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    note = " (nothing logged yet)" if not drawn else " (single points: markers)" if single else ""
+    fig.suptitle(" vs ".join(map(str, [out_dir, *compare])) + note)
     fig.tight_layout()
     path = Path(out_dir) / "curves.png"
     fig.savefig(path, dpi=100)

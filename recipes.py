@@ -1,8 +1,163 @@
-"""The recipes: `train.py --preset NAME` applies one of these groups of TrainConfig settings, then
-the flags. A recipe names its family (`model=`) and a model shape (`arch=`, a key of that family's
-PRESETS); the rest is the paper's (or the reference implementation's) optimizer, schedule, batch
-and run length, with a comment where a value differs and why. nanoGPT keeps these in config/;
-here they are one readable table. Imports nothing."""
+"""Every run's settings: the loop's `TrainConfig`, each family's config (TrainConfig plus the
+settings only that family reads; a task names its own as `Config`), and the recipes: `train.py
+--preset NAME` applies one group of settings, then the flags. A recipe names its family
+(`model=`) and a model shape (`arch=`, a key of that family's PRESETS); the rest is the paper's
+(or the reference implementation's) optimizer, schedule, batch and run length, with a comment
+where a value differs and why. nanoGPT keeps these in config/; here they are one readable file.
+Every field is a flag of train.py, its comment the flag's --help. Imports nothing of ours."""
+
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class TrainConfig:
+    """What the loop (train.py) reads, and every run has."""
+
+    model: str = "transformer"  # a row of FAMILIES: transformer, bert, gpt, t5, bart, *-translate (hf-*: HF's)
+    dataset: str = "multi30k"  # translation: multi30k | iwslt14; others: a folder of `python data.py bert` / `lm`
+    out_dir: str = "out/run"  # the run folder: checkpoints, metrics.jsonl, log.txt (one run per folder)
+    dropout: float = 0.1  # every family: residual, embedding and attention dropout
+    # optimization: AdamW by default; the schedule is the paper's for translation, linear for BERT, cosine for GPT
+    optimizer: str = "adamw"  # adamw | adamw-scale (nanoT5's: steps times each tensor's RMS) | adafactor (torch's)
+    grad_accum: int = 1  # micro-batches per optimizer step and process (the batch stays the same)
+    lr: float = 7e-4  # peak, reached at step `warmup` (the paper's schedule peaks at d^-0.5 warmup^-0.5)
+    warmup: int = 4000  # steps of linear warmup to the peak lr
+    schedule: str = "noam"  # noam (inverse sqrt) | linear (to 0 at decay_steps) | cosine (to min_lr)
+    decay_steps: int = 0  # linear, cosine: the step where the decay ends (0: max_steps, else max_epochs' end)
+    min_lr: float = 0.0  # cosine: the floor
+    beta1: float = 0.9  # AdamW's first-moment decay
+    beta2: float = 0.98  # AdamW's second-moment decay (BERT: 0.999)
+    eps: float = 1e-9  # AdamW's epsilon (BERT: 1e-6)
+    weight_decay: float = 0.0  # AdamW's, on >= 2-D tensors only
+    llrd: float = 1.0  # layer-wise lr decay: layer i of L gets lr * llrd^(L-1-i), embeddings lr * llrd^L
+    clip: float = 0.0  # max gradient norm, 0 = no clipping
+    max_epochs: int = 20  # stop after this many epochs
+    max_steps: int = 0  # stop after this many optimizer steps (0: by epochs)
+    # evaluation, checkpoints, logs
+    eval_every: int = 0  # steps between validations (0: at each epoch's end)
+    save_every: int = 0  # steps between checkpoints (0: at each epoch's end)
+    keep_last: int = 5  # checkpoints kept, and averaged for the final evaluation
+    log_every: int = 20  # steps between training log rows (loss, lr, tokens/s)
+    seed: int = 1337  # initial weights, data order, dropout
+    device: str = "auto"  # auto: cuda if available
+    bf16: bool = True  # autocast to bf16 on CUDA
+    cpu_bf16: bool = False  # autocast to bf16 on CPU too: ~2x faster steps where the CPU has AVX512-BF16/AMX
+    compile: bool = False  # torch.compile the training model
+    time_limit: float = 0.0  # hours of this invocation, then save and exit with code 75 (0: none); --resume goes on
+    fsdp: bool = False  # under torchrun: FSDP2 (parameters, gradients and optimizer state sharded per block)
+    tensorboard: bool = False  # also log to <out_dir>/tb
+    wandb: bool = False  # also log to Weights & Biases
+
+    def __post_init__(self):
+        """Every number in its range and every choice known, checked once, before any work starts."""
+        flag = lambda name: f"{name} (--{name.replace('_', '-')})"  # noqa: E731
+        mine = {f.name for f in fields(self)}
+        for names, ok, want in RANGES:
+            for name in mine.intersection(names):
+                if not ok(value := getattr(self, name)):
+                    raise ValueError(f"{flag(name)} must be {want}, got {value!r}")
+        for name in mine.intersection(CHOICES):
+            value = getattr(self, name)
+            if value not in CHOICES[name] and not (name == "tokenizer" and value.endswith(".json")):
+                raise ValueError(f"{flag(name)} must be one of {', '.join(CHOICES[name])}, got {value!r}")
+        if self.schedule == "cosine" and self.min_lr > self.lr:
+            raise ValueError(f"min_lr (--min-lr {self.min_lr}) must not exceed lr (--lr {self.lr})")
+
+
+@dataclass
+class TranslationConfig(TrainConfig):
+    """A translation dataset's pairs, batches and decoding (every translation row)."""
+
+    src_lang: str = "de"  # translation: the source language (a file suffix of the dataset)
+    tgt_lang: str = "en"  # translation: the target language
+    vocab_size: int = 8000  # translation: one joint subword vocabulary for both languages
+    tokenizer: str = "bpe"  # translation: the subword model, bpe | unigram, or a tokenizer.json (e.g. a pretraining's)
+    max_len: int = 128  # translation: training pairs with a longer side (in tokens) are dropped
+    train_fraction: float = 1.0  # translation: train on this random share of the pairs (labeled data scarce)
+    batch_tokens: int = 25000  # translation, per optimizer step; the paper: ~25k source + 25k target tokens
+    label_smoothing: float = 0.1  # translation: the paper's 0.1
+    beam: int = 4  # translation: beam size of the final evaluation
+    length_penalty: float = 0.6  # translation: GNMT's alpha in the beam search (t5, bart: HF's exponent)
+
+
+@dataclass
+class PaperTranslationConfig(TranslationConfig):
+    """--model transformer: the paper's model (its defaults: transformer.TransformerConfig)."""
+
+    d_model: int = 512  # translation: the model width
+    nhead: int = 8  # translation: attention heads
+    num_layers: int = 6  # translation: encoder and decoder layers, each
+    dim_feedforward: int = 2048  # translation: the feed-forward inner width
+    norm_first: bool = False  # translation: pre-LN blocks (the paper: post-LN)
+    share_embeddings: bool = True  # translation: source, target and output embeddings are one matrix
+
+
+@dataclass
+class TextToTextConfig(TranslationConfig):
+    """--model t5-translate, bart-translate: a pretrained (or fresh) seq2seq model as translator."""
+
+    arch: str = ""  # a shape of t5.PRESETS / bart.PRESETS (ignored with init_from)
+    init_from: str = ""  # an HF folder / hub name to start from, e.g. a pretraining run's export
+
+
+@dataclass
+class PretrainingConfig(TrainConfig):
+    """--model bert, hf-bert: masked-LM + NSP on `python data.py bert`'s shards."""
+
+    arch: str = "bert-mini"  # a shape of bert.PRESETS (ignored with init_from)
+    init_from: str = ""  # an HF folder / hub name to start from (continued pretraining)
+    batch_size: int = 256  # sequences per optimizer step
+    mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
+    max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
+    pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (positions start as sinusoids)
+
+
+@dataclass
+class LMConfig(TrainConfig):
+    """--model gpt, t5 (and their hf- twins): windows of `python data.py lm`'s token files."""
+
+    arch: str = ""  # a shape of gpt.PRESETS / t5.PRESETS / bart.PRESETS (ignored with init_from)
+    init_from: str = ""  # an HF folder / hub name to start from (continued pretraining)
+    batch_size: int = 256  # windows per optimizer step
+    context: int = 0  # gpt: tokens per window (0: the arch's n_positions); t5, bart: input tokens (0: 512)
+    eval_iters: int = 20  # batches of each split in the validation estimate
+
+
+@dataclass
+class DenoisingConfig(LMConfig):
+    """--model bart, hf-bart: BART's denoising."""
+
+    noising: str = "infill+permute"  # bart: mask, delete, infill, permute, rotate or infill+permute (BART-large's)
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """A GLUE fine-tuning run (finetune_glue.py; its task settings: finetune_glue.GlueConfig)."""
+
+    init_from: str = ""  # the pretrained model: an HF folder / hub name, or a run's export
+    batch_size: int = 32  # sequences per optimizer step
+    max_len: int = 128  # tokens per sequence at most (pairs: the longer side truncated first)
+
+
+AT_LEAST_1 = ("batch_tokens", "batch_size", "grad_accum", "max_epochs", "keep_last", "log_every", "eval_iters", "beam")
+AT_LEAST_1 += ("vocab_size", "max_len", "d_model", "nhead", "num_layers", "dim_feedforward")
+AT_LEAST_0 = ("warmup", "decay_steps", "max_steps", "eval_every", "save_every", "max_predictions", "context")
+AT_LEAST_0 += ("min_lr", "weight_decay", "clip", "length_penalty", "time_limit")
+RANGES = [  # (fields, test, what the value must be): a config checks those it has
+    (AT_LEAST_1, lambda v: v >= 1, ">= 1"),
+    (AT_LEAST_0, lambda v: v >= 0, ">= 0"),
+    (("lr", "eps"), lambda v: v > 0, "> 0"),
+    (("dropout", "label_smoothing", "mask_prob", "beta1", "beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("llrd", "train_fraction"), lambda v: 0 < v <= 1, "in (0, 1]"),
+]
+CHOICES = {
+    "schedule": ("noam", "linear", "cosine"),
+    "optimizer": ("adamw", "adamw-scale", "adafactor"),
+    "pos_init": ("normal", "sinusoidal"),
+    "tokenizer": ("bpe", "unigram", "<a tokenizer.json>"),
+}
+
+# ---------------------------------------------------------------------------------- the recipes
 
 _BERT_OPTIMIZER = dict(  # AdamW as in BERT; epochs do not bound a run, steps do
     model="bert", schedule="linear", beta2=0.999, eps=1e-6, weight_decay=0.01, clip=1.0, dropout=0.1, max_epochs=10**6

@@ -25,6 +25,7 @@ import torch
 
 import data
 import decoding
+import recipes
 import transformer as T
 from contract import device_of, hf_twin, objective_means, seq2seq_sums, shift_right, to_device
 from hf_checkpoint import resolve_checkpoint
@@ -83,9 +84,7 @@ class TranslationTask:
     by token count; label-smoothed loss per target token; validation loss, perplexity, greedy BLEU;
     `evaluate`: test BLEU of the last and the averaged checkpoints, greedy and beam."""
 
-    fields = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "max_len", "d_model", "nhead", "num_layers")
-    fields += ("dim_feedforward", "norm_first", "share_embeddings", "label_smoothing", "batch_tokens", "beam")
-    fields += ("length_penalty", "train_fraction")  # the TrainConfig fields only this family reads (--help, header)
+    Config = recipes.PaperTranslationConfig  # the run's settings: the loop's and this family's
 
     def __init__(self, cfg, world):
         self.cfg = cfg
@@ -135,26 +134,27 @@ class TranslationTask:
         c, out_dir = self.cfg, Path(paths[-1]).parent
         test = data.read_parallel(c.dataset, split, c.src_lang, c.tgt_lang)
         results = {"parameters": sum(p.numel() for p in model.parameters()), "direction": f"{c.src_lang}-{c.tgt_lang}"}
-        for name, weights in (
-            ("last", load(paths[-1])["model"]),
-            (f"avg{len(paths)}", average_checkpoints(paths, load)),
-        ):
-            model.load_state_dict(weights)
+        weights = [("last", lambda: load(paths[-1])["model"])]  # and the average, when there is one
+        weights += [(f"avg{len(paths)}", lambda: average_checkpoints(paths, load))] if len(paths) > 1 else []
+        for name, read in weights:
+            model.load_state_dict(read())
             for beam in (1, c.beam):
-                t0 = time.perf_counter()
-                hyps = self.translate(model, [s for s, _ in test], beam=beam, length_penalty=c.length_penalty)
+                t0, key = (
+                    time.perf_counter(),
+                    f"{split}_{name}_{'greedy' if beam == 1 else f'beam{beam}_lp{c.length_penalty}'}",
+                )
+                hyps = self.translate(model, [s for s, _ in test], beam, c.length_penalty, progress=key)
                 scores = bleu_scores(hyps, [t for _, t in test], c.tgt_lang)
-                key = f"{split}_{name}_{'greedy' if beam == 1 else f'beam{beam}_lp{c.length_penalty}'}"
                 results[key] = {**scores, "seconds": time.perf_counter() - t0}
                 data.write_jsonl(out_dir / f"{key}.hyp.jsonl", [{"hyp": h} for h in hyps])
                 print(key, json.dumps(results[key]))
         (out_dir / f"{split}_results_lp{c.length_penalty}.json").write_text(json.dumps(results, indent=1))
         return results
 
-    def translate(self, model, sentences, beam=4, length_penalty=0.6):
+    def translate(self, model, sentences, beam=4, length_penalty=0.6, progress=None):
         device = device_of(model.eval())
         generate = lambda src: model.generate(src.to(device), beam_size=beam, length_penalty=length_penalty)  # noqa: E731
-        return translate(self.tok, sentences, generate, model.config.pad_id)
+        return translate(self.tok, sentences, generate, model.config.pad_id, progress=progress)
 
 
 class T5TranslationTask(TranslationTask):
@@ -165,9 +165,7 @@ class T5TranslationTask(TranslationTask):
     cross-entropy); validation: loss and greedy BLEU; `evaluate`: test BLEU, greedy and beam (HF's
     length penalty, sum log p / length**lp)."""
 
-    fields = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "max_len", "batch_tokens", "beam", "length_penalty")
-    fields += ("label_smoothing", "train_fraction", "init_from")
-    fields += ("arch",)  # a t5.PRESETS (bart-translate: bart.PRESETS) shape: d_model... do not apply
+    Config = recipes.TextToTextConfig
     LANGUAGES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
 
     def __init__(self, cfg, world):
@@ -233,7 +231,7 @@ class T5TranslationTask(TranslationTask):
         hyps = self.translate(model, [s for s, _ in self.valid_text], beam=1)
         return {**row, "val_bleu": bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)["bleu"]}
 
-    def translate(self, model, sentences, beam=4, length_penalty=0.6):
+    def translate(self, model, sentences, beam=4, length_penalty=0.6, progress=None):
         device, P = device_of(model.eval()), len(self.prefix)
 
         def generate(src):  # at most the paper model's limit: source length + 50; without the start token
@@ -242,7 +240,7 @@ class T5TranslationTask(TranslationTask):
             out = model.generate(src, src != self.pad, max_new_tokens=n, num_beams=beam, length_penalty=length_penalty)
             return out[:, 1:]
 
-        return translate(self.tok, sentences, generate, self.pad, self.prefix)
+        return translate(self.tok, sentences, generate, self.pad, self.prefix, progress=progress)
 
 
 class BartTranslationTask(T5TranslationTask):
@@ -279,18 +277,24 @@ class BartTranslationTask(T5TranslationTask):
 
 
 @torch.no_grad()
-def translate(tok, sentences, generate, pad_id, prefix=(), batch_size=128):
+def translate(tok, sentences, generate, pad_id, prefix=(), batch_size=128, progress=None):
     """Sentences (each after `prefix` ids) -> detokenized translations, in order, batched by length for
-    speed: generate(src (B, S)) gives each row's tokens, decoded up to the first EOS."""
+    speed: generate(src (B, S)) gives each row's tokens, decoded up to the first EOS. progress: a
+    bar's title (a bar over the sentences)."""
+    from tqdm import tqdm
+
     eos = tok.token_to_id(data.EOS)
     ids = [[*prefix, *e.ids, eos] for e in tok.encode_batch(sentences, add_special_tokens=False)]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = [None] * len(ids)
+    bar = tqdm(total=len(ids), desc=progress, disable=progress is None, unit="sentence", leave=False)
     for k in range(0, len(order), batch_size):
         chunk = order[k : k + batch_size]
         src = data.collate_translation([(ids[i], [eos]) for i in chunk], pad_id=pad_id)[0]
         for i, row in zip(chunk, generate(src).cpu(), strict=True):
             out[i] = data.decode(tok, row)
+        bar.update(len(chunk))
+    bar.close()
     return out
 
 
@@ -333,7 +337,7 @@ class PretrainingTask:
     cross-entropy over the step's masked tokens plus the mean NSP cross-entropy over its
     sequences; validation on the held-out split (its masks fixed at preparation)."""
 
-    fields = ("arch", "init_from", "mask_prob", "max_predictions", "pos_init", "batch_size")
+    Config = recipes.PretrainingConfig
 
     def __init__(self, cfg, world):
         self.cfg = cfg
@@ -446,7 +450,8 @@ class LMTask:
     drawn by a generator seeded per epoch so that runs resume exactly; validation estimates the
     loss on eval_iters fixed batches of each split."""
 
-    fields = ("arch", "context", "init_from", "batch_size", "eval_iters")
+    Config = recipes.LMConfig
+    continues_text = True  # train.py --sample (T5, BART: their model's generate)
 
     def __init__(self, cfg, world):
         import gpt
@@ -521,6 +526,8 @@ class SpanCorruptionTask(LMTask):
     other, the data's ids stay and T5's come after them: pad, eos, then the sentinels,
     <extra_id_0> the top id. Validation: the loss on eval_iters fixed batches of each split."""
 
+    continues_text = False
+
     def __init__(self, cfg, world):
         import t5
 
@@ -584,7 +591,8 @@ class DenoisingTask(LMTask):
     another lacks come after its ids (a translation vocabulary: <mask> only). Validation: the loss
     on eval_iters fixed batches of each split."""
 
-    fields = ("arch", "context", "init_from", "batch_size", "eval_iters", "noising")
+    Config = recipes.DenoisingConfig
+    continues_text = False
 
     def __init__(self, cfg, world):
         import bart

@@ -12,9 +12,10 @@ a row of FAMILIES) gives the data as dicts of forward arguments and builds the m
     python train.py --out-dir out/m30k --evaluate                                   # test BLEU
     python train.py --out-dir out/m30k --plot                                       # PNG curves
 
-Every field of TrainConfig is a flag (`python train.py --help` lists them); `--preset` sets a
-group first, explicit flags win. The Run is shared: DDP / FSDP, accumulation, AdamW, warmup
-schedules, AMP, checkpoints with exact resume, logs and curves.
+Every field of the run's config is a flag: recipes.TrainConfig (the loop's) and its family's
+(`python train.py --model M --help` lists them); `--preset` sets a group first, explicit flags
+win. The Run is shared: DDP / FSDP, accumulation, AdamW, warmup schedules, AMP, checkpoints with
+exact resume, logs and curves.
 
 The batch is stated per optimizer step, all processes and micro-batches together: in tokens for
 translation (batch_tokens, padding included), in sequences for BERT and GPT (batch_size); each
@@ -34,9 +35,11 @@ import re
 import shutil
 import signal
 import sys
+import textwrap
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+import traceback
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -49,106 +52,7 @@ from hf_checkpoint import atomic_write
 from machine import environment, matmul_peak  # the same environment record as the benchmark's
 from optim import lr_factor, make_optimizer, param_groups
 from plots import plot  # noqa: F401 (train.plot: --plot's curves)
-from recipes import PRESETS  # the families' recipes (--preset)
-
-
-@dataclass
-class TrainConfig:
-    model: str = "transformer"  # a row of FAMILIES: transformer, bert, gpt, t5, bart, *-translate (hf-*: HF's)
-    dataset: str = "multi30k"  # translation: multi30k | iwslt14; bert, gpt: a folder made by `python data.py`
-    src_lang: str = "de"  # translation: the source language (a file suffix of the dataset)
-    tgt_lang: str = "en"  # translation: the target language
-    out_dir: str = "out/run"  # the run folder: checkpoints, metrics.jsonl, log.txt (one run per folder)
-    # data
-    vocab_size: int = 8000  # translation: one joint subword vocabulary for both languages
-    tokenizer: str = "bpe"  # translation: the subword model, bpe | unigram, or a tokenizer.json (e.g. a pretraining's)
-    max_len: int = 128  # translation: training pairs with a longer side (in tokens) are dropped
-    train_fraction: float = 1.0  # translation: train on this random share of the pairs (labeled data scarce)
-    # model: the paper's defaults are in transformer.TransformerConfig
-    d_model: int = 512  # translation: the model width
-    nhead: int = 8  # translation: attention heads
-    num_layers: int = 6  # translation: encoder and decoder layers, each
-    dim_feedforward: int = 2048  # translation: the feed-forward inner width
-    dropout: float = 0.1  # every family: residual, embedding and attention dropout
-    norm_first: bool = False  # translation: pre-LN blocks (the paper: post-LN)
-    share_embeddings: bool = True  # translation: source, target and output embeddings are one matrix
-    label_smoothing: float = 0.1  # translation: the paper's 0.1
-    arch: str = "bert-mini"  # bert, gpt: a shape of bert.PRESETS / gpt.PRESETS (ignored with init_from)
-    context: int = 0  # gpt: tokens per window (0: the arch's n_positions); t5: input tokens (0: 512)
-    init_from: str = ""  # an HF folder / hub name to start from (fine-tuning, continued pretraining)
-    mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
-    max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
-    pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (positions start as sinusoids)
-    noising: str = "infill+permute"  # bart: mask, delete, infill, permute, rotate or infill+permute (BART-large's)
-    # optimization: AdamW by default; the schedule is the paper's for translation, linear for BERT, cosine for GPT
-    optimizer: str = "adamw"  # adamw | adamw-scale (nanoT5's: steps times each tensor's RMS) | adafactor (torch's)
-    batch_tokens: int = 25000  # translation, per optimizer step; the paper: ~25k source + 25k target tokens
-    batch_size: int = 256  # bert, gpt: sequences per optimizer step
-    grad_accum: int = 1  # micro-batches per optimizer step and process (the batch stays the same)
-    lr: float = 7e-4  # peak, reached at step `warmup` (the paper's schedule peaks at d^-0.5 warmup^-0.5)
-    warmup: int = 4000  # steps of linear warmup to the peak lr
-    schedule: str = "noam"  # noam (inverse sqrt) | linear (to 0 at decay_steps) | cosine (to min_lr)
-    decay_steps: int = 0  # linear, cosine: the step where the decay ends (0: max_steps, else max_epochs' end)
-    min_lr: float = 0.0  # cosine: the floor
-    beta1: float = 0.9  # AdamW's first-moment decay
-    beta2: float = 0.98  # AdamW's second-moment decay (BERT: 0.999)
-    eps: float = 1e-9  # AdamW's epsilon (BERT: 1e-6)
-    weight_decay: float = 0.0  # AdamW's, on >= 2-D tensors only
-    llrd: float = 1.0  # layer-wise lr decay: layer i of L gets lr * llrd^(L-1-i), embeddings lr * llrd^L
-    clip: float = 0.0  # max gradient norm, 0 = no clipping
-    max_epochs: int = 20  # stop after this many epochs
-    max_steps: int = 0  # stop after this many optimizer steps (0: by epochs)
-    # evaluation, checkpoints, logs
-    eval_every: int = 0  # steps between validations (0: at each epoch's end)
-    save_every: int = 0  # steps between checkpoints (0: at each epoch's end)
-    keep_last: int = 5  # checkpoints kept, and averaged for the final evaluation
-    log_every: int = 20  # steps between training log rows (loss, lr, tokens/s)
-    eval_iters: int = 20  # gpt: batches of the validation estimate
-    beam: int = 4  # translation: beam size of the final evaluation
-    length_penalty: float = 0.6  # translation: GNMT's alpha in the beam search
-    seed: int = 1337  # initial weights, data order, dropout
-    device: str = "auto"  # auto: cuda if available
-    bf16: bool = True  # autocast to bf16 on CUDA
-    cpu_bf16: bool = False  # autocast to bf16 on CPU too: ~2x faster steps where the CPU has AVX512-BF16/AMX
-    compile: bool = False  # torch.compile the training model
-    time_limit: float = 0.0  # hours of this invocation, then save and exit with code 75 (0: none); --resume goes on
-    fsdp: bool = False  # under torchrun: FSDP2 (parameters, gradients and optimizer state sharded per block)
-    tensorboard: bool = False  # also log to <out_dir>/tb
-    wandb: bool = False  # also log to Weights & Biases
-
-    def __post_init__(self):
-        """Every number in its range and every choice known, checked once, before any work starts."""
-        flag = lambda name: f"{name} (--{name.replace('_', '-')})"  # noqa: E731
-        for names, ok, want in RANGES:
-            for name in names:
-                value = getattr(self, name)
-                if not ok(value):
-                    raise ValueError(f"{flag(name)} must be {want}, got {value!r}")
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed and not (name == "tokenizer" and self.tokenizer.endswith(".json")):
-                raise ValueError(f"{flag(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.schedule == "cosine" and self.min_lr > self.lr:
-            raise ValueError(f"min_lr (--min-lr {self.min_lr}) must not exceed lr (--lr {self.lr})")
-
-
-AT_LEAST_1 = ("batch_tokens", "batch_size", "grad_accum", "max_epochs", "keep_last", "log_every", "eval_iters", "beam")
-AT_LEAST_1 += ("vocab_size", "max_len", "d_model", "nhead", "num_layers", "dim_feedforward")
-AT_LEAST_0 = ("warmup", "decay_steps", "max_steps", "eval_every", "save_every", "max_predictions", "context")
-AT_LEAST_0 += ("min_lr", "weight_decay", "clip", "length_penalty", "time_limit")
-RANGES = [  # (fields, test, what the value must be)
-    (AT_LEAST_1, lambda v: v >= 1, ">= 1"),
-    (AT_LEAST_0, lambda v: v >= 0, ">= 0"),
-    (("lr", "eps"), lambda v: v > 0, "> 0"),
-    (("dropout", "label_smoothing", "mask_prob", "beta1", "beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
-    (("llrd", "train_fraction"), lambda v: 0 < v <= 1, "in (0, 1]"),
-]
-CHOICES = {
-    "schedule": ("noam", "linear", "cosine"),
-    "optimizer": ("adamw", "adamw-scale", "adafactor"),
-    "pos_init": ("normal", "sinusoidal"),
-    "tokenizer": ("bpe", "unigram", "<a tokenizer.json>"),
-}
-
+from recipes import PRESETS, TrainConfig  # the settings: the loop's, each family's (a task's Config), --preset
 
 # -------------------------------------------------------------------------------- command line
 
@@ -160,9 +64,13 @@ def parse_args(argv=None):
     pre.add_argument("--preset", choices=sorted(PRESETS))
     pre.add_argument("--model")
     known = pre.parse_known_args(argv)[0]
-    defaults = {**asdict(TrainConfig()), **PRESETS.get(known.preset, {})}
-    shown = family_fields(known.model or defaults["model"]) if known.preset or known.model else fields_of()
-    tail = f"defaults: --preset {known.preset}'s" if known.preset else "defaults: TrainConfig's (P's: --preset P -h)"
+    model = known.model or PRESETS.get(known.preset, {}).get("model", TrainConfig.model)
+    every = all_fields()
+    kind = FAMILIES[model].Config if (known.preset or known.model) and model in FAMILIES else None
+    defaults = {**{k: f.default for k, f in every.items()}, **(asdict(kind()) if kind else {})}
+    defaults |= PRESETS.get(known.preset, {})
+    shown = [f.name for f in fields(kind)] if kind else list(every)
+    tail = f"defaults: --preset {known.preset}'s" if known.preset else "defaults: the configs' (P's: --preset P -h)"
     p = argparse.ArgumentParser(description=__doc__, epilog=tail, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a group of settings, applied before the flags")
     p.add_argument("--show-config", action="store_true", help="print the run's resolved config and exit")
@@ -172,20 +80,24 @@ def parse_args(argv=None):
     p.add_argument("--plot", action="store_true", help="only draw --out-dir's learning curves to PNG")
     p.add_argument("--split", default="test", help="with --evaluate: test, or valid (to choose decoding settings)")
     p.add_argument("--compare", nargs="*", default=[], help="with --plot: other runs to draw on the same axes")
-    p.add_argument("--export-hf", metavar="DIR", help="write a BERT or GPT run's last checkpoint as an HF folder")
+    p.add_argument(
+        "--export-hf",
+        metavar="DIR",
+        help="write a pretraining run's (bert, gpt, t5, bart) last checkpoint as an HF folder",
+    )
     p.add_argument("--sample", metavar="PROMPT", help="print text a GPT run (or --init-from an HF GPT) writes")
     p.add_argument("--max-new-tokens", type=int, default=500, help="with --sample (default 500)")
     p.add_argument("--temperature", type=float, default=0.8, help="with --sample (0: greedy; default 0.8)")
     p.add_argument("--top-k", type=int, default=200, help="with --sample (default 200)")
     p.add_argument("--top-p", type=float, default=None, help="with --sample (default: off)")
-    helps = help_lines()
-    for f in fields(TrainConfig):
-        flag, kind = "--" + f.name.replace("_", "-"), type(f.default)
-        text = f"{helps[f.name]} (default {defaults[f.name]!r})" if f.name in shown else argparse.SUPPRESS
-        if kind is bool:
+    helps = help_lines(kind)
+    for name, f in every.items():
+        flag, typ = "--" + name.replace("_", "-"), type(f.default)
+        text = f"{helps[name]} (default {defaults[name]!r})" if name in shown else argparse.SUPPRESS
+        if typ is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
-            p.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
+            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=text)
     args = vars(p.parse_args(argv))
     names = ("preset", "show_config", "resume", "overwrite", "evaluate", "plot", "split", "compare", "export_hf")
     names += ("sample", "max_new_tokens", "temperature", "top_k", "top_p")
@@ -193,32 +105,50 @@ def parse_args(argv=None):
     return actions, args  # args: only the fields given explicitly
 
 
-def help_lines():  # field -> its comment in TrainConfig's source: the flag's one-line --help
-    return dict(re.findall(r"^    (\w+): \w+ = [^#\n]*#\s*(.*)$", inspect.getsource(TrainConfig), re.M))
+def configs():  # the config classes of the families (recipes.py)
+    return list(dict.fromkeys(task.Config for task in FAMILIES.values()))
 
 
-def fields_of():
-    return [f.name for f in fields(TrainConfig)]
+def all_fields():
+    """Every setting flag: the fields of all the families' configs (one type per name)."""
+    every = {}
+    for f in (f for kind in configs() for f in fields(kind)):
+        if type(every.setdefault(f.name, f).default) is not type(f.default):
+            raise TypeError(f"{f.name} has two types in the families' configs")
+    return every
+
+
+def help_lines(kind=None):
+    """field -> its comment in its config class's source (kind's, else the first family's to have
+    it): the flag's one-line --help."""
+    lines = {}
+    for cls in [c for k in ([kind] if kind else configs()) for c in k.__mro__ if "__dataclass_fields__" in vars(c)]:
+        for name, text in re.findall(r"^    (\w+): \w+ = [^#\n]*#\s*(.*)$", inspect.getsource(cls), re.M):
+            lines.setdefault(name, text)
+    return lines
 
 
 def family_fields(model):
-    """The config fields a --model `model` run reads: the shared ones and its task's `fields`."""
-    owned = {name for task in FAMILIES.values() for name in getattr(task, "fields", ())}
-    mine = set(getattr(FAMILIES[model], "fields", ())) if model in FAMILIES else owned
-    return [name for name in fields_of() if name not in owned or name in mine]
+    """The config fields a --model `model` run has: its task's Config's (every family's for another name)."""
+    return [f.name for f in fields(FAMILIES[model].Config)] if model in FAMILIES else list(all_fields())
 
 
-MOVED = ("glue_task", "early_exit", "poison_rate", "poison_target", "poison_triggers", "poison_position")
-
-
-def make_config(preset, overrides, base=None):
-    """base (a checkpoint's config dict; the fields that moved to finetune_glue.GlueConfig dropped),
-    then the preset, then the flags given."""
-    values = {k: v for k, v in (base or {}).items() if k not in MOVED}
-    if preset:
-        values.update(PRESETS[preset])
-    values.update(overrides)
-    return TrainConfig(**values)
+def make_config(preset, overrides, base=None, kind=None):
+    """The config of a run: base (a checkpoint's config dict: the fields of its family are read),
+    then the preset, then the flags given. kind: the config class (default: --model's task's)."""
+    given = {**(PRESETS[preset] if preset else {}), **overrides}
+    model = given.get("model", (base or {}).get("model", TrainConfig.model))
+    if kind is None and model not in FAMILIES:
+        raise ValueError(f"--model must be one of {', '.join(FAMILIES)}, got {model!r}")
+    kind = kind or FAMILIES[model].Config
+    names = {f.name for f in fields(kind)}
+    if stray := [k for k in given if k not in names]:
+        by = "" if not preset or any(k in overrides for k in stray) else f" (in --preset {preset})"
+        raise ValueError(
+            f"{', '.join('--' + k.replace('_', '-') for k in stray)}{by}: not a setting of --model {model}"
+            f" (`python train.py --model {model} --help` lists its settings)"
+        )
+    return kind(**{**{k: v for k, v in (base or {}).items() if k in names}, **given})
 
 
 # ------------------------------------------------------------------------------ the families
@@ -283,8 +213,9 @@ class Run:
         groups, betas = param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd), (cfg.beta1, cfg.beta2)
         self.opt = make_optimizer(cfg.optimizer, groups, cfg.lr, betas, cfg.eps, self.device)
         self.step, self.epoch, self.batch_in_epoch, self.saved, self.interim = 0, 0, 0, None, None
+        self.validated = None  # the step of the last validation
         self.per_epoch = len(self.epoch_steps())  # an epoch that makes no optimizer step fails here, not in the loop
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, cfg.d_model, self.per_epoch))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, self.per_epoch))
         random.seed(cfg.seed)
         if resume:
             self.load(latest_checkpoint(self.out))
@@ -342,17 +273,25 @@ class Run:
 
     def header(self):
         info = {
-            "config": {k: v for k, v in asdict(self.cfg).items() if k in family_fields(self.cfg.model)},
+            "config": asdict(self.cfg),
             "environment": environment(self.device),
             "world_size": self.world,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             **self.task.info,
             "command": " ".join(sys.argv),
         }
-        text = json.dumps(info, indent=1)
-        with open(self.out / "log.txt", "a") as f:
-            f.write(text + "\n")
-        print(text)
+        with open(self.out / "log.txt", "a") as f:  # the whole record; the screen gets a short block
+            f.write(json.dumps(info, indent=1) + "\n")
+        kind, skip = type(self.cfg), ("model", "out_dir")
+        changed = [f"{k}={v}" for k, v in asdict(self.cfg).items() if k not in skip and v != getattr(kind, k)]
+        facts = "".join(
+            f", {k} {v:,}" if isinstance(v, int) else f", {k} {v}"
+            for k, v in self.task.info.items()
+            if isinstance(v, int | str)
+        )
+        print(f"--model {self.cfg.model} in {self.out}: {info['parameters']:,} parameters{facts}")
+        print(textwrap.fill(f"settings (else {kind.__name__}'s defaults): " + " ".join(changed), 100))
+        print(f"the whole config, environment and command: {self.out / 'log.txt'}")
 
     # ---- checkpoints
 
@@ -399,7 +338,8 @@ class Run:
 
     def load(self, path):
         ck = load_checkpoint(path)
-        made = make_config(None, {k: v for k, v in asdict(self.cfg).items() if k in RESUMABLE}, ck["config"])
+        resumable = {k: v for k, v in asdict(self.cfg).items() if k in RESUMABLE}
+        made = make_config(None, resumable, ck["config"], kind=type(self.cfg))
         if made != self.cfg or ck.get("task", {}) != getattr(self.task, "settings", {}):
             raise ValueError(f"{self.out} holds a run with another config: --resume keeps its settings")
         if self.cfg.fsdp:  # every process reads the full tensors and keeps its shards
@@ -519,6 +459,8 @@ class Run:
             self.loop(bar, peak)
         if self.step >= total:  # it reached its end: done, whatever asked it to stop
             self.stopped = None
+        if self.stopped is None and self.validated != self.step:  # every finished run reports where it ended
+            self.validate()
         bar.close()
         if self.saved != self.step:
             self.save(
@@ -570,7 +512,8 @@ class Run:
                 self.seconds, self.tokens = self.seconds + time.perf_counter() - t0, self.tokens + n_tokens
                 self.batch_in_epoch += 1
                 bar.update(1)
-                if self.step % c.log_every == 0:
+                end_of_epoch = self.batch_in_epoch == len(steps)
+                if self.step % c.log_every == 0 or self.done() or (end_of_epoch and self.epoch + 1 == c.max_epochs):
                     lr = self.sched.get_last_lr()[0]
                     bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:.0f}")
                     speed = {"tokens_per_s": tokens / seconds}
@@ -578,7 +521,6 @@ class Run:
                         speed["mfu"] = self.task.flops_per_token * tokens / seconds / (peak * self.world)
                     self.log({**row, "lr": lr, **speed})
                     seconds, tokens = 0.0, 0.0
-                end_of_epoch = self.batch_in_epoch == len(steps)
                 if end_of_epoch:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 if (c.eval_every and self.step % c.eval_every == 0) or (not c.eval_every and end_of_epoch):
@@ -613,6 +555,7 @@ class Run:
         return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
 
     def validate(self):
+        self.validated = self.step
         if self.master or self.cfg.fsdp:  # a sharded model runs in every process
             self.model.eval()
             row = self.task.validate(self.model, self.autocast)
@@ -656,7 +599,7 @@ def resume_config(out_dir, preset, overrides):
     cfg = make_config(None, {}, base=load_checkpoint(latest_checkpoint(out_dir))["config"])
     given = {**(PRESETS[preset] if preset else {}), "time_limit": 0.0, **overrides}  # a limit is the invocation's own
     for k, v in given.items():
-        if k not in RESUMABLE and getattr(cfg, k) != v:
+        if k not in RESUMABLE and getattr(cfg, k, v) != v:  # a stray flag: make_config's error below
             by = f"--{k.replace('_', '-')}" if k in overrides else f"--preset {preset} (its {k})"
             raise ValueError(
                 f"{by}: {out_dir} is a --model {cfg.model} run with {k}={getattr(cfg, k)!r};"
@@ -724,8 +667,12 @@ def sample(out_dir, prompt, init_from="", **settings):
     if init_from:
         return tasks.sample(*tasks.hf_gpt_and_tokenizer(init_from), prompt, **settings)
     cfg, task, model, _ = run_model(out_dir)
-    if not hasattr(model, "generate") or not hasattr(task, "tok"):
-        raise ValueError(f"--sample: {out_dir} is a {cfg.model} run; sampling needs a --model gpt run")
+    if not (getattr(task, "continues_text", False) and hasattr(model, "generate")):
+        raise ValueError(
+            f"--sample: {out_dir} is a --model {cfg.model} run; --sample continues a prompt with a --model gpt run"
+            " (or --init-from an HF GPT-2 / GPT-1), T5 and BART generate through their model's generate(),"
+            " translation runs through --evaluate"
+        )
     return tasks.sample(model, task.tok, prompt, **settings)
 
 
@@ -779,7 +726,7 @@ def main(argv=None):
     else:
         cfg = make_config(actions["preset"], overrides)
     if actions["show_config"]:  # a dry run: the settings are checked, nothing is read or written
-        shown = {k: getattr(cfg, k) for k in family_fields(cfg.model)}
+        shown = asdict(cfg)
         print(json.dumps(shown, indent=1))
         return shown
     run = Run(cfg, resume=actions["resume"], overwrite=actions["overwrite"])
@@ -791,6 +738,19 @@ def main(argv=None):
 
 STOPPED = 75  # the exit code of a run stopped by a signal or its time limit (EX_TEMPFAIL: try again)
 
+
+def cli(main):
+    """Run a command line's main: bad input (a ValueError or missing/existing file raised by one of our
+    checks) prints its message alone and exits 2; an error raised inside a library keeps its traceback."""
+    try:
+        return main()
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        if Path(traceback.extract_tb(e.__traceback__)[-1].filename).resolve().parent != Path(__file__).resolve().parent:
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    result = main()
+    result = cli(main)
     sys.exit(STOPPED if isinstance(result, Run) and result.stopped else 0)

@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
 import torch
 
 import bench
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_bench_rows_and_json(tmp_path):
     out = tmp_path / "bench.json"
     args = [

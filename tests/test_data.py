@@ -485,3 +485,19 @@ def test_download_lays_out_what_the_readers_read(tmp_path, monkeypatch):
     assert (tmp_path / "books" / "pg11.txt").read_text() == "kept"
     with pytest.raises(ValueError, match="'nope' is not one of shakespeare"):
         data.download(["nope"], root=tmp_path)
+
+
+def test_missing_translation_data_offline_is_said_at_once(tmp_path, monkeypatch):
+    """No DATA_DIR files and no network: the error comes at once (the hub client is not called to
+    retry for 25 s) and says the hub is not reachable."""
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no route")
+
+    calls = []
+    monkeypatch.setattr(data.socket, "create_connection", unreachable)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a))
+    with pytest.raises(FileNotFoundError, match=r"multi30k train: missing .*train.de.*HF hub is not reachable"):
+        data.read_parallel("multi30k", "train", root=tmp_path)
+    assert not calls and not data.hub_reachable()

@@ -207,6 +207,11 @@ def test_keep_last_never_deletes_every_checkpoint_and_sampling_flags_are_checked
         with pytest.raises(ValueError, match=name):
             train.main(["--out-dir", out, "--sample", "line", *flags])
     assert list(Path(out).glob("ckpt_*.pt"))
+    for preset in ("t5-tiny-test", "bart-tiny-test"):  # encoder-decoders: one sentence, not a crash inside generate
+        out = str(tmp_path / preset)
+        train.main(["--preset", preset, "--dataset", lm_folder, "--max-steps", "1", "--out-dir", out])
+        with pytest.raises(ValueError, match=r"--sample: .* is a --model (t5|bart) run; --sample continues a prompt"):
+            train.main(["--out-dir", out, "--sample", "line"])
 
 
 # 7 --------------------------------------------------------------- errors that name the file
@@ -252,6 +257,7 @@ def test_resume_with_another_model_names_the_run(lm_folder, tmp_path):
 # kill -9 during checkpoint writes --------------------------------------------------------
 
 
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_killed_during_saves_the_latest_checkpoint_is_whole_and_resumes(lm_folder, tmp_path):
     """A run saving every step, killed (SIGKILL) at random moments a few times: the latest checkpoint
     always loads, and --resume goes on from it."""

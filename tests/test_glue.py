@@ -274,6 +274,7 @@ def losses(folder):
     return [r["loss"] for r in rows if "loss" in r]
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_path):
     fast = ["--lr", "2e-3", "--batch-size", "16", "--epochs", "4", "--warmup-ratio", "0.1"]
     results = G.main(args(glue_env, tmp_path, "--task", "sst2,stsb", "--seeds", "1", "2", *fast))
@@ -296,7 +297,7 @@ def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_p
     import transformers
 
     done = json.loads((run / "result.json").read_text())
-    task = G.GlueTask(train.TrainConfig(**done["config"]), G.GlueConfig(**done["glue"]), 1)
+    task = G.GlueTask(G.FinetuneConfig(**done["config"]), G.GlueConfig(**done["glue"]), 1)
     batch = task.batch(list(range(8)), task.dev_data["dev"], [0] * 64)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
@@ -308,9 +309,10 @@ def test_finetune_learns_writes_submissions_and_summarizes_seeds(glue_env, tmp_p
     assert again["stsb"] == results["stsb"]  # what the first invocation wrote is kept
     with pytest.raises(ValueError, match="another config"):
         G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", *fast[:-1], "0.2"))
-    # a run finished before TrainConfig gained a field (default value) is still reused
+    # a run finished before its config gained a field (default value), or with fields it lost, is still reused
     stored = json.loads((run / "result.json").read_text())
-    del stored["config"]["mask_prob"]
+    del stored["config"]["time_limit"]
+    stored["config"] |= {"d_model": 512, "mask_prob": 0.0}  # TrainConfig's translation and BERT fields until 2026-12
     (run / "result.json").write_text(json.dumps(stored))
     assert G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", *fast))["sst2"][0]["val_acc"] == accs[0]
     # intermediate training: SST-2 (2 labels) from the STS-B regressor (1 output): its encoder, a new head
@@ -380,7 +382,7 @@ def test_bart_sequence_classification_learns_and_equals_hf_bart(glue_env, tiny_b
     ours, hf = losses(tmp_path / "bart/mrpc/run/seed1"), losses(tmp_path / "hf-bart/mrpc/run/seed1")
     assert len(ours) == 320 // 16 // 2 and ours == pytest.approx(hf, rel=1e-4)
     done = json.loads((tmp_path / "bart/mrpc/run/seed1/result.json").read_text())
-    task = G.GlueTask(train.TrainConfig(**done["config"]), G.GlueConfig(**done["glue"]), 1)
+    task = G.GlueTask(G.FinetuneConfig(**done["config"]), G.GlueConfig(**done["glue"]), 1)
     batch = task.batch(list(range(8)), task.dev_data["dev"], [0] * 64)
     assert set(batch) == {"input_ids", "attention_mask", "labels"} and (batch["input_ids"] == 2).sum(1).eq(3).all()
     assert batch["input_ids"][:, 0].eq(0).all() and batch["input_ids"][~batch["attention_mask"].bool()].eq(1).all()
@@ -393,6 +395,7 @@ def test_bart_sequence_classification_learns_and_equals_hf_bart(glue_env, tiny_b
         G.main([*bart_args, "--out-dir", str(tmp_path / "ee"), "--task", "sst2", "--early-exit", "pabee"])
 
 
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_ddp_two_processes_equal_one_process_accumulating(glue_env, tmp_path):
     common = ["--task", "sst2", "--epochs", "1", "--batch-size", "16", "--dropout", "0", "--no-submission"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -404,6 +407,7 @@ def test_ddp_two_processes_equal_one_process_accumulating(glue_env, tmp_path):
     assert len(ddp) == 20 and ddp == pytest.approx(one, rel=1e-5)
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_early_exit_training_and_curve(glue_env, tmp_path):
     common = ["--task", "sst2", "--epochs", "2", "--batch-size", "16", "--lr", "2e-3", "--exit-curve"]
     pabee = G.main(args(glue_env, tmp_path / "pabee", *common, "--early-exit", "pabee"))["sst2"][0]
@@ -419,7 +423,7 @@ def test_early_exit_training_and_curve(glue_env, tmp_path):
     stage2 = train.load_checkpoint(train.latest_checkpoint(tmp_path / "dee/sst2/run-deebert/seed1"))
     assert stage2["task"]["early_exit"] == "deebert" and stage2["config"]["init_from"] == str(run / "hf")
     assert all(torch.equal(stage2["model"][k], v) for k, v in stage1.items())
-    configs = train.TrainConfig(**stage2["config"]), G.GlueConfig(**stage2["task"])
+    configs = G.FinetuneConfig(**stage2["config"]), G.GlueConfig(**stage2["task"])
     init = G.GlueTask(*configs, 1).build_model().state_dict()
     assert any(not torch.equal(stage2["model"][k], init[k]) for k in init if k.startswith("exits."))
 

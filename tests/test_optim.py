@@ -9,14 +9,14 @@ import train
 
 def test_cosine_schedule_is_nanogpts():
     cfg = train.make_config("shakespeare-char-cpu", {})
-    f = optim.lr_factor(cfg, 0)
+    f = optim.lr_factor(cfg)
     lr = lambda i: cfg.lr * f(i)  # noqa: E731
     assert lr(0) == pytest.approx(1e-3 / 101) and lr(99) == pytest.approx(1e-3 * 100 / 101)
     assert lr(100) == pytest.approx(1e-3) and lr(1050) == pytest.approx(5.5e-4)
     assert lr(2000) == pytest.approx(1e-4) and lr(5000) == pytest.approx(1e-4)
     # no decay_steps nor max_steps: the decay ends with max_epochs (bart-multi30k: 2 epochs)
     cfg = train.make_config("bart-multi30k", {})
-    f = optim.lr_factor(cfg, 0, per_epoch=300)
+    f = optim.lr_factor(cfg, per_epoch=300)
     assert f(199) == pytest.approx(200 / 201) and f(400) == pytest.approx(1e-5 / 5e-4 + 0.5 * (1 - 1e-5 / 5e-4))
     assert f(600) == pytest.approx(1e-5 / 5e-4) and cfg.max_steps == cfg.decay_steps == 0 and cfg.max_epochs == 2
 

@@ -53,6 +53,7 @@ def uninterrupted(tmp_path_factory):
     return tmp, table(tmp)
 
 
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_killed_and_started_again_ends_with_the_uninterrupted_table(uninterrupted, tmp_path):
     """SIGKILL to the study and its run mid-run, then the same command: the table of an
     uninterrupted study, no finished run redone (its row and folder untouched)."""
@@ -71,6 +72,7 @@ def test_killed_and_started_again_ends_with_the_uninterrupted_table(uninterrupte
     assert "--resume" in (tmp_path / "runs" / "dropout-0" / "log.txt").read_text()  # it went on from its checkpoint
 
 
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_sigterm_to_the_study_stops_its_run_at_a_checkpoint(tmp_path):
     """SIGTERM to study.py (not to its run) is passed on: the run saves and exits 75, so does the study."""
     proc = started_mid_run(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -82,6 +84,7 @@ def test_sigterm_to_the_study_stops_its_run_at_a_checkpoint(tmp_path):
     assert "stopped (SIGTERM; continue with --resume)" in (tmp_path / "runs" / stopped[1] / "log.txt").read_text()
 
 
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_hours_stops_and_the_next_call_finishes(uninterrupted, tmp_path, capsys):
     """--hours: nothing new starts after the deadline (the current train.py run gets the time left
     as --time-limit and stops at a checkpoint, exit 75); the next call finishes the study."""
@@ -97,6 +100,7 @@ def test_hours_stops_and_the_next_call_finishes(uninterrupted, tmp_path, capsys)
     assert re.search(r"\[smoke\] dropout-0.1: finished in \d+ s, val_loss 3\.\d+", out)
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_a_changed_command_runs_again_and_so_do_the_runs_after_it(uninterrupted, monkeypatch, capsys):
     """The key hashes a run's command and its needs' keys: change prep's and all three are to run."""
     whole, _ = uninterrupted
@@ -117,6 +121,7 @@ def test_a_changed_command_runs_again_and_so_do_the_runs_after_it(uninterrupted,
     assert "dropout-0.1" not in capsys.readouterr().out  # --only: that run and what it needs
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_a_failed_run_is_reported_and_does_not_block_independent_runs(monkeypatch, tmp_path, capsys):
     import studies.smoke as S
 
@@ -125,7 +130,7 @@ def test_a_failed_run_is_reported_and_does_not_block_independent_runs(monkeypatc
     monkeypatch.setattr(S, "RUNS", [bad, after, S.RUNS[0]])
     code = study.main(["smoke", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
     out = capsys.readouterr().out
-    assert code == 1 and "bad: FAILED (exit 1)" in out and "lr (--lr) must be > 0, got -1.0" in out
+    assert code == 1 and "bad: FAILED (exit 2)" in out and "lr (--lr) must be > 0, got -1.0" in out
     assert "after-bad: skipped, it needs ['bad']" in out
     assert [json.loads(r)["run"] for r in (tmp_path / "results" / "smoke.jsonl").read_text().splitlines()] == ["prep"]
 

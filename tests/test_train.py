@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import pytest
 import torch
 from conftest import lacks, require
 
+import data
+import recipes
 import tasks
 import train
 
@@ -31,6 +34,7 @@ def weights(out_dir):
 
 
 @multi30k
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_accumulation_equals_one_big_batch():
     run = train.Run(train.make_config("tiny", {"dropout": 0.0, "out_dir": str(Path(os.environ["PREP_DIR"]) / "acc")}))
     steps = run.epoch_steps()
@@ -45,6 +49,7 @@ def test_accumulation_equals_one_big_batch():
 
 
 @multi30k
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_resume_is_exact(tmp_path):
     """Killed at step 5, resumed from the checkpoint of step 3 == uninterrupted: same logged
     losses and the same final weights, bitwise (dropout on, so the RNG state matters too)."""
@@ -60,6 +65,7 @@ def test_resume_is_exact(tmp_path):
 
 
 @multi30k
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_ddp_two_processes_equal_one_process(tmp_path):
     """torchrun, 2 CPU processes (gloo), 3 steps == 1 process accumulating the same 2 micro-batches.
     Adam with eps=1 is close to SGD, so weights differ only by gradient rounding."""
@@ -78,6 +84,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
 
 
 @multi30k
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_averaging_corrupt_checkpoint_and_cli(tmp_path):
     a = {"w": torch.tensor([1.0, 2.0])}
     for i, w in enumerate([a["w"], a["w"] * 3]):
@@ -94,7 +101,7 @@ def test_averaging_corrupt_checkpoint_and_cli(tmp_path):
     cfg = train.make_config(actions["preset"], overrides)
     assert (cfg.d_model, cfg.num_layers, cfg.share_embeddings, cfg.nhead) == (64, 3, False, 4)
     help_text = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert all(f"--{f.name.replace('_', '-')}" in help_text for f in dataclasses.fields(train.TrainConfig))
+    assert all(f"--{f.name.replace('_', '-')}" in help_text for f in train.all_fields().values())
 
 
 @multi30k
@@ -106,6 +113,7 @@ def test_bleu_scores():
 
 
 @multi30k
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_each_epoch_has_its_own_order_and_training_stops(tmp_path, monkeypatch):
     cfg = {"out_dir": str(tmp_path), "max_epochs": 2, "log_every": 1000, "max_steps": 200}  # max_steps: a guard
     run = train.Run(train.make_config("tiny", cfg))
@@ -280,6 +288,7 @@ def test_bert_data_made_with_a_padding_tokenizer_is_refused(bert_data, tmp_path)
         tasks.PretrainingTask(train.make_config("bert-tiny-test", {"dataset": str(folder)}), 1)
 
 
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_bert_presets_run_under_torchrun_8_processes(bert_data, tmp_path):
     """The paper's 8-GPU preset (8 processes x 2 sequences here, gloo, bert-tiny) and the 1-GPU
     preset (one process, 8 accumulated micro-batches) start, run and log the same losses."""
@@ -344,6 +353,7 @@ def test_gpt_training_matches_hf_gpt2_and_resumes_exactly(lm_data, tmp_path):
         assert (hf(ids).logits - ours(ids).logits).abs().max() < 1e-4
 
 
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_time_limit_and_sigterm_stop_at_a_checkpoint_and_resume_exactly(lm_data, tmp_path):
     """--time-limit (here: reached after the first step) and SIGTERM (sent mid-run) each stop the
     run after a whole step, with a checkpoint at that step and exit code 75; --resume then gives
@@ -433,9 +443,11 @@ def test_t5_span_corruption_takes_a_t5_vocabularys_own_ids(tmp_path):
 
 
 @multi30k
-def test_t5_translate_trains_validates_and_scores_bleu(tmp_path):
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
+def test_t5_translate_trains_validates_and_scores_bleu(tmp_path, monkeypatch):
     """--model t5-translate: T5 as text to text on Multi30k (the prefix, T5's ids), validation loss
-    and greedy BLEU logged, translation greedy and with beam search."""
+    and greedy BLEU logged, translation greedy and with beam search; --evaluate averages only
+    when there are two checkpoints or more."""
     out = tmp_path / "t5"
     args = ["--preset", "t5-multi30k", "--arch", "t5-tiny-test", "--vocab-size", "500", "--max-steps", "6"]
     train.main([*args, "--eval-every", "6", "--log-every", "3", "--out-dir", str(out)])
@@ -455,9 +467,20 @@ def test_t5_translate_trains_validates_and_scores_bleu(tmp_path):
     greedy, beam = task.translate(model, sentences, beam=1), task.translate(model, sentences, beam=2)
     assert len(greedy) == len(beam) == 6 and all(isinstance(h, str) for h in greedy + beam)
     assert greedy[0] == task.translate(model, sentences[:1], beam=1)[0]  # batching does not change a translation
+    read = data.read_parallel
+    monkeypatch.setattr(data, "read_parallel", lambda *a: read(*a)[:4])  # a test set of 4 pairs
+    (ckpt,) = train.checkpoints(out)
+    one = train.evaluate(out, split="test")
+    assert {k for k in one if k.startswith("test_")} == {"test_last_greedy", "test_last_beam4_lp0.6"}
+    shutil.copy(ckpt, out / "ckpt_0000007.pt")  # a second checkpoint: the average is scored too
+    two = train.evaluate(out, split="test")
+    assert {"test_avg2_greedy", "test_avg2_beam4_lp0.6"} <= set(two) and two["test_avg2_greedy"]["bleu"] == two[
+        "test_last_greedy"
+    ]["bleu"]
 
 
 @multi30k
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_t5_transfer_pretrains_on_the_translation_vocabulary_and_fine_tunes_from_it(tmp_path):
     """The transfer study's path: `data.py lm` on Multi30k's unpaired training text with the translation
     task's tokenizer file, span corruption on it (the vocabulary's pad and eos, sentinels after its ids),
@@ -494,6 +517,7 @@ def test_t5_transfer_pretrains_on_the_translation_vocabulary_and_fine_tunes_from
 
 
 @multi30k
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_bart_translate_fine_tunes_a_denoising_export_on_its_vocabulary(tmp_path):
     """The ablation's translation path: denoising on Multi30k's unpaired text with a BART byte-level
     BPE, the export, then bart-translate --init-from it with its tokenizer.json: <s> src </s> ->
@@ -595,9 +619,34 @@ def test_a_run_prints_its_evaluations_and_a_summary(lm_data, tmp_path, capsys):
     )
 
 
+def test_a_short_run_still_validates_logs_and_plots(lm_data, tmp_path, capsys):
+    """--max-steps below --eval-every and --log-every: the last step is logged and validated, the
+    summary has its final line, the plot draws the single points; bad input on the command line is
+    one line on stderr and exit code 2, an error inside a library keeps its traceback."""
+    out = tmp_path / "short"
+    args = ["--preset", "shakespeare-char-cpu", "--dataset", lm_data, "--eval-iters", "2", "--out-dir", str(out)]
+    train.main([*args, "--max-steps", "3"])  # the preset: --eval-every 250, --log-every 10
+    printed = capsys.readouterr().out
+    assert rows(out, "loss") and [
+        r["step"] for r in map(json.loads, (out / "metrics.jsonl").open()) if "loss" in r
+    ] == [3]
+    assert len(rows(out, "val_loss")) == 1 and "final (step 3): val_loss" in printed
+    assert "settings (else LMConfig's defaults):" in printed and "max_steps=3" in printed and len(printed) < 2000
+    assert train.plot(out).exists()
+    with pytest.raises(FileNotFoundError, match="--plot: .*none has no metrics.jsonl"):
+        train.plot(tmp_path / "none")
+    cmd = [sys.executable, "train.py", "--plot", "--out-dir", str(tmp_path / "none")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"train.py: error: --plot: {tmp_path / 'none'} has no metrics.jsonl (not a run folder, or nothing logged yet)"
+    ]
+    with pytest.raises(json.JSONDecodeError):  # raised inside a library: a bug, with its traceback
+        train.cli(lambda: json.loads("{"))
+
+
 def test_help_describes_every_flag_and_the_preset_family(capsys):
     helps = train.help_lines()
-    assert set(helps) == {f.name for f in dataclasses.fields(train.TrainConfig)} and all(helps.values())
+    assert set(helps) == set(train.all_fields()) and all(helps.values())
     with pytest.raises(SystemExit):
         train.main(["--preset", "shakespeare-char-cpu", "--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
@@ -615,6 +664,28 @@ def test_help_describes_every_flag_and_the_preset_family(capsys):
     assert "--lr LR peak learning rate (linear warmup and decay) (default: 2e-05)" in " ".join(
         capsys.readouterr().out.split()
     )
+
+
+def test_each_family_has_its_own_config_and_refuses_the_others_settings():
+    """TrainConfig holds the loop's fields only; a family's config adds its own; every recipe builds its
+    family's config; a flag of another family is refused by name; a checkpoint's config of any age
+    (one flat dict, older ones with every family's fields) loads into its family's config."""
+    loop = {f.name for f in dataclasses.fields(train.TrainConfig)}
+    assert not loop & {"d_model", "src_lang", "batch_tokens", "arch", "context", "mask_prob", "noising", "max_len"}
+    for name in recipes.PRESETS:
+        cfg = train.make_config(name, {})
+        assert type(cfg) is train.FAMILIES[cfg.model].Config and set(recipes.PRESETS[name]) <= set(vars(cfg))
+    with pytest.raises(ValueError, match=r"--d-model, --beam: not a setting of --model gpt \(`python train.py"):
+        train.main(["--preset", "shakespeare-char-cpu", "--show-config", "--d-model", "64", "--beam", "2"])
+    with pytest.raises(ValueError, match=r"--context: not a setting of --model transformer"):
+        train.make_config("multi30k", {"context": 64})
+    with pytest.raises(ValueError, match=r"--model must be one of transformer, bert.*, got 'nope'"):
+        train.make_config(None, {"model": "nope"})
+    old = {**dataclasses.asdict(recipes.TrainConfig()), "d_model": 256, "context": 64, "glue_task": "sst2"}
+    cfg = train.make_config(None, {}, base=old)
+    assert type(cfg) is recipes.PaperTranslationConfig and cfg.d_model == 256 and not hasattr(cfg, "context")
+    gpt = train.make_config(None, {"lr": 0.5}, base={**old, "model": "gpt"})
+    assert gpt.context == 64 and gpt.lr == 0.5 and not hasattr(gpt, "d_model")
 
 
 def test_show_config_is_the_resolved_config_of_the_family_only(lm_data, tmp_path, capsys):
@@ -654,7 +725,8 @@ def test_toy_family_of_the_docs_trains_end_to_end(tmp_path):
     """The documented toy task through the shared loop: it learns, logs its named metrics, resumes."""
     ToyTask = toy_task()
     cfg = {"batch_size": 32, "lr": 3e-2, "warmup": 1, "schedule": "linear", "max_steps": 40, "eval_every": 20}
-    run = train.Run(train.make_config(None, {**cfg, "out_dir": str(tmp_path / "toy"), "log_every": 1}), task=ToyTask)
+    cfg = train.make_config(None, {**cfg, "out_dir": str(tmp_path / "toy"), "log_every": 1}, kind=ToyTask.Config)
+    run = train.Run(cfg, task=ToyTask)
     run.train()
     assert rows(tmp_path / "toy", "val_acc")[-1] > 0.8 and rows(tmp_path / "toy", "loss")[-1] < 0.5
     assert len(rows(tmp_path / "toy", "acc")) == 40 and rows(tmp_path / "toy", "tokens_per_s")
@@ -690,6 +762,7 @@ def family_setups(bert_data, lm_data):
 
 
 @pytest.mark.parametrize("family", list(train.FAMILIES))
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_accumulation_equals_one_big_batch_for_every_family(family, family_setups, tmp_path):
     """2 micro-batches of b == 1 batch of 2b (gradients <= 1e-6, the same logged means) for every row
     of the family table: counts from model.counts(batch), sums from model(**batch).sums."""
@@ -712,6 +785,7 @@ def test_accumulation_equals_one_big_batch_for_every_family(family, family_setup
     )
 
 
+@pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_fsdp_two_processes_equal_one_process_and_resume(lm_data, tmp_path):
     """torchrun --fsdp, 2 CPU processes (gloo): 4 steps, stopped after 2 and resumed from the FSDP
     checkpoint == 1 process accumulating the same 2 micro-batches (weights <= 1e-5, same losses)."""

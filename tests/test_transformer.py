@@ -533,6 +533,7 @@ def test_sinusoidal_table():
     assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(p / 10000 ** (2 * i / 6)), abs=1e-6)
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_learns_to_reverse():
     """End to end: a few hundred Adam steps with the paper's schedule learn to reverse a sequence."""
     torch.manual_seed(0)
