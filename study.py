@@ -144,7 +144,7 @@ def command_line(run, out_root, data_dir):
     continues there when it has checkpoints (--resume), else starts over (--overwrite)."""
     values = {"out": str(out_root / run.name), "runs": str(out_root), "data": str(data_dir)}
     argv = [part.format(**values) for part in run.command]
-    if argv[0] == "train.py" and "{out}" in run.command and "--evaluate" not in argv:
+    if argv[0] == "train.py" and "{out}" in run.command and not {"--evaluate", "--export-hf"} & set(argv):
         argv += ["--resume"] if list((out_root / run.name).glob("ckpt_*.pt")) else ["--overwrite"]
     return [sys.executable, *argv]
 

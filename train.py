@@ -53,6 +53,7 @@ from machine import environment, matmul_peak  # the same environment record as t
 from optim import lr_factor, make_optimizer, param_groups
 from plots import plot  # noqa: F401 (train.plot: --plot's curves)
 from recipes import PRESETS, TrainConfig  # the settings: the loop's, each family's (a task's Config), --preset
+from run_folder import check_folder, checkpoints, claim, latest_checkpoint, load_checkpoint, release
 
 # -------------------------------------------------------------------------------- command line
 
@@ -202,8 +203,10 @@ class Run:
         self.out = Path(cfg.out_dir)
         self.master = self.rank == 0
         if self.master:
-            claim(self.out, resume, overwrite)
+            check_folder(cfg, self.out, resume, overwrite)  # before any work
         self.task = (task or make_task)(cfg, self.world)
+        if self.master:
+            claim(self.out, resume, overwrite)  # the destructive step last, once the data is read
 
         # model and optimizer
         torch.manual_seed(cfg.seed)
@@ -462,12 +465,11 @@ class Run:
         if self.stopped is None and self.validated != self.step:  # every finished run reports where it ended
             self.validate()
         bar.close()
-        if self.saved != self.step:
-            self.save(
-                interim=self.stopped is not None
-            )  # the final state (or where it stopped), whatever save_every says
+        if self.saved != self.step:  # the final state (or where it stopped), whatever save_every says
+            self.save(interim=self.stopped is not None)
         if self.master:
             self.summary()
+            release(self.out)
         if self.distributed:
             dist.barrier()
 
@@ -569,23 +571,7 @@ def show(row, keys):  # "val_loss 1.84, val_bleu 36.4": a row's numbers, short
     return ", ".join(f"{k} {row[k]:.4g}" for k in keys if isinstance(row.get(k), int | float))
 
 
-# ------------------------------------------------------------------ run folders and resuming
-
-
-def claim(out, resume, overwrite):
-    """A run folder belongs to one run: a new run refuses a folder holding another's checkpoints
-    or logs, or with `overwrite` clears it first (moved aside at once, then deleted)."""
-    theirs = [p.name for p in checkpoints(out)] + [n for n in ("metrics.jsonl", "log.txt") if (out / n).exists()]
-    if theirs and not resume:
-        if not overwrite:
-            raise ValueError(
-                f"--out-dir {out} holds another run ({', '.join(theirs[:3])}): continue it with --resume,"
-                " choose a fresh --out-dir, or pass --overwrite to replace it"
-            )
-        trash = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-        os.replace(out, trash)
-        shutil.rmtree(trash)
-    out.mkdir(parents=True, exist_ok=True)
+# ---------------------------------------------------------------------------------- resuming
 
 
 # what --resume may change: how long the run goes on, what it logs and keeps, where it runs, and
@@ -674,28 +660,6 @@ def sample(out_dir, prompt, init_from="", **settings):
             " translation runs through --evaluate"
         )
     return tasks.sample(model, task.tok, prompt, **settings)
-
-
-# ----------------------------------------------------------------------------------- helpers
-
-
-def checkpoints(out_dir):
-    return sorted(Path(out_dir).glob("ckpt_*.pt"))
-
-
-def latest_checkpoint(out_dir):
-    paths = checkpoints(out_dir)
-    if not paths:
-        raise FileNotFoundError(f"--resume: no checkpoint (ckpt_*.pt) in {out_dir}")
-    return paths[-1]
-
-
-def load_checkpoint(path):
-    """Weights only: tensors and plain containers, never arbitrary pickled objects."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors read when used
-    except Exception as e:
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
 
 
 def _python_rng_state(state):  # torch.load gives lists back where random.getstate() had tuples

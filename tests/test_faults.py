@@ -102,6 +102,61 @@ def test_a_new_run_refuses_a_folder_that_holds_another(lm_folder, tmp_path):
         train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", out])
 
 
+def test_nothing_is_replaced_before_the_new_run_is_known_to_start(lm_folder, tmp_path):
+    """--overwrite with bad data, or a run folder that is (or holds, or sits in) an input: refused, and
+    the old run, the data and the checkpoint to start from are all intact."""
+    out = tmp_path / "run"
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", str(out)])
+    before = sorted(p.name for p in out.iterdir())
+    for dataset in (str(tmp_path / "missing"), str(tmp_path)):  # no such folder; a folder that is no dataset
+        with pytest.raises((FileNotFoundError, ValueError)):
+            train.main([*GPT, "--dataset", dataset, "--max-steps", "2", "--out-dir", str(out), "--overwrite"])
+        assert sorted(p.name for p in out.iterdir()) == before and len(rows(out)) == 2
+    data_files = sorted(p.name for p in Path(lm_folder).iterdir())
+    for out_dir in (lm_folder, str(Path(lm_folder) / "run")):  # the data itself; a folder inside it
+        with pytest.raises(ValueError, match="overlap: a run folder is never an input"):
+            train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", out_dir, "--overwrite"])
+    assert sorted(p.name for p in Path(lm_folder).iterdir()) == data_files
+    train.main(["--out-dir", str(out), "--export-hf", str(out / "hf")])  # an input inside the run folder
+    with pytest.raises(ValueError, match="--init-from .* overlap"):
+        train.main([*GPT, "--dataset", lm_folder, "--init-from", str(out / "hf"), "--out-dir", str(out), "--overwrite"])
+    assert (out / "hf" / "model.safetensors").exists() and len(rows(out)) == 2
+
+
+def test_two_runs_started_at_once_into_one_folder_one_is_refused(lm_folder, tmp_path):
+    """Two real processes into the same new folder: one runs, the other is refused by its run.lock
+    (exit 2, naming the process); the lock goes with its run, and a dead process's lock is taken over."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "train.py", *GPT, "--dataset", lm_folder, "--max-steps", "400", "--out-dir", str(out)]
+    logs = {k: open(tmp_path / f"{k}.log", "w") for k in "ab"}  # noqa: SIM115 (closed with the processes)
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT) for log in logs.values()]
+    while all(p.poll() is None for p in procs):
+        time.sleep(0.1)
+    loser = next(p for p in procs if p.poll() is not None)
+    winner = next(p for p in procs if p is not loser)
+    while winner.poll() is None and '"loss"' not in (
+        (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text() or ""
+    ):
+        time.sleep(0.1)  # training (SIGTERM then stops it at a checkpoint)
+    winner.send_signal(signal.SIGTERM)
+    assert loser.wait() == 2 and "is in use: process" in (tmp_path / f"{'ab'[procs.index(loser)]}.log").read_text()
+    assert winner.wait() in (0, train.STOPPED) and (out / "log.txt").read_text().count('"command"') == 1
+    assert not (out / "run.lock").exists()
+    for log in logs.values():
+        log.close()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / "run.lock").write_text(str(dead.pid))  # a crashed run's lock
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", str(out), "--overwrite"])
+    assert len(rows(out)) == 2 and not (out / "run.lock").exists()
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()  # SIGKILL, not yet reaped: a zombie holds no folder
+    time.sleep(0.2)
+    (out / "run.lock").write_text(str(killed.pid))
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "3", "--out-dir", str(out), "--overwrite"])
+    assert len(rows(out)) == 3 and killed.wait() == -signal.SIGKILL
+
+
 # 3 ------------------------------------------------------------------------ resume semantics
 
 
@@ -167,8 +222,9 @@ def test_a_folder_of_another_kind_is_named(lm_folder, bert_folder, tmp_path):
         train.main([*GPT, "--dataset", bert_folder, "--out-dir", str(tmp_path / "a")])
     with pytest.raises(ValueError, match="--dataset.*data.py lm.*data.py bert"):
         train.main([*BERT, "--dataset", lm_folder, "--out-dir", str(tmp_path / "b")])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="--dataset.*meta.json"):
-        train.main([*GPT, "--dataset", str(tmp_path), "--out-dir", str(tmp_path / "c")])
+        train.main([*GPT, "--dataset", str(tmp_path / "empty"), "--out-dir", str(tmp_path / "c")])
 
 
 # 6 ---------------------------------------------------------------------- numbers checked once

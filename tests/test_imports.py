@@ -23,7 +23,8 @@ MAY_IMPORT = {  # the project files each top-level file may import (the floor's 
     "data": {"subword", "hf_checkpoint"},  # atomic_write: the one file writer
     "tasks": FLOOR | MODELS | {"data", "subword"},
     "plots": set(),
-    "train": FLOOR | {"tasks", "data", "plots"},  # the loop knows no model
+    "run_folder": set(),
+    "train": FLOOR | {"tasks", "data", "plots", "run_folder"},  # the loop knows no model
     "finetune_glue": FLOOR | {"train", "tasks", "data", "bert", "bart"},
     "study": FLOOR | {"train", "finetune_glue", "tasks", "data", "bench", "plots"},
     "bench": FLOOR | MODELS | {"data", "tasks"},

@@ -172,3 +172,13 @@ def test_commands_continue_their_own_train_runs_and_name_where_results_go(tmp_pa
     argv = study.command_line(evaluate, tmp_path, tmp_path)
     assert argv[-1] == "--evaluate" and study.results_folder(argv, None) == tmp_path / "t"
     assert study.results_folder(study.command_line(prep, tmp_path, tmp_path), None) == tmp_path / "p"
+
+
+@pytest.mark.parametrize("name", study.studies())
+def test_every_study_loads_plans_and_tables_with_nothing_finished(name, tmp_path, capsys):
+    """Each studies/*.py: its runs form a plan (known needs, no cycle), every command is a script of
+    the repository, and its table renders with no finished run (every cell '-')."""
+    module, runs = study.load(name)
+    assert all((study.ROOT / r.command[0]).is_file() for r in runs.values())
+    assert study.main([name, "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(runs) and "| - |" in module.table({})
