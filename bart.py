@@ -33,7 +33,7 @@ from contract import (
     sequence_counts,
     shift_right,
 )
-from decoding import KVCache, beam_search, check_generation, constrain, greedy_search, next_token
+from decoding import KVCache, beam_search, check_generation, check_prompt, constrain, greedy_search, next_token
 from hf_checkpoint import HFCheckpoint
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
@@ -421,10 +421,14 @@ class BartForConditionalGeneration(BartModel):
         Sampling: decoding.next_token (temperature, top_k, top_p). The encoder runs once, cross-attention
         keys/values are computed once, the decoder's own are cached."""
         check_generation(max_new_tokens, num_beams, early_stopping, do_sample, temperature, top_k, top_p)
+        check_prompt(input_ids)
         c = self.config
         ids = c.decoder_start_token_id, c.pad_token_id, c.eos_token_id
         bos = c.forced_bos_token_id if forced_bos_token_id is None else forced_bos_token_id
         eos = c.forced_eos_token_id if forced_eos_token_id is None else forced_eos_token_id
+        for name, i in (("forced_bos_token_id", bos), ("forced_eos_token_id", eos)):
+            if i is not None and not 0 <= i < c.vocab_size:
+                raise ValueError(f"{name} must be an id in [0, vocab_size={c.vocab_size}), got {i}")
         memory, mask = self.encode(input_ids, attention_mask)
         N, L = memory.shape[0] * num_beams, 1 + max_new_tokens  # rows (a row per beam), positions
         memory, mask = memory.repeat_interleave(num_beams, 0), mask.repeat_interleave(num_beams, 0)
@@ -616,6 +620,8 @@ def add_noise(ids, rng, noising, mask_id, full_stop_id, vocab_size, mask_ratio=N
     "infill+permute". Steps in fairseq's order: permute, then the spans, then the rotation."""
     if noising not in NOISINGS:
         raise ValueError(f"noising must be one of {', '.join(NOISINGS)}, got {noising!r}")
+    if len(ids) < 3:
+        raise ValueError(f"add_noise: a document is <s> ... </s> with at least one token inside, got {len(ids)} ids")
     kinds = noising.split("+")
     if "permute" in kinds:
         ids = permute_sentences(ids, rng, full_stop_id)

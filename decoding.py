@@ -13,8 +13,8 @@ import torch
 def check_sampling(temperature, top_k, top_p, name=str):
     """next_token's arguments, checked before any decoding (every family's generate, and GPT's
     sampling CLI, whose `name` spells an argument as its flag)."""
-    if temperature < 0:
-        raise ValueError(f"{name('temperature')} must be >= 0 (0 = greedy), got {temperature}")
+    if not 0 <= temperature < float("inf"):  # NaN fails too
+        raise ValueError(f"{name('temperature')} must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"{name('top_p')} must be in (0, 1], got {top_p}")
     if top_k is not None and top_k < 1:
@@ -37,6 +37,13 @@ def next_token(logits, temperature, top_k, top_p, generator=None):
         drop = probs.cumsum(-1) - probs >= top_p  # tokens after the nucleus is complete (the first always stays)
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+def check_prompt(input_ids):
+    """generate's input: at least one token per row (an encoder or a decoder has nothing to read from
+    (B, 0)); the ids' range is the model's own check."""
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be (batch, length) with length >= 1, got shape {tuple(input_ids.shape)}")
 
 
 def check_generation(max_new_tokens, num_beams, early_stopping, do_sample, temperature, top_k, top_p):

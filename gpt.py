@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contract import Sums, check_ids
-from decoding import KVCache, check_sampling, next_token
+from decoding import KVCache, check_prompt, check_sampling, next_token
 from hf_checkpoint import HFCheckpoint, HFKey
 from layers import ACTIVATIONS
 
@@ -276,6 +276,7 @@ class GPT(HFCheckpoint, nn.Module):
         outgrow the context, each step sees only the last n_positions tokens (recomputed
         without the cache, as nanoGPT does)."""
         check_sampling(temperature, top_k, top_p)
+        check_prompt(idx)
         ctx = self.config.n_positions
         _check_ids(self.config, idx, 0)
         B, T = idx.shape

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contract import Sums, check_ids, check_labels, check_mask, seq2seq_counts, seq2seq_sums, shift_right
-from decoding import KVCache, beam_search, check_generation, constrain, greedy_search, next_token
+from decoding import KVCache, beam_search, check_generation, check_prompt, constrain, greedy_search, next_token
 from hf_checkpoint import HFCheckpoint, read_hf_weights, read_json, resolve_checkpoint
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
@@ -464,6 +464,7 @@ class T5ForConditionalGeneration(T5Model):
         no_repeat_ngram_size n > 0 forbids any n-gram from appearing twice. The encoder runs once,
         cross-attention keys/values are computed once, the decoder's own are cached."""
         check_generation(max_new_tokens, num_beams, early_stopping, do_sample, temperature, top_k, top_p)
+        check_prompt(input_ids)
         memory, mask = self.encode(input_ids, attention_mask)
         N, L = memory.shape[0] * num_beams, 1 + max_new_tokens  # rows (a row per beam), positions
         memory_kv = [
@@ -496,6 +497,11 @@ class T5ForConditionalGeneration(T5Model):
 
 def span_lengths(length, noise_density=0.15, mean_noise_span_length=3.0):
     """T5's arithmetic: (noise tokens, noise spans) of a sequence of `length` tokens."""
+    if not 0 < noise_density < 1 or not mean_noise_span_length >= 1:
+        raise ValueError(
+            f"noise_density must be in (0, 1) and mean_noise_span_length >= 1, got {noise_density}"
+            f" and {mean_noise_span_length}"
+        )
     noise = min(max(int(np.round(length * noise_density)), 1), length - 1)
     return noise, max(int(np.round(noise / mean_noise_span_length)), 1)
 

@@ -139,10 +139,8 @@ class TranslationTask:
         for name, read in weights:
             model.load_state_dict(read())
             for beam in (1, c.beam):
-                t0, key = (
-                    time.perf_counter(),
-                    f"{split}_{name}_{'greedy' if beam == 1 else f'beam{beam}_lp{c.length_penalty}'}",
-                )
+                key = f"{split}_{name}_" + ("greedy" if beam == 1 else f"beam{beam}_lp{c.length_penalty}")
+                t0 = time.perf_counter()
                 hyps = self.translate(model, [s for s, _ in test], beam, c.length_penalty, progress=key)
                 scores = bleu_scores(hyps, [t for _, t in test], c.tgt_lang)
                 results[key] = {**scores, "seconds": time.perf_counter() - t0}
@@ -604,6 +602,8 @@ class DenoisingTask(LMTask):
         self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
         self.context = cfg.context or 512
         self.window = self.context - 2  # the inner tokens; <s> and </s> around them
+        if self.window < 1:
+            raise ValueError(f"context (--context {cfg.context}) must be >= 3 for BART: <s>, a token, </s>")
         self.check_length()
         V, tok = self.meta["vocab_size"], getattr(self.tok, "tok", None)
         found = [tok.token_to_id(t) if tok else None for t in ("<s>", "<pad>", "</s>", "<mask>")]

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -268,6 +269,34 @@ def test_keep_last_never_deletes_every_checkpoint_and_sampling_flags_are_checked
         train.main(["--preset", preset, "--dataset", lm_folder, "--max-steps", "1", "--out-dir", out])
         with pytest.raises(ValueError, match=r"--sample: .* is a --model (t5|bart) run; --sample continues a prompt"):
             train.main(["--out-dir", out, "--sample", "line"])
+
+
+def test_objective_and_generation_arguments_are_checked_by_name(lm_folder, tmp_path):
+    """Issue 35, class 6: values the builders and generate() took silently or failed on deep inside."""
+    import bart
+    import decoding
+    import t5
+
+    for temperature in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+            decoding.check_sampling(temperature, 5, None)
+    for density, mean in ((-0.1, 3.0), (1.5, 3.0), (0.15, 0)):
+        with pytest.raises(ValueError, match="noise_density must be in .0, 1. and mean_noise_span_length >= 1"):
+            t5.span_corruption(np.arange(50), np.random.default_rng(0), 1000, 1, density, mean)
+    for doc in ([], [0], [0, 2]):
+        with pytest.raises(ValueError, match="add_noise: a document is <s> ... </s> with at least one token inside"):
+            bart.add_noise(np.array(doc, dtype=np.int64), np.random.default_rng(0), "infill", 3, -1, 100)
+    model = bart.BartForConditionalGeneration(bart.BartConfig.from_preset("bart-tiny-test", vocab_size=50)).eval()
+    with pytest.raises(ValueError, match=r"forced_bos_token_id must be an id in \[0, vocab_size=50\), got 500"):
+        model.generate(torch.tensor([[5, 6, 2]]), max_new_tokens=3, forced_bos_token_id=500)
+    small_t5 = t5.T5ForConditionalGeneration(t5.T5Config.from_preset("t5-tiny-test", vocab_size=50)).eval()
+    small_gpt = gpt.GPT(gpt.GPTConfig(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2)).eval()
+    for generate in (model.generate, small_t5.generate, lambda x: small_gpt.generate(x, 3)):
+        with pytest.raises(ValueError, match=r"input_ids must be \(batch, length\) with length >= 1, got shape"):
+            generate(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"context \(--context 2\) must be >= 3 for BART"):
+        train.main(["--preset", "bart-tiny-test", "--dataset", lm_folder, "--context", "2", "--out-dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before the run folder was made
 
 
 # 7 --------------------------------------------------------------- errors that name the file
