@@ -717,11 +717,12 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
     (tokenizer, vocabulary, counts). A single text (Tiny Shakespeare) is split as nanoGPT does: the first 90% of
     its characters train, the rest validate; a corpus of documents sends every round(1 / val_fraction)-th document
     to validation, documents ending with the end-of-text token when the tokenizer has one. Documents stream to disk."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
     tok = lm_tokenizer(tokenizer, source, root)
     out = Path(out_dir or prep_dir() / _UNSAFE.sub("_", f"lm-{source}-{Path(tokenizer).stem}"))
     out.mkdir(parents=True, exist_ok=True)
-    dtype = _id_dtype(tok.vocab_size)
-    counts = {"train": 0, "val": 0}
+    dtype, counts = _id_dtype(tok.vocab_size), {"train": 0, "val": 0}
     with contextlib.ExitStack() as stack:
         files = {s: stack.enter_context(open(out / f"{s}.bin.tmp", "wb")) for s in counts}
 
@@ -739,8 +740,9 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
             for n, text in enumerate(_lm_texts(source, root)):
                 ids = tok.encode(text) + ([tok.eot] if tok.eot is not None else [])
                 write("val" if n % every == every - 1 else "train", ids)
-    for split in counts:
-        os.replace(out / f"{split}.bin.tmp", out / f"{split}.bin")
+    for split in counts:  # the folder's files are replaced only when there is text to train on
+        tmp = out / f"{split}.bin.tmp"
+        os.replace(tmp, out / f"{split}.bin") if counts["train"] else tmp.unlink()
     if not counts["train"]:
         raise ValueError(f"--source {source}: no text to train on (0 tokens)")
     meta = dict(kind="lm", source=source, tokenizer=tokenizer, vocab_size=tok.vocab_size, dtype=dtype.__name__)
@@ -965,9 +967,7 @@ def main(argv=None):
         b.add_argument("--" + f.name.replace("_", "-"), default=f.default, **kind)
     lm = sub.add_parser("lm", help="text -> token ids in train.bin / val.bin (GPT training data)")
     lm.add_argument("--source", default="shakespeare", help="shakespeare, books, wiki, books+wiki, a .txt, hf:<name>")
-    lm.add_argument(
-        "--tokenizer", default="char", help="char, gpt2, cl100k_base, bpe<N>, bart-bpe<N>, unigram<N>, a .json"
-    )
+    lm.add_argument("--tokenizer", default="char", help="char, gpt2, cl100k_base, (bart-)bpe<N>, unigram<N>, .json")
     lm.add_argument("--out", default=None)
     lm.add_argument("--val-fraction", type=float, default=0.1)
     d = sub.add_parser("download", help="fetch the raw data into $DATA_DIR (online): " + ", ".join(WEB))

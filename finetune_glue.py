@@ -560,6 +560,8 @@ def main(argv=None):
             raise SystemExit(f"--task: {t!r} is not a GLUE task ({', '.join(METRICS)})")
     if a.exit_curve and not a.early_exit:
         raise SystemExit("--exit-curve needs --early-exit pabee or deebert")
+    if len(set(a.seeds)) < len(a.seeds):  # one run would count twice in the mean and the std
+        raise ValueError(f"--seeds must be distinct, got {' '.join(map(str, a.seeds))}")
     master = int(os.environ.get("RANK", 0)) == 0
     out_root = Path(a.out_dir)
     a.init_from = start_point(a, out_root, master)

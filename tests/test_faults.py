@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -297,6 +298,22 @@ def test_objective_and_generation_arguments_are_checked_by_name(lm_folder, tmp_p
     with pytest.raises(ValueError, match=r"context \(--context 2\) must be >= 3 for BART"):
         train.main(["--preset", "bart-tiny-test", "--dataset", lm_folder, "--context", "2", "--out-dir", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # refused before the run folder was made
+
+
+def test_data_py_lm_checks_before_it_replaces_a_prepared_folder(lm_folder, tmp_path):
+    """Issue 35, classes 1 and 6: an empty corpus into a prepared folder leaves its files as they were
+    (no .tmp left); --val-fraction outside (0, 1) is refused before any folder is made."""
+    out = tmp_path / "lm"
+    shutil.copytree(lm_folder, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty.txt: no text to train on"):
+        data.prepare_lm(str(tmp_path / "empty.txt"), "char", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    for fraction in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"--val-fraction must be in \(0, 1\), got"):
+            data.prepare_lm(str(tmp_path / "empty.txt"), "char", tmp_path / "new", val_fraction=fraction)
+    assert not (tmp_path / "new").exists()
 
 
 # 7 --------------------------------------------------------------- errors that name the file

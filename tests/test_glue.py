@@ -521,3 +521,10 @@ def test_an_interrupted_run_resumes_only_with_its_own_config(glue_env, tmp_path)
     with pytest.raises(ValueError, match="another config"):
         G.main(args(glue_env, tmp_path, *common, "--lr", "1e-3"))
     assert G.main(args(glue_env, tmp_path, *common))["sst2"][0]["val_acc"] == first["val_acc"]
+
+
+def test_repeated_seeds_are_refused_before_any_run(glue_env, tmp_path):
+    """--seeds 1 1 would count one run twice in the mean and the std (issue 35, class 6)."""
+    with pytest.raises(ValueError, match="--seeds must be distinct, got 1 2 1"):
+        G.main(args(glue_env, tmp_path, "--task", "sst2", "--seeds", "1", "2", "1"))
+    assert not any(tmp_path.iterdir())
