@@ -199,6 +199,8 @@ class Run:
             self.rank, self.world = 0, 1
         self.ddp = self.distributed and not cfg.fsdp
         dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {dev}: this machine has no CUDA device; give --device cpu (or auto)")
         self.device = torch.device(dev, torch.cuda.current_device()) if dev == "cuda" else torch.device(dev)
         self.out = Path(cfg.out_dir)
         self.master = self.rank == 0

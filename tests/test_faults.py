@@ -254,6 +254,15 @@ def test_settings_are_checked_before_any_work(flags, name, lm_folder, tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
+def test_device_cuda_without_a_gpu_and_an_unknown_model_leave_no_folder(lm_folder, tmp_path):
+    with pytest.raises(ValueError, match="--device cuda: this machine has no CUDA device"):
+        train.main([*GPT, "--dataset", lm_folder, "--out-dir", str(tmp_path / "run"), "--device", "cuda"])
+    with pytest.raises(ValueError, match="--model must be one of transformer, .* got 'gpt3'"):
+        train.main(["--model", "gpt3", "--out-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
 def test_keep_last_never_deletes_every_checkpoint_and_sampling_flags_are_checked(lm_folder, tmp_path):
     out = str(tmp_path / "run")
     train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", out])
