@@ -81,7 +81,9 @@ class BartConfig:
     @classmethod
     def from_preset(cls, name, **overrides):
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+            raise ValueError(
+                f"unknown arch {name!r} (a key of bart.PRESETS, train.py's --arch): choose from {sorted(PRESETS)}"
+            )
         return cls(**{**PRESETS[name], **overrides})
 
     @classmethod

@@ -75,7 +75,9 @@ class BertConfig:
     @classmethod
     def from_preset(cls, name, **overrides):
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+            raise ValueError(
+                f"unknown arch {name!r} (a key of bert.PRESETS, train.py's --arch): choose from {sorted(PRESETS)}"
+            )
         return cls(**{**PRESETS[name], **overrides})
 
     @classmethod

@@ -62,7 +62,9 @@ class GPTConfig:
     @classmethod
     def from_preset(cls, name, **overrides):
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+            raise ValueError(
+                f"unknown arch {name!r} (a key of gpt.PRESETS, train.py's --arch): choose from {sorted(PRESETS)}"
+            )
         return cls(**{**PRESETS[name], **overrides})
 
     @classmethod

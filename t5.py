@@ -81,7 +81,9 @@ class T5Config:
     @classmethod
     def from_preset(cls, name, **overrides):
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+            raise ValueError(
+                f"unknown arch {name!r} (a key of t5.PRESETS, train.py's --arch): choose from {sorted(PRESETS)}"
+            )
         return cls(**{**PRESETS[name], **overrides})
 
     @classmethod

@@ -207,12 +207,12 @@ class Run:
         if self.master:
             check_folder(cfg, self.out, resume, overwrite)  # before any work
         self.task = (task or make_task)(cfg, self.world)
-        if self.master:
-            claim(self.out, resume, overwrite)  # the destructive step last, once the data is read
 
         # model and optimizer
         torch.manual_seed(cfg.seed)
         self.model = self.task.build_model().to(self.device)
+        if self.master:
+            claim(self.out, resume, overwrite)  # the destructive step last, once the data and the model are made
         if cfg.fsdp:
             self.shard()
         groups, betas = param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.llrd), (cfg.beta1, cfg.beta2)

@@ -255,11 +255,13 @@ def test_settings_are_checked_before_any_work(flags, name, lm_folder, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
-def test_device_cuda_without_a_gpu_and_an_unknown_model_leave_no_folder(lm_folder, tmp_path):
+def test_device_cuda_without_a_gpu_an_unknown_model_or_arch_leave_no_folder(lm_folder, tmp_path):
     with pytest.raises(ValueError, match="--device cuda: this machine has no CUDA device"):
         train.main([*GPT, "--dataset", lm_folder, "--out-dir", str(tmp_path / "run"), "--device", "cuda"])
     with pytest.raises(ValueError, match="--model must be one of transformer, .* got 'gpt3'"):
         train.main(["--model", "gpt3", "--out-dir", str(tmp_path / "run")])
+    with pytest.raises(ValueError, match=r"unknown arch 'gpt5' \(a key of gpt.PRESETS, train.py's --arch\)"):
+        train.main([*GPT, "--dataset", lm_folder, "--arch", "gpt5", "--out-dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
 
 
