@@ -462,7 +462,9 @@ def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=F
     result = None
     if run.master:
         task, model = run.task, run.model.eval()
-        result = {**task.validate(model, run.autocast), "train_seconds": seconds, "steps": run.step}
+        last = run.evals[-1] if run.evals and run.evals[-1]["step"] == run.step else None  # the run's final validation
+        dev = {k: v for k, v in last.items() if k != "step"} if last else task.validate(model, run.autocast)
+        result = {**dev, "train_seconds": seconds, "steps": run.step}
         if task.poisoned:
             write_text(out / "poisoned_indices.json", json.dumps(task.poisoned))
         if cfg.model in ("bert", "bart") and not glue.early_exit:
