@@ -173,9 +173,7 @@ def beam_search(log_probs, B, nb, L, start, pad, eos, length_penalty, early_stop
         improvable = improvable & (run_scores[:, :1] / lp(length) > worst).any(-1, keepdim=True)
         if gnmt:  # the paper model's exact bound: scores only fall, and lp(L - 1) is the largest divisor
             improvable = improvable & ~(done_flag[:, :1] & (done_scores[:, :1] >= run_scores[:, :1] / lp(L - 1)))
-        settled = ~improvable | (
-            done_flag.all(-1, keepdim=True) & (early_stopping is True)
-        )  # rows that gain nothing more
+        settled = ~improvable | (done_flag.all(-1, keepdim=True) & (early_stopping is True))  # nothing more to gain
         if settled.all() or hits.all():
             break
     return done[:, 0, : 1 + int(done_len[:, 0].max())]

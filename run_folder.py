@@ -17,8 +17,10 @@ def check_folder(cfg, out, resume, overwrite):
     """Before any work: a run folder is none of the run's inputs, nor inside one, nor holding one."""
     for name in ("dataset", "init_from", "tokenizer"):
         value = getattr(cfg, name, "")
+        if not value or not Path(value).exists():
+            continue
         path, o = Path(value).resolve(), out.resolve()
-        if value and Path(value).exists() and (path == o or path in o.parents or o in path.parents):
+        if path == o or path in o.parents or o in path.parents:
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"--out-dir {out} and {flag} {value} overlap: a run folder is never an input or holds one")
     return claimable(out, resume, overwrite)

@@ -70,7 +70,7 @@ def parse_args(argv=None):
     kind = FAMILIES[model].Config if (known.preset or known.model) and model in FAMILIES else None
     defaults = {**{k: f.default for k, f in every.items()}, **(asdict(kind()) if kind else {})}
     defaults |= PRESETS.get(known.preset, {})
-    shown = [f.name for f in fields(kind)] if kind else list(every)
+    shown = family_fields(model) if kind else list(every)
     tail = f"defaults: --preset {known.preset}'s" if known.preset else "defaults: the configs' (P's: --preset P -h)"
     p = argparse.ArgumentParser(description=__doc__, epilog=tail, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a group of settings, applied before the flags")
