@@ -179,6 +179,41 @@ def bert_cases(device, dtype, args):
     ]
 
 
+def albert_cases(device, dtype, args):
+    """Ours vs HF transformers: AlbertForPreTraining (MLM + SOP) and its encoder, same weights, dropout 0;
+    albert-base-v2's layer (768 wide, E = 128, one shared group) applied --albert-layers times (4 by default)."""
+    import transformers
+
+    import albert
+
+    drop = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0)
+    config = albert.AlbertConfig.from_preset(args.albert_preset, num_hidden_layers=args.albert_layers, **drop)
+    torch.manual_seed(0)
+    hf = transformers.AlbertForPreTraining(transformers.AlbertConfig(**config.to_hf("x"))).to(device, dtype)
+    ours = albert.AlbertForPreTraining(config).to(device, dtype)
+    ours.load_hf_state_dict(hf.state_dict())
+    B, L = args.bert_batch, args.bert_seq
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, config.vocab_size, (B, L), generator=g)
+    lengths = torch.randint(1, L + 1, (B,), generator=g)  # uniform: about half the tokens are padding
+    padded = (torch.arange(L)[None] < lengths[:, None]).long()
+    types = (torch.arange(L)[None] >= lengths[:, None] // 2).long() * padded
+    labels = torch.where((torch.rand(B, L, generator=g) < 0.15) & (padded == 1), ids, -100)
+    sop = torch.randint(0, 2, (B,), generator=g)
+    ids, padded, types, labels, sop = (t.to(device) for t in (ids, padded, types, labels, sop))
+    full = torch.ones_like(padded)
+    inputs = lambda mask: dict(  # noqa: E731
+        input_ids=ids, attention_mask=mask, token_type_ids=types * mask, labels=labels, sentence_order_label=sop
+    )
+    tag, loss = f"{args.albert_preset} x{args.albert_layers} {B}x{L}", lambda out: out.loss  # noqa: E731
+    enc, real = dict(input_ids=ids, attention_mask=padded, token_type_ids=types), (padded == 1)[..., None]
+    return [
+        Case(f"AlbertForPreTraining {tag} train step", ours, hf, inputs(full), True, output=loss),
+        Case(f"AlbertForPreTraining {tag} train step, half padded", ours, hf, inputs(padded), True, None, loss, True),
+        Case(f"AlbertModel {tag} infer, half padded", ours.albert, hf.albert, enc, False, real, lambda out: out[0]),
+    ]
+
+
 class Generate(nn.Module):
     """A model's generate() as a forward, so that a generation case times like any other."""
 
@@ -312,7 +347,7 @@ def bart_cases(device, dtype, args):
     return seq2seq_cases(f"BART ({name} {L}+{L}L)", ours, hf, config.vocab_size, device, args)
 
 
-CASES = [transformer_cases, bert_cases, gpt_cases, t5_cases, bart_cases]
+CASES = [transformer_cases, bert_cases, albert_cases, gpt_cases, t5_cases, bart_cases]
 
 
 # ------------------------------------------------------------------------------- measuring
@@ -463,6 +498,8 @@ def main(argv=None):
     p.add_argument("--bert-preset", default="bert-small")
     p.add_argument("--bert-batch", type=int, default=16)
     p.add_argument("--bert-seq", type=int, default=128)
+    p.add_argument("--albert-preset", default="albert-base-v2")
+    p.add_argument("--albert-layers", type=int, default=4)
     p.add_argument("--gpt-d", type=int, default=512)
     p.add_argument("--gpt-layers", type=int, default=4)
     p.add_argument("--gpt-batch", type=int, default=8)

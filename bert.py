@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from contract import ClassifierOutput, Sums, check_ids, classifier_loss_sum, classifier_sums, sequence_counts
 from hf_checkpoint import HFCheckpoint
-from layers import ACTIVATIONS, pack_tokens, unpack_tokens
+from layers import ACTIVATIONS, PostLNLayer, init_bert_weights, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
 
@@ -247,39 +247,6 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
-class BertLayer(nn.Module):
-    """Post-LN encoder layer: x = norm(x + attn(x)); x = norm(x + ff(x))."""
-
-    def __init__(self, c: BertConfig):
-        super().__init__()
-        C = c.hidden_size
-        self.n_head = c.num_attention_heads
-        self.qkv = nn.Linear(C, 3 * C)  # query, key and value in one matmul
-        self.attn_out = nn.Linear(C, C)
-        self.attn_norm = nn.LayerNorm(C, eps=c.layer_norm_eps)
-        self.ff_in = nn.Linear(C, c.intermediate_size)
-        self.ff_out = nn.Linear(c.intermediate_size, C)
-        self.ff_norm = nn.LayerNorm(C, eps=c.layer_norm_eps)
-        self.act = ACTIVATIONS[c.hidden_act]
-        self.dropout = nn.Dropout(c.hidden_dropout_prob)
-        self.attn_dropout = c.attention_probs_dropout_prob
-
-    def forward(self, x, mask=None, packed=None):
-        """x: (B, T, C), or (N, C) real tokens when `packed` = (index, B, T) says where they sit.
-        mask: None (attend everywhere) or (B, 1, 1, T) bool, True at real keys."""
-        qkv = self.qkv(x)  # (..., 3C)
-        if packed is not None:
-            qkv = unpack_tokens(qkv, *packed)  # (B, T, 3C), zeros at padding
-        B, T, _ = qkv.shape
-        q, k, v = qkv.view(B, T, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v, mask, self.attn_dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, C)
-        if packed is not None:
-            y = pack_tokens(y, packed[0])  # (N, C)
-        x = self.attn_norm(x + self.dropout(self.attn_out(y)))
-        return self.ff_norm(x + self.dropout(self.ff_out(self.act(self.ff_in(x)))))
-
-
 class BertOutput(NamedTuple):
     last_hidden_state: Tensor  # (B, T, C); zeros at padded positions when padding was skipped
     pooler_output: Tensor | None  # (B, C): tanh(W h_[CLS] + b), None without a pooler
@@ -300,7 +267,7 @@ class BertModel(_HFCheckpoint, nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(PostLNLayer(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
         self.skip_padding = True
         _init_weights(self, config)
@@ -357,17 +324,7 @@ _MASK_INTS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, tor
 
 
 def _init_weights(module, c):
-    """BERT's initialization: N(0, initializer_range) weights and embeddings, zero biases, unit norms."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=c.initializer_range)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
-            nn.init.zeros_(m.weight[m.padding_idx])
-        if isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_bert_weights(module, c.initializer_range)
 
 
 # ------------------------------------------------------------------------------------ heads

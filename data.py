@@ -2,8 +2,8 @@
 
 - Translation: Multi30k and IWSLT14 readers, a joint subword vocabulary trained with HF `tokenizers` on the train
   split only, length filtering, and batching by token count.
-- BERT pretraining: raw text -> sentences -> WordPiece -> create_pretraining_data's truncated samples -> MLM/NSP data
-  as JSON lines and binary shards (sharded, parallel, resumable): `python data.py bert --source books+wiki --out DIR`.
+- Raw text: `iter_documents(source)`, documents of sentences (books, wiki, a .txt, an HF dataset) for BERT's
+  pretraining data (pretraining_data.py: `python data.py bert --source books+wiki --out DIR`) and for the LM's.
 - Language modeling (GPT): char / tiktoken / byte-level BPE token files (train.bin, val.bin):
   `python data.py lm --source shakespeare --tokenizer char`.
 - GLUE: `read_glue(task, split)` for the glue_data TSV layout (all tasks, AX included).
@@ -19,22 +19,19 @@ import json
 import os
 import random
 import re
-import shutil
 import socket
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer
 
 import subword
 from hf_checkpoint import atomic_write
 from subword import CharTokenizer, HFBPETokenizer, HFUnigramTokenizer, TiktokenTokenizer, without_padding  # noqa: F401
 
 PAD, BOS, EOS, SPECIALS = subword.PAD, subword.BOS, subword.EOS, subword.SPECIALS  # the translation vocabularies'
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")  # characters kept out of file names made from a source
+UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.+-]")  # characters kept out of file names made from a source
 
 
 def data_dir():
@@ -49,8 +46,38 @@ def _root(root):
     return Path(root) if root is not None else data_dir()
 
 
-def _id_dtype(n):  # the smallest dtype for ids below n
+def id_dtype(n):  # the smallest dtype for ids below n
     return np.uint16 if n <= 2**16 else np.uint32
+
+
+def read_json(path, what="--dataset"):
+    """A JSON file of ours (meta.json, ...); a corrupt one is named, with what to do about it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{what}: {path} is not valid JSON ({e}); prepare it again") from None
+
+
+def source_stamp(source, root=None):
+    """What identifies a corpus's contents, cheaply: a hash of its files' names, sizes and modification times
+    (an edited file gets a new stamp, so caches keyed by it are made again; "hf:" datasets: their name)."""
+    root, files = _root(root), []
+    for part in source.split("+"):
+        path = Path(part)
+        if part in TRANSLATION_SPLITS:
+            sub = root / (part if part == "multi30k" else "iwslt14/tokenized-lc")
+            files += sorted(sub.glob(f"{TRANSLATION_SPLITS[part]['train']}.*"))
+        elif part == "books":
+            files += sorted((root / "books").glob("*.txt"))
+        elif part in ("wiki", "shakespeare"):
+            files.append(root / ("wiki-sample/wiki_sample.jsonl" if part == "wiki" else "tinyshakespeare/input.txt"))
+        elif not part.startswith("hf:"):
+            files += sorted(path.glob("*.txt")) if path.is_dir() else [path]
+    h = hashlib.sha256(source.encode())
+    for f in (f for f in files if f.is_file()):
+        st = f.stat()
+        h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------- raw corpora
@@ -107,21 +134,26 @@ def hub_reachable(timeout=3.0):  # at once when offline, not after the hub clien
 # --------------------------------------------------------------------------------- tokenizers
 
 
-def tokenizer_file(path):  # a tokenizer.json named by --tokenizer
+def read_tokenizer(path, what="--tokenizer"):
+    """An HF tokenizer.json; a missing, corrupt or foreign file is named in one sentence."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--tokenizer {path}: no such file (a tokenizer.json)")
-    return Tokenizer.from_file(str(path))
+        raise FileNotFoundError(f"{what} {path}: no such file (a tokenizer.json)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises a bare Exception
+        raise ValueError(f"{what} {path}: not an HF tokenizer.json ({str(e).splitlines()[0][:120]})") from None
 
 
 def translation_tokenizer(dataset, src_lang="de", tgt_lang="en", vocab_size=8000, kind="bpe", root=None):
     """The joint source+target tokenizer of a dataset, trained on its train split only, saved to
-    $PREP_DIR/<dataset>/ and reused (both directions share it); kind "<path>.json": that file's."""
+    $PREP_DIR/<dataset>/ (named with the train files' source_stamp) and reused (both directions share it); kind
+    "<path>.json": that file's."""
     if kind.endswith(".json"):  # e.g. a pretraining export's, so that its ids carry over
-        return tokenizer_file(kind)
+        return read_tokenizer(kind)
     langs = "-".join(sorted((src_lang, tgt_lang)))
-    path = prep_dir() / dataset / f"tokenizer-{langs}-{kind}{vocab_size}.json"
+    path = prep_dir() / dataset / f"tokenizer-{langs}-{kind}{vocab_size}-{source_stamp(dataset, root)}.json"
     if path.exists():
-        return Tokenizer.from_file(str(path))
+        return read_tokenizer(path, "the cached tokenizer")
     pairs = read_parallel(dataset, "train", src_lang, tgt_lang, root)
     tok = subword.train_subword_tokenizer([s for pair in pairs for s in pair], vocab_size, kind)
     atomic_write(path, lambda tmp: tok.save(str(tmp)))
@@ -195,14 +227,8 @@ def write_jsonl(path, rows):
     atomic_write(path, save)
 
 
-# ------------------------------------------------------------------ BERT pretraining: raw text
-#
-# The seed's stages: raw text -> documents of sentences -> WordPiece ids -> truncated samples ([CLS] A [SEP] B [SEP],
-# create_pretraining_data's semantics) -> MLM/NSP training data, written as JSON lines (readable) and as binary
-# shards (uint16/uint32 .npy, memory-mapped by train.py).
-
-CLS, SEP, MASK, WP_PAD, WP_UNK = "[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]"
-WORDPIECE_SPECIALS = [WP_PAD, WP_UNK, CLS, SEP, MASK]
+# ----------------------------------------------------------------- raw text: documents of sentences
+# (BERT's pretraining data, pretraining_data.py, and language modeling's below)
 
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "e.g", "i.e", "no", "vol", "fig"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
@@ -280,310 +306,6 @@ def iter_documents(source, root=None):
                 yield from (list(doc) for full, doc in itertools.groupby(map(str.strip, lines), key=bool) if full)
 
 
-# ------------------------------------------------------------------ BERT pretraining: tokenizer
-
-
-def train_wordpiece(texts, vocab_size=30522, lowercase=True):
-    """A BERT WordPiece tokenizer (BERT's normalizer and pre-tokenizer, '##' continuations, the
-    specials [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0-4) trained on an iterator of texts."""
-    tok = Tokenizer(models.WordPiece(unk_token=WP_UNK))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=WORDPIECE_SPECIALS, show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    cls, sep = tok.token_to_id(CLS), tok.token_to_id(SEP)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1", special_tokens=[(CLS, cls), (SEP, sep)]
-    )
-    return tok
-
-
-def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, root=None):
-    """A WordPiece tokenizer: loaded from `path` (a tokenizer.json or vocab.txt file, or a folder holding one, like an
-    HF checkpoint; padding and truncation switched off, see without_padding), or trained on the corpus `source`
-    (see iter_documents), cached in $PREP_DIR/bert/ and reused."""
-    from tokenizers.implementations import BertWordPieceTokenizer
-
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            path = next((path / n for n in ("tokenizer.json", "vocab.txt") if (path / n).exists()), path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer: {path} is not a tokenizer.json or vocab.txt (or a folder with one)")
-        if path.suffix == ".json":
-            return without_padding(Tokenizer.from_file(str(path)))
-        return BertWordPieceTokenizer(str(path), lowercase=lowercase)._tokenizer
-    if source is None:
-        raise ValueError("bert_tokenizer: give a tokenizer path or a corpus source to train one on")
-    name = f"wordpiece-{_UNSAFE.sub('_', source)}-{vocab_size}{'' if lowercase else '-cased'}"
-    cached = prep_dir() / "bert" / f"{name}.json"
-    if cached.exists():
-        return Tokenizer.from_file(str(cached))
-    tok = train_wordpiece((s for doc in iter_documents(source, root) for s in doc), vocab_size, lowercase)
-    atomic_write(cached, lambda tmp: tok.save(str(tmp)))
-    return tok
-
-
-# ------------------------------------------------------------ BERT pretraining: samples and masks
-
-
-class Vocab(NamedTuple):
-    """What sample making needs to know of a WordPiece vocabulary, as ids."""
-
-    size: int
-    cls: int
-    sep: int
-    mask: int
-    pad: int
-    continuation: tuple  # continuation[i]: token i starts with '##' (whole-word masking)
-
-    @classmethod
-    def of(cls, tokenizer):
-        vocab, cont = tokenizer.get_vocab(), [False] * tokenizer.get_vocab_size()
-        for token, i in vocab.items():
-            cont[i] = token.startswith("##")
-        ids = [vocab.get(t) for t in (CLS, SEP, MASK, WP_PAD)]
-        if None in ids:
-            raise ValueError(f"the tokenizer lacks one of {CLS} {SEP} {MASK} {WP_PAD}")
-        return cls(tokenizer.get_vocab_size(), *ids, tuple(cont))
-
-
-def truncate_pair(a, b, max_tokens, rng):
-    """Trim the longer of two segments, a token at a time from its front or back at random, until
-    they fit together in max_tokens (create_pretraining_data's truncate_seq_pair)."""
-    while len(a) + len(b) > max_tokens:
-        longer = a if len(a) > len(b) else b
-        longer.pop(0 if rng.random() < 0.5 else -1)
-
-
-def mask_tokens(ids, vocab, rng, masked_lm_prob=0.15, max_predictions=20, whole_word=False):
-    """BERT's masking of one sample (create_masked_lm_predictions): candidates are all but [CLS] and [SEP] (whole
-    words with whole_word), shuffled; round(len * prob) of them (at least 1, at most max_predictions) are chosen;
-    each becomes [MASK] (80%), stays (10%) or a random vocabulary id (10%). -> (masked ids, sorted positions,
-    original ids there)."""
-    candidates = []
-    for i, t in enumerate(ids):
-        if t in (vocab.cls, vocab.sep):
-            continue
-        if whole_word and candidates and vocab.continuation[t]:
-            candidates[-1].append(i)
-        else:
-            candidates.append([i])
-    rng.shuffle(candidates)
-    n_predict = min(max_predictions, max(1, int(round(len(ids) * masked_lm_prob))))
-    out, chosen = list(ids), []
-    for group in candidates:
-        if len(chosen) >= n_predict:
-            break
-        if len(chosen) + len(group) > n_predict:
-            continue  # a whole word that does not fit: try the next
-        for i in group:
-            if rng.random() < 0.8:
-                out[i] = vocab.mask
-            elif rng.random() >= 0.5:  # else: keep the original token
-                out[i] = rng.randint(0, vocab.size - 1)
-            chosen.append(i)
-    chosen.sort()
-    return out, chosen, [ids[i] for i in chosen]
-
-
-def document_samples(documents, d, vocab, rng, max_seq_length=128, short_seq_prob=0.1):
-    """The (unmasked) NSP samples of document `d` (sentences as lists of ids), with create_instances_from_document's
-    semantics: a target length (max_seq_length - 3, or with probability short_seq_prob a random shorter one);
-    sentences gathered up to it; segment A = a random number of the leading ones; B = the rest (label 0), or with
-    probability 1/2 (always for a single sentence) text from a random other document (label 1), whose unused
-    sentences go back into the stream; the longer segment trimmed at random ends. -> [(ids, token_type_ids, nsp)]."""
-    document, max_tokens = documents[d], max_seq_length - 3
-    target = max_tokens if rng.random() >= short_seq_prob else rng.randint(2, max_tokens)
-    samples, chunk, length, i = [], [], 0, 0
-    while i < len(document):
-        chunk.append(document[i])
-        length += len(document[i])
-        if i == len(document) - 1 or length >= target:
-            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-            a, b = [t for s in chunk[:a_end] for t in s], []
-            random_next = len(chunk) == 1 or rng.random() < 0.5
-            if random_next:
-                for _ in range(10):  # another document, if one can be found in 10 tries
-                    other = rng.randint(0, len(documents) - 1)
-                    if other != d:
-                        break
-                other = documents[other]
-                for sentence in other[rng.randint(0, len(other) - 1) :]:
-                    b.extend(sentence)
-                    if len(b) >= target - len(a):
-                        break
-                i -= len(chunk) - a_end  # the sentences after A were not used: read them again
-            else:
-                b = [t for s in chunk[a_end:] for t in s]
-            truncate_pair(a, b, max_tokens, rng)
-            ids = [vocab.cls, *a, vocab.sep, *b, vocab.sep]
-            samples.append((ids, [0] * (len(a) + 2) + [1] * (len(b) + 1), int(random_next)))
-            chunk, length = [], 0
-        i += 1
-    return samples
-
-
-# ---------------------------------------------------------- BERT pretraining: the sharded pipeline
-
-_WORKER = {}  # a worker process's tokenizer (see _worker_init)
-
-
-@dataclass
-class PretrainingSpec:
-    """How pretraining samples are made (google-research/bert's flags and defaults)."""
-
-    max_seq_length: int = 128
-    short_seq_prob: float = 0.1
-    masked_lm_prob: float = 0.15
-    max_predictions_per_seq: int = 20
-    dupe_factor: int = 10  # passes over the corpus, each with new segments and new masks
-    whole_word_mask: bool = False
-    static_masking: bool = True  # False: store unmasked samples, mask at load time (RoBERTa's dynamic masking)
-    seed: int = 12345
-    valid_every: int = 50  # every 50th document is held out (the valid split, one pass)
-    shard_chars: int = 4_000_000  # a shard closes after this much text: bounds each worker's memory
-
-
-def _shards(source, spec, root):
-    """(split, shard index, documents) groups of raw documents, streamed from the source."""
-    groups, sizes, counts = {"train": [], "valid": []}, {"train": 0, "valid": 0}, {"train": 0, "valid": 0}
-    for n, doc in enumerate(iter_documents(source, root)):
-        split = "valid" if spec.valid_every and n % spec.valid_every == 0 else "train"
-        groups[split].append(doc)
-        sizes[split] += sum(map(len, doc))
-        if sizes[split] >= spec.shard_chars:
-            yield split, counts[split], groups[split]
-            groups[split], sizes[split], counts[split] = [], 0, counts[split] + 1
-    yield from ((split, counts[split], docs) for split, docs in groups.items() if docs)
-
-
-def _shard_samples(documents, tokenizer, spec, split, index):
-    """The shard's samples, as create_pretraining_data makes them from one input file: documents
-    tokenized and shuffled, dupe_factor passes over them, the samples shuffled."""
-    rng = random.Random(f"{spec.seed}-{split}-{index}")  # independent of how many workers run
-    vocab = Vocab.of(tokenizer)
-    encoded = tokenizer.encode_batch_fast([s for doc in documents for s in doc], add_special_tokens=False)
-    bounds = itertools.pairwise([0, *itertools.accumulate(map(len, documents))])  # each document's sentences
-    # sentences -> ids; sentences that tokenize to nothing are dropped, then documents left empty
-    docs = [doc for i, j in bounds if (doc := [e.ids for e in encoded[i:j] if e.ids])]
-    del encoded
-    rng.shuffle(docs)
-    dtype = _id_dtype(max(vocab.size, spec.max_seq_length))
-    samples, masking = [], (spec.masked_lm_prob, spec.max_predictions_per_seq, spec.whole_word_mask)
-    for _ in range(spec.dupe_factor if split == "train" else 1):
-        for d in range(len(docs)):
-            for ids, types, nsp in document_samples(docs, d, vocab, rng, spec.max_seq_length, spec.short_seq_prob):
-                pos, labels = [], []
-                if spec.static_masking:
-                    ids, pos, labels = mask_tokens(ids, vocab, rng, *masking)
-                # one small array per sample (~10x less memory than Python lists): what bounds a worker
-                samples.append(np.array([len(ids), types.index(1), nsp, *ids, *pos, *labels], dtype=dtype))
-    rng.shuffle(samples)
-    return samples
-
-
-def _unpack_sample(a):
-    """A packed sample -> (ids, b_start, nsp, masked positions, original ids), numpy arrays and ints."""
-    n, b_start, nsp = int(a[0]), int(a[1]), int(a[2])
-    m = (len(a) - 3 - n) // 2
-    return a[3 : 3 + n], b_start, nsp, a[3 + n : 3 + n + m], a[3 + n + m :]
-
-
-def _worker_init(tokenizer_json):
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
-    _WORKER["tokenizer"] = Tokenizer.from_str(tokenizer_json)
-
-
-def _write_shard(job):
-    """Make one shard's samples and write them (JSON lines and/or binary), each file atomically."""
-    documents, spec, split, index, out, formats = job
-    samples = _shard_samples(documents, _WORKER["tokenizer"], spec, split, index)
-    name = f"{split}-{index:05d}"
-    if "jsonl" in formats:
-        rows = (
-            {
-                "input_ids": ids.tolist(),
-                "token_type_ids": [0] * b_start + [1] * (len(ids) - b_start),
-                "masked_lm_positions": pos.tolist(),
-                "masked_lm_labels": labels.tolist(),
-                "next_sentence_label": nsp,
-            }
-            for ids, b_start, nsp, pos, labels in map(_unpack_sample, samples)
-        )
-        write_jsonl(Path(out) / f"{name}.jsonl", rows)
-    if "bin" in formats:
-        _write_binary(Path(out) / name, samples, _WORKER["tokenizer"].get_vocab_size())
-    return split, index, len(samples), sum(int(s[0]) for s in samples)
-
-
-def _write_binary(folder, samples, vocab_size):
-    """A shard as .npy arrays in a folder (renamed into place when complete): all samples' token ids concatenated,
-    sample offsets, where segment B starts, NSP labels, and the masked positions / original ids with their offsets."""
-    dtype = _id_dtype(vocab_size)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    parts = [_unpack_sample(s) for s in samples]  # views into the packed arrays: no copies
-    cat = lambda arrays, dt: np.concatenate(arrays).astype(dt) if arrays else np.zeros(0, dt)  # noqa: E731
-    arrays = {
-        "ids": cat([p[0] for p in parts], dtype),
-        "offsets": np.cumsum([0] + [len(p[0]) for p in parts], dtype=np.int64),
-        "b_start": np.array([p[1] for p in parts], dtype=np.int32),
-        "nsp": np.array([p[2] for p in parts], dtype=np.uint8),
-        "mlm_positions": cat([p[3] for p in parts], np.int32),
-        "mlm_labels": cat([p[4] for p in parts], dtype),
-        "mlm_offsets": np.cumsum([0] + [len(p[3]) for p in parts], dtype=np.int64),
-    }
-    for k, v in arrays.items():
-        np.save(tmp / f"{k}.npy", v)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def prepare_pretraining(source, out_dir, tokenizer, spec=None, formats=("jsonl", "bin"), workers=None, root=None):
-    """Raw corpus -> MLM/NSP samples in out_dir: `{split}-{k}.jsonl` and/or binary `{split}-{k}/` shards, meta.json.
-    Documents stream in, cut into shards of ~spec.shard_chars of text; `workers` processes (default: all cores) write
-    shards, at most two each in flight: memory stays bounded whatever the corpus size. A rerun keeps finished shards
-    (resumable); the output is independent of the worker count. The tokenizer's padding/truncation is not used."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    spec = spec or PretrainingSpec()
-    tokenizer = without_padding(tokenizer)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta_path = out / "meta.json"
-    settings = {"source": source, "spec": asdict(spec), "formats": list(formats)}
-    settings["tokenizer"] = tokenizer_hash(tokenizer)
-    if meta_path.exists() and json.loads(meta_path.read_text()).get("settings") != settings:
-        raise ValueError(f"--out {out} holds data made with another tokenizer or other settings; choose another --out")
-    atomic_write(out / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
-    workers = workers or os.cpu_count()
-    stats, pending = [], set()
-
-    def done(split, k):
-        jsonl, binary = out / f"{split}-{k:05d}.jsonl", out / f"{split}-{k:05d}"
-        return ("jsonl" not in formats or jsonl.exists()) and ("bin" not in formats or binary.is_dir())
-
-    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(tokenizer.to_str(),)) as pool:
-        for split, k, documents in _shards(source, spec, root):
-            if done(split, k):
-                stats.append(_shard_stats(out, split, k, formats))
-                continue
-            if len(pending) >= 2 * workers:  # back-pressure: never more than this many shards in memory
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                stats += [f.result() for f in finished]
-            pending.add(pool.submit(_write_shard, (documents, spec, split, k, str(out), tuple(formats))))
-        stats += [f.result() for f in wait(pending).done]
-    shards = {s: sorted(k for split, k, _, _ in stats if split == s) for s in ("train", "valid")}
-    total = lambda i: {s: sum(st[i] for st in stats if st[0] == s) for s in shards}  # i: 2 samples, 3 tokens
-    meta = {"kind": "bert", "settings": settings, "vocab_size": tokenizer.get_vocab_size(), "shards": shards}
-    meta |= {"samples": total(2), "tokens": total(3)}
-    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
-    return meta
-
-
 def tokenizer_hash(tokenizer):
     """What identifies an HF tokenizer: the sha256 of its JSON (its vocabulary, normalizer, ...)."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
@@ -594,87 +316,40 @@ def read_meta(folder, kind):
     path = Path(folder) / "meta.json"
     if not path.exists():
         raise FileNotFoundError(f"--dataset {folder}: no meta.json; prepare the data first (python data.py {kind} ...)")
-    meta = json.loads(path.read_text())
+    meta = read_json(path)
     made = meta.get("kind", "bert" if "settings" in meta else "lm")  # folders made before "kind" was recorded
     if made != kind:
         raise ValueError(f"--dataset {folder} was made by `data.py {made}`; this run needs one of `data.py {kind}`")
+    if meta.get("finished") is False:
+        raise ValueError(f"--dataset {folder} is unfinished (its `data.py {kind}` stopped): run that command again")
     return meta
 
 
-def _shard_stats(out, split, k, formats):
-    """(split, k, samples, tokens) of a finished shard, read back from its files."""
-    if "bin" in formats:
-        offsets = np.load(out / f"{split}-{k:05d}" / "offsets.npy")
-        return split, k, len(offsets) - 1, int(offsets[-1])
-    with open(out / f"{split}-{k:05d}.jsonl") as f:
-        lengths = [len(json.loads(line)["input_ids"]) for line in f]
-    return split, k, len(lengths), sum(lengths)
-
-
-class PretrainingData:
-    """The binary shards of one split of a prepared folder, memory-mapped: random access to
-    samples without loading the corpus. data[i] -> (ids, b_start, nsp, mlm_positions, mlm_labels)."""
-
-    def __init__(self, folder, split="train"):
-        folder = Path(folder)
-        self.meta = read_meta(folder, "bert")
-        if "bin" not in (formats := self.meta["settings"]["formats"]):
-            raise ValueError(f"{folder} has no binary shards (prepared with formats {formats})")
-        self.spec = PretrainingSpec(**self.meta["settings"]["spec"])
-        paths = [folder / f"{split}-{k:05d}" for k in self.meta["shards"][split]]
-        self.shards = [{f.stem: np.load(f, mmap_mode="r") for f in path.glob("*.npy")} for path in paths]
-        self.starts = np.cumsum([0] + [len(s["offsets"]) - 1 for s in self.shards])
-
-    def __len__(self):
-        return int(self.starts[-1])
-
-    def __getitem__(self, i):
-        if not 0 <= i < len(self):
-            raise IndexError(f"sample {i} outside [0, {len(self)})")
-        k = int(np.searchsorted(self.starts, i, side="right")) - 1
-        s, j = self.shards[k], i - int(self.starts[k])
-        ids = s["ids"][s["offsets"][j] : s["offsets"][j + 1]].astype(np.int64)
-        m0, m1 = s["mlm_offsets"][j], s["mlm_offsets"][j + 1]
-        return ids, int(s["b_start"][j]), int(s["nsp"][j]), s["mlm_positions"][m0:m1], s["mlm_labels"][m0:m1]
-
-    def batch(self, indices, vocab, key, mask_prob=0.0, max_predictions=0):
-        """Samples -> a batch (collate_pretraining). Samples stored unmasked get masks drawn by a
-        generator seeded by f"{key}-{index}" (key: seed and epoch, so that dynamic masks change per
-        epoch and repeat after a resume); with mask_prob, every sample is unmasked (its labels put
-        back) and masked again at that rate, at most max_predictions (0: as many as the rate gives)."""
-        s, samples = self.spec, [self[i] for i in indices]
-        prob = mask_prob or s.masked_lm_prob
-        most = (max_predictions or s.max_seq_length) if mask_prob else s.max_predictions_per_seq
-        for k, (i, (ids, b_start, nsp, positions, labels)) in enumerate(zip(indices, samples, strict=True)):
-            if len(positions) == 0 or mask_prob:
-                ids = ids.tolist()
-                for p, label in zip(positions, labels, strict=True):
-                    ids[p] = int(label)
-                ids, positions, labels = mask_tokens(
-                    ids, vocab, random.Random(f"{key}-{i}"), prob, most, s.whole_word_mask
-                )
-                samples[k] = (ids, b_start, nsp, positions, labels)
-        return collate_pretraining(samples, vocab.pad)
-
-
-def collate_pretraining(samples, pad_id=0):
-    """Samples (PretrainingData items) -> right-padded batch tensors in HF's names: input_ids, attention_mask,
-    token_type_ids, labels (the original id at masked positions, -100 elsewhere) and next_sentence_label."""
-    B, T = len(samples), max(len(s[0]) for s in samples)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros(B, T, dtype=torch.long)
-    token_type_ids = torch.zeros(B, T, dtype=torch.long)
-    labels = torch.full((B, T), -100, dtype=torch.long)
-    for r, (ids, b_start, _, positions, originals) in enumerate(samples):
-        n = len(ids)
-        input_ids[r, :n] = torch.as_tensor(ids)
-        attention_mask[r, :n] = 1
-        token_type_ids[r, b_start:n] = 1
-        positions = torch.from_numpy(np.array(positions, dtype=np.int64))
-        labels[r, positions] = torch.from_numpy(np.array(originals, dtype=np.int64))
-    batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels)
-    batch["next_sentence_label"] = torch.tensor([s[2] for s in samples], dtype=torch.long)
-    return batch
+def check_output(out, kind, settings=None, ours=()):
+    """Before any work: `--out` is new, empty, or a folder of `data.py {kind}` made with these `settings` (the same
+    data again). Another kind of data, other settings (another tokenizer or source, ...), or files named as ours
+    (the glob patterns `ours`) without a meta.json are refused, so nothing there is replaced or mixed."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if (out / "meta.json").exists():
+        meta = read_json(out / "meta.json", "--out")
+        made = meta.get("kind", "bert" if "settings" in meta else "lm")
+        if made != kind:
+            raise ValueError(
+                f"--out {out} holds `data.py {made}` data: write `data.py {kind}` elsewhere (another --out)"
+            )
+        old = meta.get("settings", {})
+        if settings is not None and old != settings:
+            diff = ", ".join(sorted(k for k in settings.keys() | old.keys() if old.get(k) != settings.get(k)))
+            raise ValueError(
+                f"--out {out} holds data made with another tokenizer or other settings ({diff}); choose another --out"
+            )
+    elif clash := sorted(p.name for pattern in ours for p in out.glob(pattern)):
+        raise ValueError(
+            f"--out {out} holds {', '.join(clash[:3])} but no meta.json (not data.py's): choose a new --out"
+        )
+    return out
 
 
 # ------------------------------------------------------------------ language modeling (GPT)
@@ -705,10 +380,12 @@ def lm_tokenizer(kind, source=None, root=None):
     if kind in ("gpt2", "cl100k_base", "r50k_base", "o200k_base"):
         return TiktokenTokenizer(kind)
     if kind.endswith(".json"):  # a trained one, e.g. a translation task's: data.py lm then shares its ids
-        return HFBPETokenizer(tokenizer_file(kind))
+        return HFBPETokenizer(read_tokenizer(kind))
     for name, cls in (("bpe", HFBPETokenizer), ("unigram", HFUnigramTokenizer), ("bart-bpe", subword.HFBartTokenizer)):
         if kind.startswith(name) and kind[len(name) :].isdigit():
-            return cls.train(_lm_texts(source, root), int(kind[len(name) :]))
+            if (n := int(kind[len(name) :])) < cls.least_vocab():
+                raise ValueError(f"--tokenizer {kind}: a {name} vocabulary has at least {cls.least_vocab()} tokens")
+            return cls.train(_lm_texts(source, root), n)
     raise ValueError(f"tokenizer must be char, gpt2, cl100k_base, bpe<N>, bart-bpe<N>, unigram<N>, got {kind!r}")
 
 
@@ -719,34 +396,41 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
     to validation, documents ending with the end-of-text token when the tokenizer has one. Documents stream to disk."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    settings = {"source": source, "tokenizer": tokenizer, "val_fraction": val_fraction}
+    out = Path(out_dir or prep_dir() / UNSAFE_CHARS.sub("_", f"lm-{source}-{Path(tokenizer).stem}"))
+    check_output(out, "lm", settings, ours=("train.bin", "val.bin", "tokenizer.json"))
     tok = lm_tokenizer(tokenizer, source, root)
-    out = Path(out_dir or prep_dir() / _UNSAFE.sub("_", f"lm-{source}-{Path(tokenizer).stem}"))
     out.mkdir(parents=True, exist_ok=True)
-    dtype, counts = _id_dtype(tok.vocab_size), {"train": 0, "val": 0}
+    dtype, counts, top, text_seen = id_dtype(tok.vocab_size), {"train": 0, "val": 0}, -1, False
     with contextlib.ExitStack() as stack:
         files = {s: stack.enter_context(open(out / f"{s}.bin.tmp", "wb")) for s in counts}
 
-        def write(split, ids):
-            np.asarray(ids, dtype=dtype).tofile(files[split])
-            counts[split] += len(ids)
+        def write(split, ids, text):
+            nonlocal top, text_seen
+            ids = np.asarray(ids, dtype=dtype)
+            ids.tofile(files[split])
+            counts[split], top = counts[split] + len(ids), max(top, int(ids.max()) if len(ids) else -1)
+            text_seen |= bool(text.strip())
 
         if source == "shakespeare" or source.endswith(".txt"):  # one text: nanoGPT's split by characters
             text = next(_lm_texts(source, root))
             cut = int(len(text) * (1 - val_fraction))
-            write("train", tok.encode(text[:cut]))
-            write("val", tok.encode(text[cut:]))
+            write("train", tok.encode(text[:cut]), text[:cut])
+            write("val", tok.encode(text[cut:]), text[cut:])
         else:
             every = max(1, round(1 / val_fraction))
             for n, text in enumerate(_lm_texts(source, root)):
                 ids = tok.encode(text) + ([tok.eot] if tok.eot is not None else [])
-                write("val" if n % every == every - 1 else "train", ids)
+                write("val" if n % every == every - 1 else "train", ids, text)
+    usable = counts["train"] and text_seen
     for split in counts:  # the folder's files are replaced only when there is text to train on
         tmp = out / f"{split}.bin.tmp"
-        os.replace(tmp, out / f"{split}.bin") if counts["train"] else tmp.unlink()
-    if not counts["train"]:
-        raise ValueError(f"--source {source}: no text to train on (0 tokens)")
-    meta = dict(kind="lm", source=source, tokenizer=tokenizer, vocab_size=tok.vocab_size, dtype=dtype.__name__)
-    meta.update(tokens=counts, **({"chars": tok.chars} if isinstance(tok, CharTokenizer) else {}))
+        os.replace(tmp, out / f"{split}.bin") if usable else tmp.unlink()
+    if not usable:
+        raise ValueError(f"--source {source}: no text to train on ({counts['train']} tokens, all of them whitespace)")
+    meta = dict(kind="lm", settings=settings, source=source, tokenizer=tokenizer, vocab_size=tok.vocab_size)
+    meta.update(dtype=dtype.__name__, tokens=counts, max_id=top)
+    meta.update({"chars": tok.chars} if isinstance(tok, CharTokenizer) else {})
     if isinstance(tok, HFBPETokenizer):
         tok.tok.save(str(out / "tokenizer.json"))
     atomic_write(out / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
@@ -754,17 +438,34 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
 
 
 def load_lm(folder):
-    """A prepared folder -> (meta, tokenizer, {"train": memmap, "val": memmap})."""
+    """A prepared folder -> (meta, tokenizer, {"train": memmap, "val": memmap}), checked in O(1): each file's size is
+    the token count meta.json records, and its recorded largest id (and a sample of 4,096 ids) fits the vocabulary."""
     folder = Path(folder)
     meta = read_meta(folder, "lm")
     if meta["tokenizer"] == "char":
         tok = CharTokenizer(meta["chars"])
     elif (folder / "tokenizer.json").exists():
         cls = HFUnigramTokenizer if meta["tokenizer"].startswith("unigram") else HFBPETokenizer
-        tok = cls(Tokenizer.from_file(str(folder / "tokenizer.json")))
+        tok = cls(read_tokenizer(folder / "tokenizer.json", "--dataset"))
     else:
         tok = TiktokenTokenizer(meta["tokenizer"])
-    splits = {s: np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("train", "val")}
+    if tok.vocab_size != meta["vocab_size"]:
+        raise ValueError(
+            f"--dataset {folder}: its tokenizer has {tok.vocab_size} ids, meta.json says {meta['vocab_size']}"
+        )
+    splits, dtype = {}, np.dtype(meta["dtype"])
+    for s in ("train", "val"):
+        path, n = folder / f"{s}.bin", meta["tokens"][s]
+        size = path.stat().st_size if path.exists() else None
+        if size != n * dtype.itemsize:
+            got = "missing" if size is None else f"{size:,} bytes"
+            raise ValueError(f"--dataset {folder}: {path.name} is {got}, meta.json records {n:,} {dtype} tokens")
+        splits[s] = np.memmap(path, dtype=dtype, mode="r") if n else np.zeros(0, dtype)
+        sampled = int(splits[s][:: max(1, n // 4096)].max()) if n else -1
+        if max(meta.get("max_id", -1), sampled) >= tok.vocab_size:
+            raise ValueError(f"--dataset {folder}: {path.name} holds ids beyond the vocabulary ({tok.vocab_size})")
+    if not meta["tokens"]["train"]:
+        raise ValueError(f"--dataset {folder}: train.bin holds no tokens")
     return meta, tok, splits
 
 
@@ -817,6 +518,8 @@ def read_glue(task, split, root=None):
             raise ValueError(f"{path}: the header has no column {missing[0]!r} (header: {header})")
         text_idx = [header.index(c) for c in text_cols]
         label_idx = header.index(label_col) if label_col in header else None  # test files have no labels
+        if label_idx is None and label_col and not split.startswith("test"):
+            raise ValueError(f"{path}: the header has no label column {label_col!r} (header: {header})")
     out = []
     for n, line in enumerate(lines[first:], start=first + 1):
         r = line.split("\t")
@@ -949,22 +652,13 @@ def main(argv=None):
     """python data.py bert --source books+wiki --out data/prepared/bert-books-wiki-128 [options]
     python data.py lm --source shakespeare --tokenizer char [--out DIR]"""
     import argparse
-    import resource
-    import time
 
-    p = argparse.ArgumentParser(description="Prepare BERT pretraining data (MLM + NSP).")
+    import pretraining_data  # the `bert` command's (it imports this file: only main() imports it back)
+
+    p = argparse.ArgumentParser(description="Prepare training data: BERT pretraining (MLM + NSP), language modeling.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bert", help="raw text -> WordPiece -> truncated samples -> MLM/NSP JSON lines + binary")
-    b.add_argument("--source", default="books+wiki", help="books, wiki, books+wiki, a .txt path, hf:<dataset>")
-    b.add_argument("--out", required=True)
-    b.add_argument("--tokenizer", default=None, help="tokenizer.json / vocab.txt / HF folder; default: train one")
-    b.add_argument("--vocab-size", type=int, default=30522)
-    b.add_argument("--cased", action="store_true")
-    b.add_argument("--formats", default="jsonl,bin")
-    b.add_argument("--workers", type=int, default=None)
-    for f in fields(PretrainingSpec):
-        kind = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        b.add_argument("--" + f.name.replace("_", "-"), default=f.default, **kind)
+    pretraining_data.add_arguments(b)
     lm = sub.add_parser("lm", help="text -> token ids in train.bin / val.bin (GPT training data)")
     lm.add_argument("--source", default="shakespeare", help="shakespeare, books, wiki, books+wiki, a .txt, hf:<name>")
     lm.add_argument("--tokenizer", default="char", help="char, gpt2, cl100k_base, (bart-)bpe<N>, unigram<N>, .json")
@@ -979,21 +673,7 @@ def main(argv=None):
         out = prepare_lm(a.source, a.tokenizer, a.out, a.val_fraction)
         print(out, (out / "meta.json").read_text())
         return out
-    spec = PretrainingSpec(**{f.name: getattr(a, f.name) for f in fields(PretrainingSpec)})
-    t0 = time.time()
-    tok = bert_tokenizer(a.tokenizer, a.source, a.vocab_size, lowercase=not a.cased)
-    t1 = time.time()
-    meta = prepare_pretraining(a.source, a.out, tok, spec, tuple(a.formats.split(",")), a.workers)
-    t2 = time.time()
-    who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)  # peak RSS: this process, its largest worker
-    main_rss, worker_rss = (resource.getrusage(w).ru_maxrss / 1024 for w in who)
-    workers, n = a.workers or os.cpu_count(), meta["samples"]["train"] + meta["samples"]["valid"]
-    report = {k: meta[k] for k in ("samples", "tokens", "vocab_size")} | {"tokenizer_s": round(t1 - t0, 1)}
-    report |= {"samples_s": round(t2 - t1, 1), "samples_per_s": round(n / max(t2 - t1, 1e-9))}
-    report["peak_rss_mib"] = {"main": round(main_rss), "largest_worker": round(worker_rss), "workers": workers}
-    report["peak_rss_mib_bound"] = round(main_rss + workers * worker_rss)  # all processes at their peaks at once
-    print(json.dumps(report, indent=1))
-    return report
+    return pretraining_data.main(a)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ import torch.distributed as dist
 import bart
 import bert
 import data
+import pretraining_data
 import tasks
 import train
 from contract import classifier_loss_sum, classifier_sums, device_of, hf_twin, to_device
@@ -123,30 +123,22 @@ def glue_metrics(task, preds, labels):
 def load_tokenizer(folder):
     """The checkpoint folder's tokenizer.json, or its vocab.txt (lowercased unless its
     tokenizer_config.json says do_lower_case false)."""
-    folder = Path(folder)
-    lower = True
-    if (folder / "tokenizer_config.json").exists():
-        lower = json.loads((folder / "tokenizer_config.json").read_text()).get("do_lower_case", True)
+    folder, config = Path(folder), Path(folder) / "tokenizer_config.json"
+    lower = json.loads(config.read_text()).get("do_lower_case", True) if config.exists() else True
     if not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
         raise FileNotFoundError(f"--init-from: {folder} has no tokenizer.json or vocab.txt")
-    return data.bert_tokenizer(folder, lowercase=lower)  # no padding, no truncation: encode() cuts
+    return pretraining_data.bert_tokenizer(folder, lowercase=lower)  # no padding, no truncation: encode() cuts
 
 
 def truncate_longest_first(a, b, budget):
     """Cut a pair to `budget` tokens as HF tokenizers' longest_first does: the shorter segment
     stays whole when it fits in half the budget; otherwise each gets half, the longer one (the
     second on a tie) the odd token."""
-    n1, n2 = len(a), len(b)
-    if n1 + n2 <= budget:
+    if len(a) + len(b) <= budget:
         return a, b
-    swap = n1 > n2
-    if swap:
-        n1, n2 = n2, n1
-    n2 = n1 if n1 > budget else max(n1, budget - n1)
-    if n1 + n2 > budget:
-        n1 = budget // 2
-        n2 = n1 + budget % 2
-    if swap:
+    short = min(len(a), len(b))
+    n1, n2 = (short, budget - short) if 2 * short <= budget else (budget // 2, budget - budget // 2)
+    if len(a) > len(b):  # (n1, n2) were (shorter, longer)
         n1, n2 = n2, n1
     return a[:n1], b[:n2]
 
@@ -175,7 +167,7 @@ def encode(tok, rows, max_len, specials):
 # ------------------------------------------------------------------------------------ the task
 
 
-@dataclass
+@dataclasses.dataclass
 class GlueConfig:
     """What a GLUE run adds to its recipes.FinetuneConfig (saved in its checkpoints as "task")."""
 
@@ -211,8 +203,10 @@ class GlueTask:
         self.cfg, self.glue, self.task, self.settings = cfg, glue, glue.task, dataclasses.asdict(glue)
         self.micro_size = tasks.micro_size(cfg, world, "batch_size")
         self.folder = resolve_checkpoint(cfg.init_from)
-        self.tok = load_tokenizer(self.folder)
         self.bart, hf = cfg.model.endswith("bart"), json.loads((Path(self.folder) / "config.json").read_text())
+        if hf.get("model_type") not in (("bart",) if self.bart else ("bert", "roberta")):
+            raise ValueError(f"--init-from {cfg.init_from}: a {hf.get('model_type')} model, not --model {cfg.model}'s")
+        self.tok = load_tokenizer(self.folder)
         self.config = bart.BartConfig.from_hf(hf) if self.bart else bert.BertConfig.from_hf(hf)
         limit = self.config.max_position_embeddings if self.bart else self.config.max_length
         if cfg.max_len > limit:
@@ -511,9 +505,12 @@ def summarize(runs):
 
 
 def start_point(a, out_dir, master):
-    """--init-from as an HF folder: a train.py BERT run (a folder of ckpt_*.pt) is exported first to
+    """--init-from as an HF folder: a train.py run of --model's family (a folder of ckpt_*.pt) is exported first to
     out_dir/init-hf (again whenever the run's last checkpoint is another one)."""
     if Path(a.init_from).is_dir() and any(Path(a.init_from).glob("ckpt_*.pt")):
+        made, family = train.load_checkpoint(train.latest_checkpoint(a.init_from))["config"]["model"], a.model
+        if made.removeprefix("hf-") != family.removeprefix("hf-"):
+            raise ValueError(f"--init-from {a.init_from} is a --model {made} run, not one that --model {family} tunes")
         folder = Path(out_dir) / "init-hf"
         if master:
             train.export_hf(a.init_from, folder)

@@ -1,10 +1,12 @@
 """Small building blocks that several families share: activations by the names HF configs use,
-and token packing (the real tokens of a padded batch as one (N, C) matrix, so that position-wise
-layers skip the padding). Imports only torch."""
+token packing (the real tokens of a padded batch as one (N, C) matrix, so that position-wise
+layers skip the padding), BERT's post-LN encoder layer (BERT and ALBERT; its self-attention on
+fused q, k, v projections) and BERT's initialization. Imports only torch."""
 
 from functools import partial
 
 import torch.nn.functional as F
+from torch import nn
 
 ACTIVATIONS = {  # by the names in HF configs (hidden_act, activation_function)
     "gelu": F.gelu,  # exact (erf)
@@ -21,3 +23,57 @@ def pack_tokens(x, index):  # (B, T, C) -> (N, C): the rows at flat positions `i
 
 def unpack_tokens(x, index, B, T):  # (N, C) -> (B, T, C), zeros elsewhere
     return x.new_zeros(B * T, x.shape[-1]).index_copy(0, index, x).view(B, T, -1)
+
+
+def fused_self_attention(qkv, n_head, mask=None, packed=None, dropout=0.0):
+    """Multi-head self-attention from fused projections: qkv (B, T, 3C), or (N, 3C) real tokens when
+    `packed` = (index, B, T) says where they sit; mask None or (B, 1, 1, T) bool, True at real keys.
+    -> the heads merged, (B, T, C) or (N, C): SDPA sees the padded layout, the rest skips padding."""
+    if packed is not None:
+        qkv = unpack_tokens(qkv, *packed)  # (B, T, 3C), zeros at padding
+    B, T, _ = qkv.shape
+    q, k, v = qkv.view(B, T, 3, n_head, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+    y = F.scaled_dot_product_attention(q, k, v, mask, dropout).transpose(1, 2).reshape(B, T, -1)  # (B, T, C)
+    return pack_tokens(y, packed[0]) if packed is not None else y
+
+
+def init_bert_weights(module, std):
+    """BERT's initialization (HF's): N(0, std) weights and embeddings, zero biases and padding rows, unit norms."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            nn.init.zeros_(m.weight[m.padding_idx])
+        if isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class PostLNLayer(nn.Module):
+    """BERT's post-LN encoder layer: x = norm(x + drop(attn(x))); x = norm(x + drop(ff(x))), built from
+    a config with HF's field names (BertConfig, AlbertConfig). ff_dropout=False: ALBERT's (HF adds the
+    feed-forward output back without dropout). Skips padding when given `packed` (see forward)."""
+
+    def __init__(self, c, ff_dropout=True):
+        super().__init__()
+        C = c.hidden_size
+        self.n_head = c.num_attention_heads
+        self.qkv = nn.Linear(C, 3 * C)  # query, key and value in one matmul
+        self.attn_out = nn.Linear(C, C)
+        self.attn_norm = nn.LayerNorm(C, eps=c.layer_norm_eps)
+        self.ff_in = nn.Linear(C, c.intermediate_size)
+        self.ff_out = nn.Linear(c.intermediate_size, C)
+        self.ff_norm = nn.LayerNorm(C, eps=c.layer_norm_eps)
+        self.act = ACTIVATIONS[c.hidden_act]
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.ff_dropout = self.dropout if ff_dropout else nn.Identity()
+        self.attn_dropout = c.attention_probs_dropout_prob
+
+    def forward(self, x, mask=None, packed=None):
+        """x: (B, T, C), or (N, C) real tokens when `packed` = (index, B, T) says where they sit.
+        mask: None (attend everywhere) or (B, 1, 1, T) bool, True at real keys."""
+        y = fused_self_attention(self.qkv(x), self.n_head, mask, packed, self.attn_dropout if self.training else 0.0)
+        x = self.attn_norm(x + self.dropout(self.attn_out(y)))
+        return self.ff_norm(x + self.ff_dropout(self.ff_out(self.act(self.ff_in(x)))))

@@ -26,8 +26,9 @@ def plot(out_dir, compare=()):
         rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
         style, name = ("-" if n == 0 else "--"), Path(run).name
         keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, int | float) and k not in NOT_PLOTTED})
-        metrics = [k for k in keys if not k.endswith("loss")] or ["tokens_per_s"]
-        for ax, key in [(ax1, "loss"), (ax1, "val_loss"), *((ax2, k) for k in metrics)]:
+        losses = ["loss", "val_loss", *(k for k in keys if k.startswith("val_loss_"))]  # BART's val_loss_other_source
+        metrics = [k for k in keys if not k.endswith("loss") and k not in losses] or ["tokens_per_s"]
+        for ax, key in [*((ax1, k) for k in losses), *((ax2, k) for k in metrics)]:
             rs = [r for r in rows if key in r]
             if not rs:
                 continue

@@ -102,9 +102,9 @@ class TextToTextConfig(TranslationConfig):
 
 @dataclass
 class PretrainingConfig(TrainConfig):
-    """--model bert, hf-bert: masked-LM + NSP on `python data.py bert`'s shards."""
+    """--model bert, hf-bert: masked-LM + NSP on `python data.py bert`'s shards (albert, hf-albert: + SOP)."""
 
-    arch: str = "bert-mini"  # a shape of bert.PRESETS (ignored with init_from)
+    arch: str = "bert-mini"  # a shape of bert.PRESETS / albert.PRESETS (ignored with init_from)
     init_from: str = ""  # an HF folder / hub name to start from (continued pretraining)
     batch_size: int = 256  # sequences per optimizer step
     mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
@@ -306,6 +306,9 @@ PRESETS = {
     ),
     "t5-tiny-test": dict(
         model="t5", arch="t5-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
+    ),
+    "albert-tiny-test": dict(
+        model="albert", arch="albert-tiny-test", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4
     ),
     "bert-tiny-test": dict(
         model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0

@@ -1,11 +1,13 @@
 """A run folder (train.py's --out-dir): who holds it (run.lock: the pid of the process running
 there, made create-exclusive, a dead process's lock taken over), what it must not overlap (the
 run's inputs), whether a new run may take it (another run's files: --resume or --overwrite), and
-its checkpoints (listed, the latest, read without executing pickles). Imports nothing of ours."""
+its checkpoints (listed, the latest, all of one run, read without executing pickles, averaged).
+Imports nothing of ours."""
 
 import atexit
 import contextlib
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -103,9 +105,42 @@ def latest_checkpoint(out_dir):
     return paths[-1]
 
 
+def check_checkpoints(out_dir, ignore=()):
+    """Every checkpoint in a run folder is of one run: the same config (but for the keys in `ignore`, those --resume
+    may change) and task settings. A checkpoint of another run copied in is named, before any is used."""
+    first = None
+    for path in checkpoints(out_dir):
+        ck = load_checkpoint(path)
+        key = {k: v for k, v in ck.get("config", {}).items() if k not in ignore}, ck.get("task", {})
+        if first is None:
+            first = path, key
+        elif key != first[1]:
+            c0, c1 = first[1][0], key[0]
+            diff = sorted(k for k in c0.keys() | c1.keys() if c0.get(k) != c1.get(k)) or ["the task's settings"]
+            raise ValueError(
+                f"{out_dir} holds checkpoints of different runs: {path.name} differs from {first[0].name} in"
+                f" {', '.join(diff[:4])} (model {c1.get('model')!r} and {c0.get('model')!r}); keep only one run's"
+            )
+
+
 def load_checkpoint(path):
     """Weights only: tensors and plain containers, never arbitrary pickled objects."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors read when used
+    except pickle.UnpicklingError:  # from None: never torch's advice to unpickle it anyway
+        raise RuntimeError(f"cannot read checkpoint {path}: refused as unsafe (objects beyond tensors)") from None
     except Exception as e:
         raise RuntimeError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+def average_checkpoints(paths, load=load_checkpoint):
+    """The element-wise mean of the models in `paths` (the paper averages the last 5)."""
+    avg = None
+    for p in paths:
+        sd = load(p)["model"]
+        if avg is None:
+            avg = {k: v.clone().double() for k, v in sd.items()}
+        else:
+            for k, v in sd.items():
+                avg[k] += v.double()
+    return {k: (v / len(paths)).to(sd[k].dtype) for k, v in avg.items()}

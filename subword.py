@@ -68,7 +68,13 @@ class HFBPETokenizer:
     SPECIALS, LAST = ["<|endoftext|>"], []  # the specials at the first ids, and those after the merges
 
     @classmethod
+    def least_vocab(cls):  # the 256 bytes and the specials
+        return 256 + len(cls.SPECIALS) + len(cls.LAST)
+
+    @classmethod
     def train(cls, texts, vocab_size):
+        if vocab_size < cls.least_vocab():
+            raise ValueError(f"vocab_size must be at least {cls.least_vocab()} (bytes and specials), got {vocab_size}")
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -106,8 +112,12 @@ class HFUnigramTokenizer(HFBPETokenizer):
     EOT = "</s>"
 
     @classmethod
+    def least_vocab(cls, sentinels=100):  # the sentinels, 3 specials and a piece
+        return sentinels + 4
+
+    @classmethod
     def train(cls, texts, vocab_size, sentinels=100):
-        if vocab_size <= sentinels + 3:
+        if vocab_size < cls.least_vocab(sentinels):
             raise ValueError(f"vocab_size must exceed the {sentinels} sentinels + 3 specials, got {vocab_size}")
         tok = Tokenizer(models.Unigram())
         tok.normalizer, tok.pre_tokenizer = normalizers.NFKC(), pre_tokenizers.Metaspace()

@@ -25,10 +25,13 @@ import torch
 
 import data
 import decoding
+import pretraining_data
 import recipes
 import transformer as T
 from contract import device_of, hf_twin, objective_means, seq2seq_sums, shift_right, to_device
 from hf_checkpoint import resolve_checkpoint
+from run_folder import average_checkpoints
+from translation_eval import bleu_scores, translate
 
 
 def micro_size(cfg, world, field):
@@ -274,58 +277,6 @@ class BartTranslationTask(T5TranslationTask):
         return model
 
 
-@torch.no_grad()
-def translate(tok, sentences, generate, pad_id, prefix=(), batch_size=128, progress=None):
-    """Sentences (each after `prefix` ids) -> detokenized translations, in order, batched by length for
-    speed: generate(src (B, S)) gives each row's tokens, decoded up to the first EOS. progress: a
-    bar's title (a bar over the sentences)."""
-    from tqdm import tqdm
-
-    eos = tok.token_to_id(data.EOS)
-    ids = [[*prefix, *e.ids, eos] for e in tok.encode_batch(sentences, add_special_tokens=False)]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = [None] * len(ids)
-    bar = tqdm(total=len(ids), desc=progress, disable=progress is None, unit="sentence", leave=False)
-    for k in range(0, len(order), batch_size):
-        chunk = order[k : k + batch_size]
-        src = data.collate_translation([(ids[i], [eos]) for i in chunk], pad_id=pad_id)[0]
-        for i, row in zip(chunk, generate(src).cpu(), strict=True):
-            out[i] = data.decode(tok, row)
-        bar.update(len(chunk))
-    bar.close()
-    return out
-
-
-def bleu_scores(hyps, refs, lang):
-    """sacreBLEU on detokenized, cased text (the standard score), and the score comparable with
-    the pytorch-seq2seq tutorial: text split by spaCy's rule-based tokenizer (the one its
-    `*_core_*_sm` models use), then lowercased, as its torchtext fields did."""
-    import sacrebleu
-    import spacy
-
-    bleu = sacrebleu.BLEU()
-    standard = bleu.corpus_score(hyps, [refs])
-    nlp = spacy.blank(lang)
-    tokenize = lambda text: " ".join(t.text for t in nlp.tokenizer(text))
-    lower = sacrebleu.corpus_bleu(
-        [tokenize(h).lower() for h in hyps], [[tokenize(r).lower() for r in refs]], tokenize="none", force=True
-    )
-    return {"bleu": standard.score, "bleu_lc_tok": lower.score, "detail": f"{standard} {bleu.get_signature()}"}
-
-
-def average_checkpoints(paths, load):
-    """The element-wise mean of the models in `paths` (the paper averages the last 5)."""
-    avg = None
-    for p in paths:
-        sd = load(p)["model"]
-        if avg is None:
-            avg = {k: v.clone().double() for k, v in sd.items()}
-        else:
-            for k, v in sd.items():
-                avg[k] += v.double()
-    return {k: (v / len(paths)).to(sd[k].dtype) for k, v in avg.items()}
-
-
 # ---------------------------------------------------------------------------- BERT pretraining
 
 
@@ -340,8 +291,8 @@ class PretrainingTask:
     def __init__(self, cfg, world):
         self.cfg = cfg
         self.micro_size = micro_size(cfg, world, "batch_size")  # sequences per micro-batch
-        self.train_data = data.PretrainingData(cfg.dataset, "train")
-        self.valid_data = data.PretrainingData(cfg.dataset, "valid")
+        self.train_data = pretraining_data.PretrainingData(cfg.dataset, "train")
+        self.valid_data = pretraining_data.PretrainingData(cfg.dataset, "valid")
         from tokenizers import Tokenizer
 
         self.tok = Tokenizer.from_file(str(Path(cfg.dataset) / "tokenizer.json"))
@@ -353,7 +304,7 @@ class PretrainingTask:
         made_with = self.train_data.meta["settings"].get("tokenizer")  # absent in folders made before it was kept
         if made_with and data.tokenizer_hash(self.tok) != made_with:
             raise ValueError(f"--dataset {cfg.dataset}: its tokenizer.json is not the one the samples were made with")
-        self.vocab = data.Vocab.of(self.tok)
+        self.vocab = pretraining_data.Vocab.of(self.tok)
         self.spec = self.train_data.spec
         self.info = {"train_samples": len(self.train_data), "valid_samples": len(self.valid_data)}
         self.info["spec"] = self.spec.__dict__
@@ -419,7 +370,7 @@ class PretrainingTask:
         return order[:n].view(-1, self.micro_size).tolist()
 
     def batch(self, indices, dataset=None):
-        """Samples -> a batch, masked by the pipeline (data.PretrainingData.batch): dynamic masks
+        """Samples -> a batch, masked by the pipeline (pretraining_data.PretrainingData.batch): dynamic masks
         seeded by (seed, epoch, sample), or with mask_prob training samples masked again at that rate."""
         dataset = self.train_data if dataset is None else dataset
         c, training = self.cfg, dataset is self.train_data
@@ -437,6 +388,45 @@ class PretrainingTask:
 
     def export(self, model, folder):
         export(model, folder, self.cfg.dataset)
+
+
+class AlbertPretrainingTask(PretrainingTask):
+    """--model albert (ours) or hf-albert (HF's AlbertForPreTraining, same initial weights): PretrainingTask's
+    data and objective, the pair label given as `sentence_order_label`: ALBERT's MLM + SOP on a folder of
+    `data.py bert --pair-task sop --ngram 3`, or MLM + NSP (the same head) on an NSP folder."""
+
+    def build_model(self):
+        import albert
+
+        c = self.cfg
+        if c.pos_init != "normal":
+            raise ValueError(f"pos_init (--pos-init {c.pos_init}) is BERT's; ALBERT's positions start normal")
+        if c.init_from:
+            self.check_vocabulary(resolve_checkpoint(c.init_from))
+            ours = albert.AlbertForPreTraining.from_pretrained(c.init_from)
+        else:
+            shape = dict(vocab_size=self.vocab.size, pad_token_id=self.vocab.pad)
+            shape |= dict(max_position_embeddings=max(512, self.spec.max_seq_length))
+            drop = dict(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+            drop |= dict(classifier_dropout_prob=c.dropout)  # before the SOP head
+            ours = albert.AlbertForPreTraining(albert.AlbertConfig.from_preset(c.arch, **shape, **drop))
+        if ours.config.vocab_size != self.vocab.size:
+            raise ValueError(
+                f"the model's vocabulary ({ours.config.vocab_size}) differs from the data's ({self.vocab.size})"
+            )
+        if c.model == "albert":
+            return ours
+
+        def sums(out, b):  # HF projects every position: keep the masked ones
+            where = b["labels"] != -100
+            return albert.pretraining_sums(out.prediction_logits[where], b["labels"][where], out.sop_logits, b)
+
+        return hf_twin(ours, sums, ("input_ids", "attention_mask", "token_type_ids"))
+
+    def batch(self, indices, dataset=None):
+        b = super().batch(indices, dataset)
+        b["sentence_order_label"] = b.pop("next_sentence_label")
+        return b
 
 
 # ------------------------------------------------------------------------ GPT language modeling
@@ -660,6 +650,15 @@ class DenoisingTask(LMTask):
             "decoder_input_ids": decoder_input_ids,
             "labels": labels,
         }
+
+    def validate(self, model, autocast):
+        """LMTask's losses, and whether the encoder is used: val_loss_other_source is the loss when each
+        window's encoder reads the next window's noised text (rolled by one in the batch). A used encoder
+        gives a gap above val_loss; a collapsed one (decoding from the prefix alone) none."""
+        out = super().validate(model, autocast)
+        rolled = lambda b: b | {k: b[k].roll(1, 0) for k in ("input_ids", "attention_mask")}  # noqa: E731
+        batches = (rolled(self.batch(o, "val")) for o in self._offsets("val", self.cfg.eval_iters, seed=12345))
+        return out | {"val_loss_other_source": objective_means(model, batches, autocast)["loss"]}
 
 
 def export(model, folder, dataset):

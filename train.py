@@ -53,7 +53,7 @@ from machine import environment, matmul_peak  # the same environment record as t
 from optim import lr_factor, make_optimizer, param_groups
 from plots import plot  # noqa: F401 (train.plot: --plot's curves)
 from recipes import PRESETS, TrainConfig  # the settings: the loop's, each family's (a task's Config), --preset
-from run_folder import check_folder, checkpoints, claim, latest_checkpoint, load_checkpoint, release
+from run_folder import check_checkpoints, check_folder, checkpoints, claim, latest_checkpoint, load_checkpoint, release
 
 # -------------------------------------------------------------------------------- command line
 
@@ -159,6 +159,8 @@ FAMILIES = {
     "transformer": tasks.TranslationTask,
     "bert": tasks.PretrainingTask,
     "hf-bert": tasks.PretrainingTask,  # HF's BertForPreTraining, our initial weights
+    "albert": tasks.AlbertPretrainingTask,
+    "hf-albert": tasks.AlbertPretrainingTask,  # HF's AlbertForPreTraining, our initial weights
     "gpt": tasks.LMTask,
     "hf-gpt2": tasks.LMTask,  # HF's GPT2LMHeadModel, our initial weights
     "t5": tasks.SpanCorruptionTask,
@@ -584,6 +586,7 @@ RESUMABLE += ("device", "compile", "tensorboard", "wandb", "out_dir", "time_limi
 
 def resume_config(out_dir, preset, overrides):
     """The checkpoint's config wins: a flag (or a preset's value) that would change a setting is refused."""
+    check_checkpoints(out_dir, RESUMABLE)
     cfg = make_config(None, {}, base=load_checkpoint(latest_checkpoint(out_dir))["config"])
     given = {**(PRESETS[preset] if preset else {}), "time_limit": 0.0, **overrides}  # a limit is the invocation's own
     for k, v in given.items():
@@ -604,6 +607,7 @@ def run_model(out_dir, overrides=None):
     paths = checkpoints(Path(out_dir))
     if not paths:
         raise FileNotFoundError(f"no checkpoints (ckpt_*.pt) in {out_dir}")
+    check_checkpoints(out_dir, RESUMABLE)
     ck = load_checkpoint(paths[-1])
     cfg = make_config(None, overrides or {}, base={**ck["config"], "fsdp": False})
     task = make_task(cfg)

@@ -28,6 +28,10 @@ def test_bench_rows_and_json(tmp_path):
         "3",
         "--bert-seq",
         "8",
+        "--albert-preset",
+        "albert-tiny-test",
+        "--albert-layers",
+        "2",
         "--gpt-d",
         "64",
         "--gpt-layers",
@@ -51,9 +55,16 @@ def test_bench_rows_and_json(tmp_path):
         "--json",
     ] + [str(out)]
     quick = bench.main(args[:-2])  # the default table: one row per family
-    assert [r["case"].split()[0] for r in quick] == ["Transformer", "BertForPreTraining", "GPT-2", "T5", "BART"]
+    assert [r["case"].split()[0] for r in quick] == [
+        "Transformer",
+        "BertForPreTraining",
+        "AlbertForPreTraining",
+        "GPT-2",
+        "T5",
+        "BART",
+    ]
     rows = bench.main([*args, "--all"])
-    assert len(rows) == 19 and any(r["case"].startswith("BertForPreTraining") for r in rows)
+    assert len(rows) == 22 and any(r["case"].startswith("BertForPreTraining") for r in rows)
     for r in rows:
         assert r["max_abs_diff"] < 1e-4, r
         assert r["ours_ms"] > 0 and r["ref_ms"] > 0 and r["time_ratio"] > 0

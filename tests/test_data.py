@@ -5,6 +5,7 @@ import torch
 from conftest import lacks, require
 
 import data
+import pretraining_data
 
 multi30k = require("multi30k/train.de", "multi30k/test_2016_flickr.en")
 
@@ -127,8 +128,8 @@ def test_wiki_documents_and_wordpiece_round_trip():
 
     docs = list(itertools.islice(data.iter_documents("wiki"), 30))
     assert len(docs) == 30 and all(len(d) > 3 for d in docs)
-    tok = data.train_wordpiece((s for d in docs for s in d), vocab_size=2000)
-    assert [tok.token_to_id(t) for t in data.WORDPIECE_SPECIALS] == [0, 1, 2, 3, 4]
+    tok = pretraining_data.train_wordpiece((s for d in docs for s in d), vocab_size=2000)
+    assert [tok.token_to_id(t) for t in pretraining_data.WORDPIECE_SPECIALS] == [0, 1, 2, 3, 4]
     sentence = docs[0][0]
     enc = tok.encode(sentence)
     assert enc.tokens[0] == "[CLS]" and enc.tokens[-1] == "[SEP]"
@@ -138,7 +139,7 @@ def test_wiki_documents_and_wordpiece_round_trip():
 
 def toy_vocab(size=50):
     cont = tuple(i >= 40 for i in range(size))  # ids 40.. are '##' continuations
-    return data.Vocab(size=size, cls=2, sep=3, mask=4, pad=0, continuation=cont)
+    return pretraining_data.Vocab(size=size, cls=2, sep=3, mask=4, pad=0, continuation=cont)
 
 
 def test_document_samples_semantics():
@@ -156,7 +157,9 @@ def test_document_samples_semantics():
     samples = []
     for _ in range(5):
         for d in range(len(docs)):
-            for ids, types, nsp in data.document_samples(docs, d, vocab, rng, max_seq_length=40, short_seq_prob=0.1):
+            for ids, types, nsp in pretraining_data.document_samples(
+                docs, d, vocab, rng, max_seq_length=40, short_seq_prob=0.1
+            ):
                 samples.append((d, ids, types, nsp))
     assert len(samples) > 200
     short = 0
@@ -185,7 +188,7 @@ def test_mask_tokens():
     kinds = {"mask": 0, "same": 0, "random": 0}
     for _ in range(2000):
         ids = [vocab.cls] + [rng.randint(5, 39) for _ in range(rng.randint(3, 60))] + [vocab.sep]
-        out, pos, labels = data.mask_tokens(ids, vocab, rng, masked_lm_prob=0.15, max_predictions=5)
+        out, pos, labels = pretraining_data.mask_tokens(ids, vocab, rng, masked_lm_prob=0.15, max_predictions=5)
         assert len(pos) == min(5, max(1, round(len(ids) * 0.15))) and pos == sorted(set(pos))
         assert labels == [ids[p] for p in pos] and 0 not in pos and len(ids) - 1 not in pos
         assert all(out[i] == ids[i] for i in range(len(ids)) if i not in pos)
@@ -205,7 +208,7 @@ def test_whole_word_masking_masks_whole_words():
     for _ in range(500):
         ids = [vocab.cls] + [rng.choice([rng.randint(5, 39), rng.randint(40, 49)]) for _ in range(30)] + [vocab.sep]
         ids[1] = 7  # a sample starts with a word start
-        _, pos, _ = data.mask_tokens(ids, vocab, rng, 0.15, 20, whole_word=True)
+        _, pos, _ = pretraining_data.mask_tokens(ids, vocab, rng, 0.15, 20, whole_word=True)
         chosen = set(pos)
         for p in pos:  # every chosen token's whole word is chosen: back to its start, on to its end
             start = p
@@ -217,18 +220,91 @@ def test_whole_word_masking_masks_whole_words():
             assert set(range(start, end)) <= chosen
 
 
+def test_sentence_order_pairs_are_swaps():
+    """pair="sop" (ALBERT): label 0: B follows A in the document; label 1: A and B are the same two
+    consecutive runs of sentences, swapped (B before A in the document), about half the time; only a
+    single-sentence chunk takes B from another document, as ALBERT's code does. pair="nsp" is unchanged."""
+    import random
+
+    rng = random.Random(0)
+    vocab = toy_vocab(10_000)
+    docs = [  # document d, sentence s, token t -> 100 + 1000 * d + 10 * s + t
+        [[100 + 1000 * d + 10 * s + t for t in range(rng.randint(1, 9))] for s in range(rng.randint(2, 60))]
+        for d in range(9)
+    ]
+    counts = {"order": 0, "swap": 0, "other document": 0}
+    for _ in range(5):
+        for d in range(len(docs)):
+            for ids, _, label in pretraining_data.document_samples(docs, d, vocab, rng, 40, 0.1, pair="sop"):
+                sep = ids.index(vocab.sep)
+                a, b = ids[1:sep], ids[sep + 1 : -1]
+                if {(t - 100) // 1000 for t in b} != {d}:
+                    assert label == 1 and all((t - 100) // 1000 == d for t in a)
+                    counts["other document"] += 1
+                elif label == 0:
+                    assert all((t - 100) // 1000 == d for t in a) and min(b) > max(a)
+                    counts["order"] += 1
+                else:  # the swap: A is the later text, B the earlier, and the two are contiguous runs
+                    assert max(b) < min(a) and sorted(a) == a and sorted(b) == b
+                    counts["swap"] += 1
+    pairs = counts["order"] + counts["swap"]
+    assert pairs > 200 and abs(counts["swap"] / pairs - 0.5) < 0.07
+    assert counts["other document"] < 0.15 * pairs  # only single-sentence chunks
+    rng_a, rng_b = random.Random(3), random.Random(3)  # NSP: the same samples with or without the argument
+    assert pretraining_data.document_samples(docs, 2, vocab, rng_a, 40) == pretraining_data.document_samples(
+        docs, 2, vocab, rng_b, 40, pair="nsp"
+    )
+
+
+def test_ngram_masking_statistics():
+    """ngram=3 (ALBERT): 15% of the tokens chosen as before; the chosen spans have lengths 1, 2, 3
+    with p(n) ~ 1/n (6/11, 3/11, 2/11; shortened only when at the budget), spans of consecutive
+    positions that never overlap; ngram=1 draws exactly what BERT's masking draws."""
+    import random
+
+    vocab, rng = toy_vocab(50), random.Random(0)
+    for _ in range(300):
+        ids = [vocab.cls] + [rng.randint(5, 39) for _ in range(200)] + [vocab.sep]
+        spans = []
+        out, pos, labels = pretraining_data.mask_tokens(ids, vocab, rng, 0.15, 1000, ngram=3, spans=spans)
+        assert len(pos) == round(len(ids) * 0.15) and pos == sorted(set(pos)) and labels == [ids[p] for p in pos]
+        assert sorted(p for s in spans for p in s) == pos  # disjoint spans covering the chosen positions
+        assert all(s == list(range(s[0], s[0] + len(s))) and 1 <= len(s) <= 3 for s in spans)
+    lengths = {1: 0, 2: 0, 3: 0}  # at a low rate (few overlaps skipped) the drawn n shows through
+    for _ in range(500):
+        ids = [vocab.cls] + [rng.randint(5, 39) for _ in range(1000)] + [vocab.sep]
+        spans = []
+        pretraining_data.mask_tokens(ids, vocab, rng, 0.03, 1000, ngram=3, spans=spans)
+        for s in spans[:-3]:  # the last few may be shortened to fit the budget
+            lengths[len(s)] += 1
+    total = sum(lengths.values())
+    for n, p in ((1, 6 / 11), (2, 3 / 11), (3, 2 / 11)):
+        assert abs(lengths[n] / total - p) < 0.02, (n, lengths)
+    ids = [vocab.cls] + list(range(5, 35)) + [vocab.sep]
+    a = pretraining_data.mask_tokens(ids, vocab, random.Random(7), 0.15, 20)
+    assert a == pretraining_data.mask_tokens(ids, vocab, random.Random(7), 0.15, 20, ngram=1)
+    with pytest.raises(ValueError, match="--ngram must be >= 1, got 0"):
+        pretraining_data.PretrainingSpec(ngram=0)
+    with pytest.raises(ValueError, match="--pair-task must be nsp or sop, got 'xyz'"):
+        pretraining_data.PretrainingSpec(pair_task="xyz")
+    with pytest.raises(ValueError, match="--max-seq-length must be >= 5"):
+        pretraining_data.PretrainingSpec(max_seq_length=4)
+
+
 _TOKENIZERS = {}  # WordPiece training breaks frequency ties in any order: train once per corpus
 
 
 def prepare(tmp_path, name, workers=1, tok=None, **spec):
     path = corpus_file(tmp_path)
     if path not in _TOKENIZERS:
-        _TOKENIZERS[path] = data.train_wordpiece((s for d in data.iter_documents(str(path)) for s in d), 300)
+        _TOKENIZERS[path] = pretraining_data.train_wordpiece(
+            (s for d in data.iter_documents(str(path)) for s in d), 300
+        )
     tok = tok or _TOKENIZERS[path]
-    spec = data.PretrainingSpec(
+    spec = pretraining_data.PretrainingSpec(
         **{"max_seq_length": 32, "dupe_factor": 2, "valid_every": 5, "shard_chars": 600, **spec}
     )
-    return data.prepare_pretraining(str(path), tmp_path / name, tok, spec, workers=workers), tmp_path / name
+    return pretraining_data.prepare_pretraining(str(path), tmp_path / name, tok, spec, workers=workers), tmp_path / name
 
 
 def test_pipeline_formats_agree_and_workers_do_not_change_the_output(tmp_path):
@@ -236,7 +312,7 @@ def test_pipeline_formats_agree_and_workers_do_not_change_the_output(tmp_path):
 
     meta, out = prepare(tmp_path, "one", workers=1)
     assert meta["samples"]["train"] > 50 and meta["samples"]["valid"] > 0 and len(meta["shards"]["train"]) > 2
-    ds = data.PretrainingData(out, "train")
+    ds = pretraining_data.PretrainingData(out, "train")
     rows = [json.loads(line) for k in meta["shards"]["train"] for line in (out / f"train-{k:05d}.jsonl").open()]
     assert len(ds) == len(rows) == meta["samples"]["train"]
     for i, row in enumerate(rows):
@@ -277,7 +353,7 @@ def test_a_tokenizer_that_pads_and_truncates_is_used_plain(tmp_path):
     tok.save(str(tmp_path / "padded.json"))
     text = "d0s0w0 d0s0w1 d0s0w2 d0s0w3 d0s0w4 d0s0w5 d0s0w6 ."
     assert len(tok.encode(text).ids) == 24  # what the pipeline must not use
-    loaded = data.bert_tokenizer(tmp_path / "padded.json")
+    loaded = pretraining_data.bert_tokenizer(tmp_path / "padded.json")
     assert loaded.padding is None and loaded.truncation is None
     assert loaded.encode(text).ids == _TOKENIZERS[corpus_file(tmp_path)].encode(text).ids
     assert data.HFBPETokenizer(tok).tok.padding is None
@@ -294,14 +370,14 @@ def test_collate_pretraining_and_missing_data(tmp_path):
         (torch.tensor([2, 7, 4, 3, 9, 3]), 4, 1, [2], [8]),
         (torch.tensor([2, 4, 3, 6, 3]), 3, 0, [1], [5]),
     ]
-    b = data.collate_pretraining(samples, pad_id=0)
+    b = pretraining_data.collate_pretraining(samples, pad_id=0)
     assert b["input_ids"].tolist() == [[2, 7, 4, 3, 9, 3], [2, 4, 3, 6, 3, 0]]
     assert b["attention_mask"].tolist() == [[1] * 6, [1] * 5 + [0]]
     assert b["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 0]]
     assert b["labels"].tolist() == [[-100, -100, 8, -100, -100, -100], [-100, 5, -100, -100, -100, -100]]
     assert b["next_sentence_label"].tolist() == [1, 0]
     with pytest.raises(FileNotFoundError, match="prepare the data first"):
-        data.PretrainingData(tmp_path)
+        pretraining_data.PretrainingData(tmp_path)
 
 
 # ------------------------------------------------------------------------ language modeling (GPT)

@@ -1,6 +1,7 @@
 """Faults and bad input: nothing hangs, mixes, loses data or answers for the wrong input.
 One test per class of failure (docs/results.md's table), each with several variants."""
 
+import argparse
 import dataclasses
 import json
 import os
@@ -18,6 +19,7 @@ import torch
 
 import data
 import gpt
+import pretraining_data
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +59,9 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bert_folder(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("bert") / "prep"
-    tok = data.train_wordpiece((s for d in data.iter_documents(str(corpus)) for s in d), 150)
-    spec = data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
-    data.prepare_pretraining(str(corpus), out, tok, spec, workers=1)
+    tok = pretraining_data.train_wordpiece((s for d in data.iter_documents(str(corpus)) for s in d), 150)
+    spec = pretraining_data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
+    pretraining_data.prepare_pretraining(str(corpus), out, tok, spec, workers=1)
     return str(out)
 
 
@@ -75,7 +77,7 @@ def rows(out_dir, key="loss"):
 
 
 def test_an_epoch_without_a_full_step_is_an_error_not_a_hang(lm_folder, bert_folder, tmp_path):
-    n = len(data.PretrainingData(bert_folder, "train"))
+    n = len(pretraining_data.PretrainingData(bert_folder, "train"))
     with pytest.raises(ValueError, match="fewer than one optimizer step"):
         train.main([*BERT, "--dataset", bert_folder, "--batch-size", str(8 * n), "--out-dir", str(tmp_path / "a")])
     with pytest.raises(ValueError, match="fewer than one optimizer step"):  # accumulation beyond the epoch
@@ -183,17 +185,19 @@ def test_resume_keeps_the_checkpoints_settings_and_refuses_changes(lm_folder, tm
 
 def test_prepared_pretraining_data_is_keyed_by_its_tokenizer(corpus, bert_folder, tmp_path):
     out = tmp_path / "prep"
-    spec = data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
+    spec = pretraining_data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
     texts = lambda: (s for d in data.iter_documents(str(corpus)) for s in d)  # noqa: E731
-    data.prepare_pretraining(str(corpus), out, data.train_wordpiece(texts(), 150), spec, workers=1)
-    other = data.train_wordpiece(texts(), 140)
+    pretraining_data.prepare_pretraining(
+        str(corpus), out, pretraining_data.train_wordpiece(texts(), 150), spec, workers=1
+    )
+    other = pretraining_data.train_wordpiece(texts(), 140)
     with pytest.raises(ValueError, match="another tokenizer or other settings"):
-        data.prepare_pretraining(str(corpus), out, other, spec, workers=1)
+        pretraining_data.prepare_pretraining(str(corpus), out, other, spec, workers=1)
     with pytest.raises(ValueError, match="another tokenizer or other settings"):
-        data.prepare_pretraining(
+        pretraining_data.prepare_pretraining(
             str(corpus),
             out,
-            data.train_wordpiece(texts(), 150),
+            pretraining_data.train_wordpiece(texts(), 150),
             dataclasses.replace(spec, max_seq_length=40),
             workers=1,
         )
@@ -314,13 +318,17 @@ def test_objective_and_generation_arguments_are_checked_by_name(lm_folder, tmp_p
 def test_data_py_lm_checks_before_it_replaces_a_prepared_folder(lm_folder, tmp_path):
     """Issue 35, classes 1 and 6: an empty corpus into a prepared folder leaves its files as they were
     (no .tmp left); --val-fraction outside (0, 1) is refused before any folder is made."""
-    out = tmp_path / "lm"
-    shutil.copytree(lm_folder, out)
+    out, text = tmp_path / "lm", tmp_path / "text.txt"
+    text.write_text("a few words of text .\n" * 20)
+    data.prepare_lm(str(text), "char", out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(ValueError, match="empty.txt: no text to train on"):
-        data.prepare_lm(str(tmp_path / "empty.txt"), "char", out)
+    text.write_text("")  # the same source, emptied
+    with pytest.raises(ValueError, match="text.txt: no text to train on"):
+        data.prepare_lm(str(text), "char", out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match=r"other settings \(source\)"):  # another source: refused first
+        data.prepare_lm(str(tmp_path / "empty.txt"), "char", out)
     for fraction in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match=r"--val-fraction must be in \(0, 1\), got"):
             data.prepare_lm(str(tmp_path / "empty.txt"), "char", tmp_path / "new", val_fraction=fraction)
@@ -408,3 +416,156 @@ def test_an_export_replaces_only_an_export(lm_folder, tmp_path):
     made = (folder / "model.safetensors").stat().st_mtime_ns
     assert train.export_hf(out, tmp_path / "hf") == folder and (folder / "model.safetensors").stat().st_mtime_ns == made
     assert not list(tmp_path.glob(".hf.tmp"))
+
+
+# issue 35, classes 3-7 ------------------------------------------------------------------------
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_a_prepared_folder_is_never_overwritten_by_another_kind_or_tokenizer(corpus, lm_folder, bert_folder, tmp_path):
+    """Class 3: data.py lm into a BERT folder or an LM folder of another tokenizer (or source), data.py bert into an
+    LM folder or a folder holding a foreign tokenizer.json, are refused with every file as it was; the same
+    settings again are accepted, and an interrupted data.py bert cannot be resumed with other settings."""
+    lm, prep = tmp_path / "lm", tmp_path / "bert"
+    shutil.copytree(lm_folder, lm)
+    shutil.copytree(bert_folder, prep)
+    text = str(Path(lm_folder).parent / "t.txt")  # the lm_folder fixture's corpus
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "tokenizer.json").write_text("{}")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"--out .*bert holds `data.py bert` data"):
+        data.prepare_lm(text, "char", prep)
+    with pytest.raises(ValueError, match=r"another tokenizer or other settings \(tokenizer\)"):
+        data.prepare_lm(text, "bpe300", lm)
+    with pytest.raises(ValueError, match=r"other settings \(source\)"):
+        data.prepare_lm(str(corpus), "char", lm)
+    with pytest.raises(ValueError, match=r"--out .*lm holds `data.py lm` data"):
+        data.main(["bert", "--source", str(corpus), "--tokenizer", str(prep / "tokenizer.json"), "--out", str(lm)])
+    with pytest.raises(ValueError, match=r"holds tokenizer.json but no meta.json"):
+        data.prepare_lm(text, "char", tmp_path / "other")
+    assert snapshot(tmp_path) == before
+    assert data.load_lm(data.prepare_lm(text, "char", lm))[0]["settings"]["tokenizer"] == "char"  # the same again
+    # an interrupted data.py bert: meta.json says unfinished; training refuses it, other settings are refused
+    spec = pretraining_data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
+    tok = pretraining_data.bert_tokenizer(prep)
+    meta = json.loads((prep / "meta.json").read_text())
+    (prep / "meta.json").write_text(json.dumps({"kind": "bert", "settings": meta["settings"], "finished": False}))
+    with pytest.raises(ValueError, match="unfinished.*run that command again"):
+        pretraining_data.PretrainingData(prep)
+    with pytest.raises(ValueError, match=r"other settings \(spec\)"):
+        pretraining_data.prepare_pretraining(
+            str(corpus), prep, tok, dataclasses.replace(spec, dupe_factor=2), workers=1
+        )
+    assert pretraining_data.prepare_pretraining(str(corpus), prep, tok, spec, workers=1)["samples"] == meta["samples"]
+
+
+def test_files_that_disagree_with_their_metadata_are_named_when_opened(lm_folder, bert_folder, tmp_path):
+    """Class 4: a train.bin of half its tokens, one byte too long, or holding ids beyond the vocabulary; a shard
+    array of objects, or cut short; a checkpoint of another run copied into a run folder."""
+    for k, (damage, message) in enumerate(
+        [
+            (lambda b: b[: len(b) // 2], r"train.bin is [\d,]+ bytes, meta.json records"),
+            (lambda b: b + b"\0", r"train.bin is [\d,]+ bytes"),
+            (lambda b: np.full(len(b) // 2, 60000, np.uint16).tobytes(), "ids beyond the vocabulary"),
+        ]
+    ):
+        lm = tmp_path / f"lm{k}"
+        shutil.copytree(lm_folder, lm)
+        (lm / "train.bin").write_bytes(damage((lm / "train.bin").read_bytes()))
+        with pytest.raises(ValueError, match=message):
+            data.load_lm(lm)
+    for name, array, message in [
+        ("ids.npy", np.array([{"a": 1}], dtype=object), r"ids.npy is not an array of `data.py bert`"),
+        ("mlm_labels.npy", np.zeros(1, np.uint16), "disagree in size"),
+        ("ids.npy", np.zeros(0, np.float32), "float32"),
+    ]:
+        prep = tmp_path / f"bert-{name}-{array.dtype}"
+        shutil.copytree(bert_folder, prep)
+        np.save(prep / "train-00000" / name, array, allow_pickle=True)
+        with pytest.raises(ValueError, match=message):
+            pretraining_data.PretrainingData(prep)
+    run, other = tmp_path / "run", tmp_path / "other"
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", str(run)])
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "3", "--lr", "2e-4", "--out-dir", str(other)])
+    shutil.copy(other / "ckpt_0000003.pt", run)
+    for action in (["--resume"], ["--evaluate"], ["--export-hf", str(tmp_path / "hf")]):
+        with pytest.raises(ValueError, match=r"checkpoints of different runs: ckpt_0000003.pt differs .* in lr"):
+            train.main(["--out-dir", str(run), *action])
+
+
+def test_caches_are_keyed_by_the_corpus_contents(tmp_path, monkeypatch):
+    """Class 5: a corpus edited in place (same path) gets a tokenizer of its new words, for BERT's WordPiece and
+    for the translation vocabulary; an unchanged corpus reuses the cached one."""
+    monkeypatch.setenv("PREP_DIR", str(tmp_path / "prep"))
+    text = tmp_path / "corpus.txt"
+    text.write_text("alpha beta gamma .\ndelta alpha beta .\n")
+    first = pretraining_data.bert_tokenizer(source=str(text), vocab_size=60)
+    assert pretraining_data.bert_tokenizer(source=str(text), vocab_size=60).to_str() == first.to_str()
+    text.write_text("zebra yak xylophone .\nzebra yak quartz .\n")
+    assert "zebra" in pretraining_data.bert_tokenizer(source=str(text), vocab_size=60).get_vocab()
+    (tmp_path / "multi30k").mkdir()
+    for lang, words in (("de", "ein hund läuft"), ("en", "a dog runs")):
+        (tmp_path / "multi30k" / f"train.{lang}").write_text(f"{words} .\n" * 20)
+    assert "hund" in "".join(data.translation_tokenizer("multi30k", vocab_size=60, root=tmp_path).get_vocab())
+    (tmp_path / "multi30k" / "train.de").write_text("eine katze schläft .\n" * 20)
+    assert "katze" in "".join(data.translation_tokenizer("multi30k", vocab_size=60, root=tmp_path).get_vocab())
+
+
+def test_data_values_are_checked_before_any_work(corpus, tmp_path):
+    """Class 6: --vocab-size 0 or negative, --tokenizer bpe0 / unigram50 / bart-bpe10, a whitespace-only corpus,
+    a dev.tsv without its label column: each named before anything is written."""
+    for size in ("0", "-3"):
+        with pytest.raises(ValueError, match=f"--vocab-size must exceed the 5 specials, got {size}"):
+            data.main(["bert", "--source", str(corpus), "--out", str(tmp_path / "b"), "--vocab-size", size])
+    for kind, least in (("bpe0", 257), ("unigram50", 104), ("bart-bpe10", 261)):
+        with pytest.raises(ValueError, match=f"--tokenizer {kind}: .* at least {least} tokens"):
+            data.prepare_lm(str(corpus), kind, tmp_path / "lm")
+    (tmp_path / "blank.txt").write_text("   \n\n\t  \n" * 50)
+    with pytest.raises(ValueError, match="blank.txt: no text to train on"):
+        data.prepare_lm(str(tmp_path / "blank.txt"), "char", tmp_path / "lm")
+    assert not any(p.is_file() for p in tmp_path.rglob("*") if p.name != "blank.txt")
+    glue = tmp_path / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    (glue / "dev.tsv").write_text("sentence\tindex\na fine film\t0\n")
+    with pytest.raises(ValueError, match=r"dev.tsv: the header has no label column 'label'"):
+        data.read_glue("sst2", "dev", tmp_path)
+    (glue / "test.tsv").write_text("index\tsentence\n0\ta fine film\n")
+    assert data.read_glue("sst2", "test", tmp_path)[0]["label"] is None  # test files have no labels
+
+
+def test_corrupt_files_and_foreign_runs_are_named(lm_folder, tmp_path):
+    """Class 7: a corrupt meta.json (for training and for data.py's --out), a corrupt tokenizer.json given with
+    --tokenizer or inside a folder, --init-from a GPT run (or a GPT HF folder) into GLUE, a checkpoint holding a
+    pickled object: one sentence naming the file or flag (never torch's advice to unpickle), before any work."""
+    import finetune_glue
+
+    lm = tmp_path / "lm"
+    shutil.copytree(lm_folder, lm)
+    (lm / "meta.json").write_text('{"kind": "lm", "tok')
+    with pytest.raises(ValueError, match=r"--dataset: .*meta.json is not valid JSON"):
+        train.main([*GPT, "--dataset", str(lm), "--out-dir", str(tmp_path / "r")])
+    with pytest.raises(ValueError, match=r"--out: .*meta.json is not valid JSON"):
+        data.prepare_lm(str(tmp_path / "x.txt"), "char", lm)
+    (tmp_path / "tokenizer.json").write_text("not json at all")
+    with pytest.raises(ValueError, match=r"--tokenizer .*tokenizer.json: not an HF tokenizer.json"):
+        data.prepare_lm(lm_folder, str(tmp_path / "tokenizer.json"), tmp_path / "lm2")
+    with pytest.raises(ValueError, match=r"--tokenizer .*tokenizer.json: not an HF tokenizer.json"):
+        pretraining_data.bert_tokenizer(tmp_path)
+    run = tmp_path / "gpt-run"
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "1", "--out-dir", str(run)])
+    with pytest.raises(ValueError, match=r"--init-from .*gpt-run is a --model gpt run, not one that --model bert"):
+        finetune_glue.main(["--task", "sst2", "--init-from", str(run), "--out-dir", str(tmp_path / "glue")])
+    assert not (tmp_path / "glue").exists()
+    gpt.GPT(gpt.GPTConfig(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2)).save_pretrained(tmp_path / "g")
+    shutil.copy(tmp_path / "tokenizer.json", tmp_path / "g")
+    cfg = finetune_glue.FinetuneConfig(model="bert", init_from=str(tmp_path / "g"), out_dir=str(tmp_path / "t"))
+    with pytest.raises(ValueError, match=r"--init-from .*g: a gpt2 model, not --model bert's"):
+        finetune_glue.GlueTask(cfg, finetune_glue.GlueConfig("sst2"), 1)
+    ck = torch.load(run / "ckpt_0000001.pt", weights_only=True)
+    torch.save({**ck, "args": argparse.Namespace(lr=0.1)}, run / "ckpt_0000001.pt")  # a pickled object
+    with pytest.raises(RuntimeError, match=r"ckpt_0000001.pt: refused as unsafe") as e:
+        train.main(["--out-dir", str(run), "--resume"])
+    assert "weights_only" not in str(e.value)

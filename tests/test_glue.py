@@ -16,6 +16,7 @@ import bert
 import data
 import finetune_glue as G
 import optim
+import pretraining_data
 import tasks
 import train
 
@@ -479,9 +480,9 @@ def test_finetune_from_a_train_py_bert_run(glue_env, tmp_path):
     docs = ["\n".join(sentence(rng, rng.randint(0, 1)) + " ." for _ in range(rng.randint(3, 8))) for _ in range(30)]
     (tmp_path / "corpus.txt").write_text("\n\n".join(docs))
     corpus = (s for d in data.iter_documents(str(tmp_path / "corpus.txt")) for s in d)
-    tok = data.train_wordpiece(corpus, 120)
-    spec = data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
-    data.prepare_pretraining(str(tmp_path / "corpus.txt"), tmp_path / "prep", tok, spec, workers=1)
+    tok = pretraining_data.train_wordpiece(corpus, 120)
+    spec = pretraining_data.PretrainingSpec(max_seq_length=32, dupe_factor=1, valid_every=8)
+    pretraining_data.prepare_pretraining(str(tmp_path / "corpus.txt"), tmp_path / "prep", tok, spec, workers=1)
     run = tmp_path / "pretrain"
     train.main(["--preset", "bert-tiny-test", "--dataset", str(tmp_path / "prep"), "--out-dir", str(run)])
     res = G.main(args(glue_env, tmp_path / "glue", "--init-from", str(run), "--task", "sst2", "--epochs", "1"))

@@ -20,12 +20,14 @@ MAY_IMPORT = {  # the project files each top-level file may import (the floor's 
     **{name: FLOOR for name in MODELS},
     "unilm": FLOOR | {"bert"},  # UniLM is BERT's network with other masks
     "subword": set(),
-    "data": {"subword", "hf_checkpoint"},  # atomic_write: the one file writer
-    "tasks": FLOOR | MODELS | {"data", "subword"},
+    "data": {"subword", "hf_checkpoint", "pretraining_data"},  # atomic_write; `data.py bert` (in main() only)
+    "pretraining_data": {"data", "subword", "hf_checkpoint"},  # BERT's MLM/NSP data on data.py's raw text
+    "tasks": FLOOR | MODELS | {"data", "pretraining_data", "subword", "run_folder", "translation_eval"},
+    "translation_eval": {"data"},
     "plots": set(),
     "run_folder": set(),
     "train": FLOOR | {"tasks", "data", "plots", "run_folder"},  # the loop knows no model
-    "finetune_glue": FLOOR | {"train", "tasks", "data", "bert", "bart"},
+    "finetune_glue": FLOOR | {"train", "tasks", "data", "pretraining_data", "bert", "bart"},
     "study": FLOOR | {"train", "finetune_glue", "tasks", "data", "bench", "plots"},
     "bench": FLOOR | MODELS | {"data", "tasks"},
 }
