@@ -307,6 +307,23 @@ PRESETS = {
     "t5-tiny-test": dict(
         model="t5", arch="t5-tiny-test", context=32, batch_size=4, lr=1e-3, warmup=2, schedule="cosine", max_steps=4
     ),
+    # ALBERT's Table 5 at this CPU's scale: albert-mini (one 256-wide layer run 4 times, E = 128) with
+    # bert-mini-cpu's optimizer and 40% re-masking (AdamW, not the paper's LAMB at batch 4096), 32 x 128 tokens,
+    # no dropout (ALBERT v2's)
+    "albert-mini-cpu": dict(
+        _BERT_OPTIMIZER,
+        model="albert",
+        dropout=0.0,  # ALBERT v2's
+        arch="albert-mini",
+        batch_size=32,
+        lr=1e-3,
+        warmup=200,
+        max_steps=5000,
+        mask_prob=0.4,
+        eval_every=500,
+        save_every=500,
+        log_every=50,
+    ),
     "albert-tiny-test": dict(
         model="albert", arch="albert-tiny-test", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4
     ),

@@ -619,13 +619,16 @@ def run_model(out_dir, overrides=None):
 def evaluate(out_dir, overrides=None, split="test"):
     """A run's last checkpoint scored by its task: `task.evaluate` where the family has one
     (translation: test BLEU, greedy and beam, last and averaged checkpoints), else the task's
-    validation metrics (BERT: held-out MLM / NSP; GPT: loss), written to valid_results.json."""
+    validation metrics (BERT: held-out MLM / NSP; GPT: loss), written to valid_results.json
+    (valid_results_<folder>.json when `overrides` give another --dataset, e.g. SOP data for an NSP run)."""
     cfg, task, model, paths = run_model(out_dir, overrides)
     if hasattr(task, "evaluate"):
         return task.evaluate(model, paths, split, load_checkpoint)
-    results = {"checkpoint": str(paths[-1]), **task.validate(model, contextlib.nullcontext)}
+    results = {"checkpoint": str(paths[-1]), "dataset": cfg.dataset, **task.validate(model, contextlib.nullcontext)}
     print(json.dumps(results, indent=1))
-    (Path(out_dir) / "valid_results.json").write_text(json.dumps(results, indent=1))
+    other = (overrides or {}).get("dataset")  # scored on another prepared folder: its own file
+    name = f"valid_results_{Path(other).name}.json" if other else "valid_results.json"
+    (Path(out_dir) / name).write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -688,9 +691,12 @@ def main(argv=None):
     if actions["export_hf"]:
         print(export_hf(out_dir, actions["export_hf"]))
         return
-    if actions["evaluate"]:
-        keep = ("beam", "length_penalty")
-        return evaluate(out_dir, {k: v for k, v in overrides.items() if k in keep}, actions["split"])
+    if actions["evaluate"]:  # the run's settings, but for decoding and the data it is scored on
+        keep = ("beam", "length_penalty", "dataset", "out_dir")
+        if stray := [k for k in overrides if k not in keep]:
+            flag = "--" + stray[0].replace("_", "-")
+            raise ValueError(f"--evaluate scores the run as trained: {flag} is not one of its flags ({EVALUATE_FLAGS})")
+        return evaluate(out_dir, {k: v for k, v in overrides.items() if k != "out_dir"}, actions["split"])
     if actions["resume"]:
         cfg = resume_config(out_dir, actions["preset"], overrides)
     else:
@@ -706,6 +712,7 @@ def main(argv=None):
     return run
 
 
+EVALUATE_FLAGS = "--beam, --length-penalty, --dataset, --split"
 STOPPED = 75  # the exit code of a run stopped by a signal or its time limit (EX_TEMPFAIL: try again)
 
 

@@ -564,6 +564,11 @@ def test_corrupt_files_and_foreign_runs_are_named(lm_folder, tmp_path):
     cfg = finetune_glue.FinetuneConfig(model="bert", init_from=str(tmp_path / "g"), out_dir=str(tmp_path / "t"))
     with pytest.raises(ValueError, match=r"--init-from .*g: a gpt2 model, not --model bert's"):
         finetune_glue.GlueTask(cfg, finetune_glue.GlueConfig("sst2"), 1)
+    with pytest.raises(ValueError, match="--evaluate scores the run as trained: --lr is not one of its flags"):
+        train.main(["--out-dir", str(run), "--evaluate", "--lr", "0.1"])  # was silently ignored
+    shutil.copytree(lm_folder, tmp_path / "other-data")
+    scored = train.main(["--out-dir", str(run), "--evaluate", "--dataset", str(tmp_path / "other-data")])
+    assert json.loads((run / "valid_results_other-data.json").read_text()) == scored  # beside the run's own
     ck = torch.load(run / "ckpt_0000001.pt", weights_only=True)
     torch.save({**ck, "args": argparse.Namespace(lr=0.1)}, run / "ckpt_0000001.pt")  # a pickled object
     with pytest.raises(RuntimeError, match=r"ckpt_0000001.pt: refused as unsafe") as e:

@@ -579,10 +579,12 @@ def test_bart_denoising_matches_hf_bart_and_resumes_exactly(noising, tmp_path):
     common = [*BART, "--dataset", folder, "--noising", noising]
     for model in ("bart", "hf-bart"):
         train.main([*common, "--model", model, "--max-steps", "10", "--out-dir", str(tmp_path / model)])
-    for key in ("loss", "val_loss", "train_eval_loss"):
+    for key in ("loss", "val_loss", "train_eval_loss", "val_loss_other_source"):
         ours, hf = rows(tmp_path / "bart", key), rows(tmp_path / "hf-bart", key)
         assert len(ours) == len(hf) > 0 and ours == pytest.approx(hf, rel=1e-4), key
     assert rows(tmp_path / "bart", "loss")[-1] < rows(tmp_path / "bart", "loss")[0]
+    # the copy-through diagnostic reads other windows: a different loss (an encoder at work, even at init)
+    assert rows(tmp_path / "bart", "val_loss_other_source") != rows(tmp_path / "bart", "val_loss")
     a, b = tmp_path / "a", tmp_path / "b7"
     resumable = [*common, "--save-every", "3", "--dropout", "0.1", "--decay-steps", "12"]
     train.main([*resumable, "--out-dir", str(a), "--max-steps", "7"])
