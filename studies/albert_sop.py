@@ -27,7 +27,7 @@ def pretrain(task):
         f"train-{task}",
         ["train.py", "--preset", "albert-mini-cpu", "--dataset", f"{{runs}}/prep-{task}", "--out-dir", "{out}"],
         needs=[f"prep-{task}"],
-        minutes=45,
+        minutes=52,
         metric="val_sop_acc",
     )
 
@@ -42,7 +42,7 @@ def score(trained, on):
 
 
 def twin(model):  # ours and HF's AlbertForPreTraining through the loop: same init, same batches, no dropout
-    flags = ["--max-steps", "200", "--log-every", "1", "--eval-every", "100", "--dropout", "0", "--model", model]
+    flags = ["--max-steps", "200", "--decay-steps", "5000", "--log-every", "1", "--eval-every", "100", "--model", model]
     return Run(
         f"steps200-{model}",
         ["train.py", "--preset", "albert-mini-cpu", "--dataset", "{runs}/prep-sop", *flags, "--out-dir", "{out}"],
