@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contract import ClassifierOutput, Sums, check_ids, classifier_sums, sequence_counts
+from contract import ClassifierOutput, Sums, check_ids, classifier_sums, masked_lm_sums, sequence_counts
 from hf_checkpoint import HFCheckpoint
 from layers import ACTIVATIONS, PostLNLayer, init_bert_weights, pack_tokens, unpack_tokens
 
@@ -356,17 +356,8 @@ def _mlm(albert, head, hidden, labels):
 
 
 def pretraining_sums(mlm_logits, targets, sop_logits, batch):
-    """ALBERT's objective as sums (contract.Sums): masked-LM cross-entropy over the masked tokens and
-    sentence-order cross-entropy over the sequences, with their accuracies; the parts the batch labels."""
-    losses, metrics = {}, {}
-    if batch.get("labels") is not None:
-        losses["mlm"] = (F.cross_entropy(mlm_logits.float(), targets, reduction="sum"), "masked")
-        metrics["mlm_acc"] = ((mlm_logits.argmax(-1) == targets).sum(), "masked")
-    if batch.get("sentence_order_label") is not None:
-        y = batch["sentence_order_label"].view(-1)
-        losses["sop"] = (F.cross_entropy(sop_logits.float(), y, reduction="sum"), "sequences")
-        metrics["sop_acc"] = ((sop_logits.argmax(-1) == y).sum(), "sequences")
-    return Sums(losses, metrics, sequence_counts(batch))
+    """ALBERT's objective as sums (contract.masked_lm_sums): masked-LM and sentence-order prediction."""
+    return masked_lm_sums(mlm_logits, targets, sop_logits, batch, "sop", "sentence_order_label")
 
 
 class PreTrainingOutput(NamedTuple):

@@ -27,7 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contract import ClassifierOutput, Sums, check_ids, classifier_loss_sum, classifier_sums, sequence_counts
+from contract import (
+    ClassifierOutput,
+    Sums,
+    check_ids,
+    classifier_loss_sum,
+    classifier_sums,
+    masked_lm_sums,
+    sequence_counts,
+)
 from hf_checkpoint import HFCheckpoint
 from layers import ACTIVATIONS, PostLNLayer, init_bert_weights, pack_tokens, unpack_tokens
 
@@ -358,18 +366,8 @@ def _mlm(bert, head, hidden, labels):
 
 
 def pretraining_sums(mlm_logits, targets, nsp_logits, batch):
-    """BERT's objective as sums (contract.Sums): masked-LM cross-entropy over the masked tokens
-    (mlm_logits (M, V) at the labeled positions, targets (M,)), next-sentence cross-entropy over
-    the sequences, and their accuracies; the parts whose labels the batch holds."""
-    losses, metrics = {}, {}
-    if batch.get("labels") is not None:
-        losses["mlm"] = (F.cross_entropy(mlm_logits.float(), targets, reduction="sum"), "masked")
-        metrics["mlm_acc"] = ((mlm_logits.argmax(-1) == targets).sum(), "masked")
-    if batch.get("next_sentence_label") is not None:
-        y = batch["next_sentence_label"].view(-1)
-        losses["nsp"] = (F.cross_entropy(nsp_logits.float(), y, reduction="sum"), "sequences")
-        metrics["nsp_acc"] = ((nsp_logits.argmax(-1) == y).sum(), "sequences")
-    return Sums(losses, metrics, sequence_counts(batch))
+    """BERT's objective as sums (contract.masked_lm_sums): masked-LM and next-sentence prediction."""
+    return masked_lm_sums(mlm_logits, targets, nsp_logits, batch)
 
 
 # With labels, every output also holds `sums`: its losses as sums, with their counts (contract.Sums).

@@ -96,6 +96,22 @@ def sequence_counts(batch):
     return out
 
 
+def masked_lm_sums(mlm_logits, targets, pair_logits, batch, pair="nsp", label="next_sentence_label"):
+    """Masked-LM pretraining as sums (BERT's MLM + NSP, ALBERT's MLM + SOP): cross-entropy over the
+    masked tokens (mlm_logits (M, V) at the labeled positions, targets (M,)) and the pair task's
+    (`pair`, labeled by batch[`label`]) over the sequences, with their accuracies; the parts whose
+    labels the batch holds."""
+    losses, metrics = {}, {}
+    if batch.get("labels") is not None:
+        losses["mlm"] = (F.cross_entropy(mlm_logits.float(), targets, reduction="sum"), "masked")
+        metrics["mlm_acc"] = ((mlm_logits.argmax(-1) == targets).sum(), "masked")
+    if batch.get(label) is not None:
+        y = batch[label].view(-1)
+        losses[pair] = (F.cross_entropy(pair_logits.float(), y, reduction="sum"), "sequences")
+        metrics[pair + "_acc"] = ((pair_logits.argmax(-1) == y).sum(), "sequences")
+    return Sums(losses, metrics, sequence_counts(batch))
+
+
 def classifier_loss_sum(logits, labels):
     """Cross-entropy summed over the sequences, or squared error for a regressor (one output)."""
     if logits.shape[-1] == 1:

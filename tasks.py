@@ -311,6 +311,24 @@ class PretrainingTask:
         self.epoch = 0  # dynamic masking draws new masks each epoch
 
     def build_model(self):
+        """The family's model (make_model), checked against the data's vocabulary; hf-*: HF's model with the
+        same weights under our contract, the family's sums on HF's logits."""
+        ours, objective, pair_logits = self.make_model()
+        if ours.config.vocab_size != self.vocab.size:
+            raise ValueError(
+                f"the model's vocabulary ({ours.config.vocab_size}) differs from the data's ({self.vocab.size})"
+            )
+        if not self.cfg.model.startswith("hf-"):
+            return ours
+
+        def sums(out, b):  # HF projects every position: keep the masked ones
+            where = b["labels"] != -100
+            return objective(out.prediction_logits[where], b["labels"][where], getattr(out, pair_logits), b)
+
+        return hf_twin(ours, sums, ("input_ids", "attention_mask", "token_type_ids"))
+
+    def make_model(self):
+        """-> (BertForPreTraining, its sums, the name of HF's pair logits), from --init-from or --arch."""
         import bert
 
         c = self.cfg
@@ -332,19 +350,7 @@ class PretrainingTask:
                 pe = T.PositionalEncoding(table.shape[1], table.shape[0]).pe
                 with torch.no_grad():
                     table.copy_(pe * (config.initializer_range / pe.std()))
-        if ours.config.vocab_size != self.vocab.size:
-            raise ValueError(
-                f"the model's vocabulary ({ours.config.vocab_size}) differs from the data's ({self.vocab.size})"
-            )
-        if c.model == "bert":
-            return ours
-
-        def sums(out, b):  # HF projects every position: keep the masked ones
-            where = b["labels"] != -100
-            logits = out.prediction_logits[where]
-            return bert.pretraining_sums(logits, b["labels"][where], out.seq_relationship_logits, b)
-
-        return hf_twin(ours, sums, ("input_ids", "attention_mask", "token_type_ids"))
+        return ours, bert.pretraining_sums, "seq_relationship_logits"
 
     def check_vocabulary(self, folder):
         """A checkpoint's tokenizer (tokenizer.json or vocab.txt) must be the data's: same tokens, same ids."""
@@ -395,7 +401,8 @@ class AlbertPretrainingTask(PretrainingTask):
     data and objective, the pair label given as `sentence_order_label`: ALBERT's MLM + SOP on a folder of
     `data.py bert --pair-task sop --ngram 3`, or MLM + NSP (the same head) on an NSP folder."""
 
-    def build_model(self):
+    def make_model(self):
+        """-> (AlbertForPreTraining, its sums, the name of HF's pair logits), from --init-from or --arch."""
         import albert
 
         c = self.cfg
@@ -410,18 +417,7 @@ class AlbertPretrainingTask(PretrainingTask):
             drop = dict(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
             drop |= dict(classifier_dropout_prob=c.dropout)  # before the SOP head
             ours = albert.AlbertForPreTraining(albert.AlbertConfig.from_preset(c.arch, **shape, **drop))
-        if ours.config.vocab_size != self.vocab.size:
-            raise ValueError(
-                f"the model's vocabulary ({ours.config.vocab_size}) differs from the data's ({self.vocab.size})"
-            )
-        if c.model == "albert":
-            return ours
-
-        def sums(out, b):  # HF projects every position: keep the masked ones
-            where = b["labels"] != -100
-            return albert.pretraining_sums(out.prediction_logits[where], b["labels"][where], out.sop_logits, b)
-
-        return hf_twin(ours, sums, ("input_ids", "attention_mask", "token_type_ids"))
+        return ours, albert.pretraining_sums, "sop_logits"
 
     def batch(self, indices, dataset=None):
         b = super().batch(indices, dataset)
