@@ -259,14 +259,16 @@ class BertOutput(NamedTuple):
     last_hidden_state: Tensor  # (B, T, C); zeros at padded positions when padding was skipped
     pooler_output: Tensor | None  # (B, C): tanh(W h_[CLS] + b), None without a pooler
     hidden_states: tuple | None = None  # embeddings and every layer's output, each (B, T, C)
+    attention_scores: tuple | None = None  # every layer's pre-softmax q.k / sqrt(hd), (B, H, T, T), unmasked
 
 
 class BertModel(_HFCheckpoint, nn.Module):
     """The encoder: embeddings, `num_hidden_layers` post-LN layers and (optionally) the pooler.
 
     forward(input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-    output_hidden_states=False) -> BertOutput. Set `skip_padding = False` to run padded
-    positions through every layer like HF does (same real-position outputs, slower).
+    output_hidden_states=False, output_attention_scores=False) -> BertOutput. Set `skip_padding =
+    False` to run padded positions through every layer like HF does (same real-position outputs,
+    slower). The attention scores take the explicit attention path (TinyBERT distills them).
     """
 
     hf_architectures = {"bert": "BertModel", "roberta": "RobertaModel"}
@@ -281,7 +283,13 @@ class BertModel(_HFCheckpoint, nn.Module):
         _init_weights(self, config)
 
     def forward(
-        self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, output_hidden_states=False
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        output_hidden_states=False,
+        output_attention_scores=False,
     ):
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
         B, T = input_ids.shape
@@ -295,15 +303,20 @@ class BertModel(_HFCheckpoint, nn.Module):
                     packed = (real.flatten().nonzero().squeeze(1), B, T)  # flat positions of the real tokens
                     x = pack_tokens(x, packed[0])  # (N, C)
         hidden = [x] if output_hidden_states else None  # kept only when asked: they cost memory
+        scores = [] if output_attention_scores else None
         for layer in self.layers:
-            x = layer(x, mask, packed)
+            if scores is None:
+                x = layer(x, mask, packed)
+            else:
+                x, s = layer(x, mask, packed, scores=True)
+                scores.append(s)
             if hidden is not None:
                 hidden.append(x)
         if packed is not None:
             x = unpack_tokens(x, *packed)  # (B, T, C)
             hidden = hidden and [unpack_tokens(h, *packed) for h in hidden]
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
-        return BertOutput(x, pooled, None if hidden is None else tuple(hidden))
+        return BertOutput(x, pooled, *(None if h is None else tuple(h) for h in (hidden, scores)))
 
 
 def _check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids):
@@ -422,7 +435,7 @@ class BertForPreTraining(_HFCheckpoint, nn.Module):
         labels=None,
         next_sentence_label=None,
     ):
-        hidden, pooled, _ = self.bert(input_ids, attention_mask, token_type_ids, position_ids)
+        hidden, pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids)[:2]
         mlm_logits, targets = _mlm(self.bert, self.mlm, hidden, labels)
         nsp_logits = self.nsp(pooled)  # (B, 2)
         if labels is None and next_sentence_label is None:
@@ -499,7 +512,7 @@ class BertForSequenceClassification(_HFCheckpoint, nn.Module):
         _init_weights(self.classifier, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None):
-        hidden, pooled, _ = self.bert(input_ids, attention_mask, token_type_ids, position_ids)
+        hidden, pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids)[:2]
         if self.config.model_type == "roberta":
             logits = self.classifier(hidden)
         else:
@@ -614,3 +627,150 @@ class EarlyExitBert(nn.Module):
             x, alive, prev, streak = x[keep], alive[keep], pred[keep], streak[keep]
             mask = None if mask is None else mask[keep]
         return logits, layers
+
+
+# ------------------------------------------------------------------ TinyBERT's distillation
+
+
+def layer_map(student_layers, teacher_layers):
+    """TinyBERT's g: the teacher layer that student layer m learns, for m = 0 (the embeddings) .. M.
+    g(m) = m * N // M spreads the student over the teacher, the last layer onto the last; where N is
+    a multiple of M (TinyBERT's code asserts it) this is its mapping, e.g. 12 -> 4: 0, 3, 6, 9, 12."""
+    if not 0 < student_layers <= teacher_layers:
+        raise ValueError(
+            f"the student's num_hidden_layers ({student_layers}) must be in [1, teacher's {teacher_layers}]"
+        )
+    return [m * teacher_layers // student_layers for m in range(student_layers + 1)]
+
+
+def hidden_mse_sum(student, teacher, real=None):
+    """Squared error of two layers' outputs (B, T, C) each, averaged over the width and summed over the
+    real tokens (real (B, T) bool, None: all): divided by the real-token count it is TinyBERT's
+    MSELoss over (B, T, C) when nothing is padded (its code averages padded positions in too)."""
+    d = (student.float() - teacher.float()).pow(2).mean(-1)  # (B, T)
+    return d.sum() if real is None else d[real].sum()
+
+
+def attention_mse_sum(student, teacher, real=None):
+    """Squared error of two layers' pre-softmax attention scores (B, H, T, T) each, averaged over the
+    heads and summed over the (query, key) pairs of real tokens: divided by the pair count (sum over
+    sequences of n^2) it is TinyBERT's MSELoss when nothing is padded (its code zeroes the masked
+    keys' entries and keeps padded queries' rows in the mean; we count real pairs only)."""
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"attention scores of shape {tuple(student.shape)} (student) and {tuple(teacher.shape)} (teacher): "
+            "the attention loss needs the same num_attention_heads and length"
+        )
+    d = (student.float() - teacher.float()).pow(2).mean(1)  # (B, T, T)
+    return d.sum() if real is None else (d * (real[:, :, None] & real[:, None, :])).sum()
+
+
+def soft_cross_entropy_sum(student_logits, teacher_logits, temperature=1.0):
+    """TinyBERT's prediction-layer loss: the cross-entropy of the student's distribution against the
+    teacher's, both logits (B, K) divided by `temperature`, averaged over the K classes as its code does
+    ((-p log q).mean()) and summed over the sequences."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    p = (teacher_logits.float() / temperature).softmax(-1)
+    return -(p * (student_logits.float() / temperature).log_softmax(-1)).mean(-1).sum()
+
+
+def distill_counts(batch):
+    """sequence_counts and the attention loss's divisor: "pairs", the real (query, key) pairs."""
+    mask, (B, T) = batch.get("attention_mask"), batch["input_ids"].shape
+    return {**sequence_counts(batch), "pairs": B * T * T if mask is None else mask.sum(1).pow(2).sum()}
+
+
+class DistillOutput(NamedTuple):
+    logits: Tensor | None  # the student's classifier logits (B, K); None for a bare BertModel student
+    loss: Tensor
+    sums: Sums
+
+
+class TinyBertDistiller(nn.Module):
+    """TinyBERT's Transformer distillation (Jiao et al. 2019) of `student` from a frozen `teacher`, each a
+    BertModel or a model around one (`.bert`).
+
+    stage "intermediate": student layer m (0: the embeddings) learns teacher layer layer_map(M, N)[m]:
+    its output through `fit_dense` (width Cs -> Ct; nn.Identity when the widths agree) by MSE
+    ("hidden"), and, for m >= 1, its pre-softmax attention scores by MSE ("attention"; the same head
+    count needed); general distillation (unlabeled text) and task distillation's first step.
+    stage "prediction": soft cross-entropy of the classifiers' logits at `temperature` (MSE to the
+    labels for a regressor, as TinyBERT's code); both BertForSequenceClassification.
+
+    forward(input_ids, attention_mask=None, token_type_ids=None, labels=None) -> DistillOutput; with
+    labels (B,) the student's accuracy is a metric. The teacher stays in eval mode, without gradients;
+    `student` is what to save."""
+
+    def __init__(self, student, teacher, stage="intermediate", temperature=1.0):
+        super().__init__()
+        if stage not in ("intermediate", "prediction"):
+            raise ValueError(f"stage must be 'intermediate' or 'prediction', got {stage!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        s, t = (m if isinstance(m, BertModel) else m.bert for m in (student, teacher))
+        cs, ct = s.config, t.config
+        if stage == "prediction":
+            for name, m in (("student", student), ("teacher", teacher)):
+                if not isinstance(m, BertForSequenceClassification):
+                    raise ValueError(
+                        f"prediction distillation needs a {name} with a classifier (fine-tuned on the task)"
+                    )
+            if cs.num_labels != ct.num_labels:
+                raise ValueError(f"num_labels: the student has {cs.num_labels}, the teacher {ct.num_labels}")
+        elif cs.num_attention_heads != ct.num_attention_heads:
+            raise ValueError(
+                f"the attention loss needs equal num_attention_heads: student {cs.num_attention_heads}, "
+                f"teacher {ct.num_attention_heads}"
+            )
+        self.layers = layer_map(cs.num_hidden_layers, ct.num_hidden_layers)
+        self.student, self.teacher, self.stage, self.temperature = student, teacher, stage, temperature
+        self.config = cs
+        wide = cs.hidden_size != ct.hidden_size
+        self.fit_dense = nn.Linear(cs.hidden_size, ct.hidden_size) if wide else nn.Identity()
+        _init_weights(self.fit_dense, cs)
+        teacher.requires_grad_(False)
+        teacher.eval()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.teacher.eval()  # no dropout in the targets
+        return self
+
+    counts = staticmethod(distill_counts)
+
+    def save_pretrained(self, folder):  # the student: what distillation makes
+        self.student.save_pretrained(folder)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        counts = distill_counts(inputs)
+        real = None if attention_mask is None else attention_mask.bool()
+        if self.stage == "prediction":
+            logits = self.student(**inputs).logits  # (B, K)
+            with torch.no_grad():
+                target = self.teacher(**inputs).logits
+            if self.config.num_labels == 1:
+                loss = classifier_loss_sum(logits, labels)
+            else:
+                loss = soft_cross_entropy_sum(logits, target, self.temperature)
+            losses = {"pred": (loss, "sequences")}
+        else:
+            bert = self.student if isinstance(self.student, BertModel) else self.student.bert
+            out = bert(**inputs, output_hidden_states=True, output_attention_scores=True)
+            with torch.no_grad():
+                teacher = self.teacher if isinstance(self.teacher, BertModel) else self.teacher.bert
+                target = teacher(**inputs, output_hidden_states=True, output_attention_scores=True)
+            hidden = sum(
+                hidden_mse_sum(self.fit_dense(out.hidden_states[m]), target.hidden_states[g], real)
+                for m, g in enumerate(self.layers)
+            )
+            scores = zip(out.attention_scores, (target.attention_scores[g - 1] for g in self.layers[1:]), strict=True)
+            attention = sum(attention_mse_sum(a, b, real) for a, b in scores)
+            losses = {"hidden": (hidden, "tokens"), "attention": (attention, "pairs")}
+            logits = None
+        metrics = {}
+        if logits is not None and labels is not None and self.config.num_labels > 1:
+            metrics["acc"] = ((logits.argmax(-1) == labels.view(-1)).sum(), "sequences")
+        sums = Sums(losses, metrics, counts)
+        return DistillOutput(logits, sums.loss(), sums)

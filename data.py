@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -538,6 +539,73 @@ def read_glue(task, split, root=None):
         index = r[0] if header[0] in ("index", "id") else n - first - 1
         out.append({"text": tuple(r[k] for k in text_idx), "label": label, "index": index})
     return out
+
+
+# ------------------------------------------------------------------------ GLUE's official metrics
+
+
+def accuracy(preds, labels):
+    return float(np.mean(np.asarray(preds) == np.asarray(labels)))
+
+
+def f1_score(preds, labels):
+    """F1 of the positive class (1), as GLUE scores MRPC and QQP."""
+    p, y = np.asarray(preds) == 1, np.asarray(labels) == 1
+    tp, fp, fn = np.sum(p & y), np.sum(p & ~y), np.sum(~p & y)
+    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
+
+
+def matthews_corr(preds, labels):
+    """Matthews correlation coefficient (CoLA), multi-class form; 0 when a marginal is constant."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    classes = np.union1d(preds, labels)
+    conf = np.array([[np.sum((labels == a) & (preds == b)) for b in classes] for a in classes], dtype=np.float64)
+    t, p, n = conf.sum(1), conf.sum(0), conf.sum()
+    denom = math.sqrt((n * n - p @ p) * (n * n - t @ t))
+    return float((np.trace(conf) * n - t @ p) / denom) if denom else 0.0
+
+
+def pearson_corr(x, y):
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt((x @ x) * (y @ y))
+    return float(x @ y / denom) if denom else 0.0
+
+
+def rank(x):
+    """Ranks from 1, ties given their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + e + 1) / 2  # the mean of ranks s+1 .. e
+    return ranks
+
+
+def spearman_corr(x, y):
+    return pearson_corr(rank(x), rank(y))
+
+
+METRICS = {  # the official metrics, in GLUE's order; a task's score is their mean (as the leaderboard's)
+    "cola": {"mcc": matthews_corr},
+    "sst2": {"acc": accuracy},
+    "mrpc": {"f1": f1_score, "acc": accuracy},
+    "stsb": {"pearson": pearson_corr, "spearman": spearman_corr},
+    "qqp": {"f1": f1_score, "acc": accuracy},
+    "mnli": {"acc": accuracy},
+    "qnli": {"acc": accuracy},
+    "rte": {"acc": accuracy},
+    "wnli": {"acc": accuracy},
+}
+
+
+def glue_metrics(task, preds, labels):
+    """-> {metric: value in percent, ..., "score": their mean}."""
+    out = {name: 100 * fn(preds, labels) for name, fn in METRICS[task].items()}
+    return {**out, "score": sum(out.values()) / len(out)}
 
 
 # ------------------------------------------------------------------------ backdoor (data poisoning)

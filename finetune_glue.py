@@ -36,10 +36,10 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
+import albert
 import bart
 import bert
 import data
@@ -47,75 +47,9 @@ import pretraining_data
 import tasks
 import train
 from contract import classifier_loss_sum, classifier_sums, device_of, hf_twin, to_device
+from data import METRICS, accuracy, glue_metrics  # GLUE's official metrics
 from hf_checkpoint import atomic_write, identity, resolve_checkpoint, write_text
 from recipes import FinetuneConfig
-
-# ------------------------------------------------------------------------------------ metrics
-
-
-def accuracy(preds, labels):
-    return float(np.mean(np.asarray(preds) == np.asarray(labels)))
-
-
-def f1_score(preds, labels):
-    """F1 of the positive class (1), as GLUE scores MRPC and QQP."""
-    p, y = np.asarray(preds) == 1, np.asarray(labels) == 1
-    tp, fp, fn = np.sum(p & y), np.sum(p & ~y), np.sum(~p & y)
-    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
-
-
-def matthews_corr(preds, labels):
-    """Matthews correlation coefficient (CoLA), multi-class form; 0 when a marginal is constant."""
-    preds, labels = np.asarray(preds), np.asarray(labels)
-    classes = np.union1d(preds, labels)
-    conf = np.array([[np.sum((labels == a) & (preds == b)) for b in classes] for a in classes], dtype=np.float64)
-    t, p, n = conf.sum(1), conf.sum(0), conf.sum()
-    denom = math.sqrt((n * n - p @ p) * (n * n - t @ t))
-    return float((np.trace(conf) * n - t @ p) / denom) if denom else 0.0
-
-
-def pearson_corr(x, y):
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denom = math.sqrt((x @ x) * (y @ y))
-    return float(x @ y / denom) if denom else 0.0
-
-
-def rank(x):
-    """Ranks from 1, ties given their average rank (as scipy.stats.rankdata)."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    sorted_x = x[order]
-    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
-    ends = np.r_[starts[1:], len(x)]
-    for s, e in zip(starts, ends, strict=True):
-        ranks[order[s:e]] = (s + e + 1) / 2  # the mean of ranks s+1 .. e
-    return ranks
-
-
-def spearman_corr(x, y):
-    return pearson_corr(rank(x), rank(y))
-
-
-METRICS = {  # the official metrics, in GLUE's order; a task's score is their mean (as the leaderboard's)
-    "cola": {"mcc": matthews_corr},
-    "sst2": {"acc": accuracy},
-    "mrpc": {"f1": f1_score, "acc": accuracy},
-    "stsb": {"pearson": pearson_corr, "spearman": spearman_corr},
-    "qqp": {"f1": f1_score, "acc": accuracy},
-    "mnli": {"acc": accuracy},
-    "qnli": {"acc": accuracy},
-    "rte": {"acc": accuracy},
-    "wnli": {"acc": accuracy},
-}
-
-
-def glue_metrics(task, preds, labels):
-    """-> {metric: value in percent, ..., "score": their mean}."""
-    out = {name: 100 * fn(preds, labels) for name, fn in METRICS[task].items()}
-    return {**out, "score": sum(out.values()) / len(out)}
-
 
 # ------------------------------------------------------------------------------ the model side
 
@@ -187,15 +121,25 @@ class GlueConfig:
             raise ValueError(f"early_exit must be '', pabee or deebert, got {self.early_exit!r}")
 
 
+DROPOUT = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+CLASSIFIERS = {  # --model (hf-<model>: HF's class, same weights) -> the model types it tunes, its classifier, dropouts
+    "bert": (("bert", "roberta"), bert.BertForSequenceClassification, DROPOUT),
+    "albert": (("albert",), albert.AlbertForSequenceClassification, (*DROPOUT, "classifier_dropout_prob")),
+    "bart": (("bart",), bart.BartForSequenceClassification, ("dropout",)),
+}
+
+
 class GlueTask:
-    """A GLUE task for train.Run, with --model bert (ours) or hf-bert (HF's
-    BertForSequenceClassification, same initial weights), or bart / hf-bart (the classifier on the
+    """A GLUE task for train.Run, with --model bert, albert (ours) or hf-bert, hf-albert (HF's
+    ...ForSequenceClassification, same initial weights), or bart / hf-bart (the classifier on the
     last </s>; RoBERTa's layout <s> A </s></s> B </s>): cross-entropy (MSE for STS-B) per
     sequence, dev metrics at validation."""
 
     def __init__(self, cfg, glue, world):
-        if cfg.model not in ("bert", "hf-bert", "bart", "hf-bart"):
-            raise ValueError(f"GLUE fine-tuning needs --model bert, hf-bert, bart or hf-bart, got {cfg.model!r}")
+        if cfg.model.removeprefix("hf-") not in CLASSIFIERS:
+            raise ValueError(
+                f"GLUE fine-tuning needs --model bert, albert, bart or hf-<one of them>, got {cfg.model!r}"
+            )
         if glue.early_exit and cfg.model != "bert":
             raise ValueError("early exit is built on our BertForSequenceClassification (--model bert)")
         if not cfg.init_from:
@@ -204,11 +148,12 @@ class GlueTask:
         self.micro_size = tasks.micro_size(cfg, world, "batch_size")
         self.folder = resolve_checkpoint(cfg.init_from)
         self.bart, hf = cfg.model.endswith("bart"), json.loads((Path(self.folder) / "config.json").read_text())
-        if hf.get("model_type") not in (("bart",) if self.bart else ("bert", "roberta")):
+        types, self.classifier, self.dropouts = CLASSIFIERS[cfg.model.removeprefix("hf-")]
+        if hf.get("model_type") not in types:
             raise ValueError(f"--init-from {cfg.init_from}: a {hf.get('model_type')} model, not --model {cfg.model}'s")
         self.tok = load_tokenizer(self.folder)
-        self.config = bart.BartConfig.from_hf(hf) if self.bart else bert.BertConfig.from_hf(hf)
-        limit = self.config.max_position_embeddings if self.bart else self.config.max_length
+        self.config = self.classifier.config_class.from_hf(hf)
+        limit = getattr(self.config, "max_length", self.config.max_position_embeddings)  # RoBERTa's: fewer
         if cfg.max_len > limit:
             raise ValueError(f"max_len {cfg.max_len} exceeds the model's position table ({limit})")
         self.label_names = data.GLUE[self.task][4]
@@ -236,19 +181,17 @@ class GlueTask:
         self.info = {"glue_task": self.task, "train_samples": len(rows), "poisoned": len(self.poisoned)}
 
     def build_model(self):
-        c, family = self.cfg, bart.BartForSequenceClassification if self.bart else bert.BertForSequenceClassification
-        drop = dict.fromkeys(
-            ("dropout",) if self.bart else ("hidden_dropout_prob", "attention_probs_dropout_prob"), c.dropout
-        )
+        c, drop = self.cfg, dict.fromkeys(self.dropouts, self.cfg.dropout)
         # a start point fine-tuned on another task (intermediate training) may have another label count
-        plain = family.from_pretrained(self.folder, ignore_mismatched_sizes=True, num_labels=self.num_labels, **drop)
+        kw = dict(ignore_mismatched_sizes=True, num_labels=self.num_labels)
+        plain = self.classifier.from_pretrained(self.folder, **kw, **drop)
         if self.glue.early_exit:
             model = bert.EarlyExitBert(plain, self.glue.early_exit)
             if self.glue.early_exit == "deebert":  # stage 2: only the internal exits learn
                 for p in [*model.bert.parameters(), *model.classifier.parameters()]:
                     p.requires_grad_(False)
             return model
-        if c.model in ("bert", "bart"):
+        if not c.model.startswith("hf-"):
             return plain
         inputs = ("input_ids", "attention_mask", *(() if self.bart else ("token_type_ids",)))  # HF's ...ForSequence...
         return hf_twin(plain, lambda out, b: classifier_sums(out.logits, b["labels"], b), inputs)
@@ -434,7 +377,7 @@ def run_config(a, task, seed, hp, out_dir, poison_rate, early_exit="", init_from
     return cfg, GlueConfig(task, early_exit, poison_rate, *poison, identity(cfg.init_from))
 
 
-def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=False):
+def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=False, task_class=GlueTask):
     """One run: train, then (on the master) dev metrics, the HF folder, test predictions.
     -> {dev metrics..., "train_seconds"}, or None on the other processes. A run that finished
     before (its result.json, same configs) is not redone; an interrupted one resumes."""
@@ -449,7 +392,7 @@ def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=F
         return result
     interrupted = bool(train.checkpoints(out))  # resumed (train.Run refuses one of another config)
     t0 = time.perf_counter()
-    task = lambda c, world: GlueTask(c, glue, world)  # noqa: E731
+    task = lambda c, world: task_class(c, glue, world)  # noqa: E731
     run = train.Run(cfg, resume=interrupted, overwrite=not interrupted, task=task)
     run.train()
     seconds = time.perf_counter() - t0
@@ -461,7 +404,7 @@ def finetune(cfg, glue, exit_curve_dir=None, submission=True, keep_checkpoints=F
         result = {**dev, "train_seconds": seconds, "steps": run.step}
         if task.poisoned:
             write_text(out / "poisoned_indices.json", json.dumps(task.poisoned))
-        if cfg.model in ("bert", "bart") and not glue.early_exit:
+        if not cfg.model.startswith("hf-") and not glue.early_exit:
             model.save_pretrained(out / "hf")
             task.tok.save(str(out / "hf" / "tokenizer.json"))
         if submission:
@@ -526,7 +469,9 @@ def main(argv=None):
     p.add_argument("--task", required=True, help=f"comma-separated, or all: {','.join(METRICS)}")
     p.add_argument("--init-from", required=True, help="HF folder or hub name, or a train.py BERT run's out dir")
     p.add_argument("--out-dir", default="out/glue", help="runs go to <out-dir>/<task>/<setting>/seed<N>")
-    p.add_argument("--model", default="bert", choices=["bert", "hf-bert", "bart", "hf-bart"], help="ours, or HF's")
+    p.add_argument(
+        "--model", default="bert", choices=[*CLASSIFIERS, *(f"hf-{m}" for m in CLASSIFIERS)], help="ours, or HF's"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed; mean and std reported")
     p.add_argument("--epochs", type=float, default=3, help="passes over the training set (may be a fraction)")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (linear warmup and decay)")

@@ -25,16 +25,25 @@ def unpack_tokens(x, index, B, T):  # (N, C) -> (B, T, C), zeros elsewhere
     return x.new_zeros(B * T, x.shape[-1]).index_copy(0, index, x).view(B, T, -1)
 
 
-def fused_self_attention(qkv, n_head, mask=None, packed=None, dropout=0.0):
+def fused_self_attention(qkv, n_head, mask=None, packed=None, dropout=0.0, scores=False):
     """Multi-head self-attention from fused projections: qkv (B, T, 3C), or (N, 3C) real tokens when
     `packed` = (index, B, T) says where they sit; mask None or (B, 1, 1, T) bool, True at real keys.
-    -> the heads merged, (B, T, C) or (N, C): SDPA sees the padded layout, the rest skips padding."""
+    -> the heads merged, (B, T, C) or (N, C): SDPA sees the padded layout, the rest skips padding.
+    scores=True: the explicit path instead of SDPA, -> (that, the pre-softmax scores q.k / sqrt(hd)
+    (B, H, T, T), unmasked): what TinyBERT distills."""
     if packed is not None:
         qkv = unpack_tokens(qkv, *packed)  # (B, T, 3C), zeros at padding
     B, T, _ = qkv.shape
     q, k, v = qkv.view(B, T, 3, n_head, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
-    y = F.scaled_dot_product_attention(q, k, v, mask, dropout).transpose(1, 2).reshape(B, T, -1)  # (B, T, C)
-    return pack_tokens(y, packed[0]) if packed is not None else y
+    if scores:
+        s = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # (B, H, T, T)
+        p = (s if mask is None else s.masked_fill(~mask, float("-inf"))).softmax(-1)
+        y = F.dropout(p, dropout) @ v  # (B, H, T, hd)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, mask, dropout)  # (B, H, T, hd)
+    y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, C)
+    y = pack_tokens(y, packed[0]) if packed is not None else y
+    return (y, s) if scores else y
 
 
 def init_bert_weights(module, std):
@@ -71,9 +80,13 @@ class PostLNLayer(nn.Module):
         self.ff_dropout = self.dropout if ff_dropout else nn.Identity()
         self.attn_dropout = c.attention_probs_dropout_prob
 
-    def forward(self, x, mask=None, packed=None):
+    def forward(self, x, mask=None, packed=None, scores=False):
         """x: (B, T, C), or (N, C) real tokens when `packed` = (index, B, T) says where they sit.
-        mask: None (attend everywhere) or (B, 1, 1, T) bool, True at real keys."""
-        y = fused_self_attention(self.qkv(x), self.n_head, mask, packed, self.attn_dropout if self.training else 0.0)
+        mask: None (attend everywhere) or (B, 1, 1, T) bool, True at real keys. scores=True: also
+        the attention's pre-softmax scores (B, H, T, T), -> (x, scores)."""
+        p = self.attn_dropout if self.training else 0.0
+        y = fused_self_attention(self.qkv(x), self.n_head, mask, packed, p, scores)
+        y, s = y if scores else (y, None)
         x = self.attn_norm(x + self.dropout(self.attn_out(y)))
-        return self.ff_norm(x + self.ff_dropout(self.ff_out(self.act(self.ff_in(x)))))
+        x = self.ff_norm(x + self.ff_dropout(self.ff_out(self.act(self.ff_in(x)))))
+        return (x, s) if scores else x

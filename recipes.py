@@ -113,6 +113,15 @@ class PretrainingConfig(TrainConfig):
 
 
 @dataclass
+class DistillConfig(PretrainingConfig):
+    """--model tinybert: TinyBERT's general distillation of a student (--arch, or --init-from) from
+    --teacher on the unmasked text of `python data.py bert`'s shards (made with the teacher's tokenizer)."""
+
+    arch: str = "tinybert-4l-312"
+    teacher: str = ""  # an HF BERT folder / hub name (e.g. all-MiniLM-L6-v2)
+
+
+@dataclass
 class LMConfig(TrainConfig):
     """--model gpt, t5 (and their hf- twins): windows of `python data.py lm`'s token files."""
 
@@ -326,6 +335,9 @@ PRESETS = {
     ),
     "albert-tiny-test": dict(
         model="albert", arch="albert-tiny-test", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4
+    ),
+    "tinybert-tiny-test": dict(  # with a teacher made by the test (two heads, as bert-tiny)
+        model="tinybert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
     ),
     "bert-tiny-test": dict(
         model="bert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0

@@ -13,11 +13,7 @@ hf-bert`, `hf-gpt2`) is HF's model with our initial weights, wrapped by `HFTwin`
 answers the same contract. docs/architecture.md shows a toy task end to end.
 """
 
-import json
-import math
-import random
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +24,8 @@ import decoding
 import pretraining_data
 import recipes
 import transformer as T
-from contract import device_of, hf_twin, objective_means, seq2seq_sums, shift_right, to_device
+from contract import hf_twin, objective_means, seq2seq_sums, shift_right
 from hf_checkpoint import resolve_checkpoint
-from run_folder import average_checkpoints
-from translation_eval import bleu_scores, translate
 
 
 def micro_size(cfg, world, field):
@@ -55,226 +49,6 @@ def length_grouped_steps(lengths, batch_size, seed, epoch, group=50):
         chunk = sorted(order[k : k + group * batch_size], key=lambda i: -lengths[i])
         steps += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
     return [steps[i] for i in torch.randperm(len(steps), generator=g).tolist()]
-
-
-# ----------------------------------------------------------------------------- translation
-
-
-def model_config(c, tok):
-    """The translation model's config from the run's config and its tokenizer's vocabulary."""
-    return T.TransformerConfig(
-        src_vocab_size=tok.get_vocab_size(),
-        tgt_vocab_size=tok.get_vocab_size(),
-        d_model=c.d_model,
-        nhead=c.nhead,
-        num_encoder_layers=c.num_layers,
-        num_decoder_layers=c.num_layers,
-        dim_feedforward=c.dim_feedforward,
-        dropout=c.dropout,
-        norm_first=c.norm_first,
-        share_embeddings=c.share_embeddings,
-        tie_output=c.share_embeddings,
-        label_smoothing=c.label_smoothing,
-        max_len=max(c.max_len, 256) + 64,  # room for test sentences longer than training ones
-        pad_id=tok.token_to_id(data.PAD),
-        bos_id=tok.token_to_id(data.BOS),
-        eos_id=tok.token_to_id(data.EOS),
-    )
-
-
-class TranslationTask:
-    """--model transformer: the paper's model on a translation dataset. Micro-batches of pairs cut
-    by token count; label-smoothed loss per target token; validation loss, perplexity, greedy BLEU;
-    `evaluate`: test BLEU of the last and the averaged checkpoints, greedy and beam."""
-
-    Config = recipes.PaperTranslationConfig  # the run's settings: the loop's and this family's
-
-    def __init__(self, cfg, world):
-        self.cfg = cfg
-        self.micro_size = micro_size(cfg, world, "batch_tokens")  # tokens per micro-batch
-        self.tok = data.translation_tokenizer(cfg.dataset, cfg.src_lang, cfg.tgt_lang, cfg.vocab_size, cfg.tokenizer)
-        self.train_pairs = data.encode_pairs(
-            self.tok, data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang), cfg.max_len
-        )
-        if cfg.train_fraction < 1:  # a random share of the pairs, the same for every run of this seed
-            n = len(self.train_pairs)
-            keep = sorted(random.Random(cfg.seed).sample(range(n), round(cfg.train_fraction * n)))
-            self.train_pairs = [self.train_pairs[i] for i in keep]
-        self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
-        self.valid_pairs = data.encode_pairs(self.tok, self.valid_text)
-        self.lengths = [max(len(s), len(t)) for s, t in self.train_pairs]
-        self.pad = self.tok.token_to_id(data.PAD)
-        self.info = {"train_pairs": len(self.train_pairs)}
-
-    def build_model(self):
-        return T.TranslationModel(model_config(self.cfg, self.tok))
-
-    def epoch_batches(self, epoch):
-        return data.token_batches(self.lengths, self.micro_size, seed=self.cfg.seed, epoch=epoch)
-
-    def batch(self, indices, pairs=None):
-        pairs = self.train_pairs if pairs is None else pairs
-        src, tgt, labels = data.collate_translation([pairs[i] for i in indices], self.pad)
-        return {"src": src, "tgt": tgt, "labels": labels}
-
-    @torch.no_grad()
-    def validate(self, model, autocast):
-        """Validation cross-entropy (no smoothing, per target token), perplexity and greedy BLEU."""
-        device, total, n = device_of(model), 0.0, 0
-        for b in data.token_batches([max(len(s), len(t)) for s, t in self.valid_pairs], 8192, shuffle=False):
-            batch = to_device(self.batch(b, self.valid_pairs), device)
-            with autocast():
-                logits = model(batch["src"], batch["tgt"]).logits
-            total += float(T.label_smoothed_loss(logits, batch["labels"], self.pad, smoothing=0.0, reduction="sum"))
-            n += int((batch["labels"] != self.pad).sum())
-        hyps = self.translate(model, [s for s, _ in self.valid_text], beam=1)
-        bleu = bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)
-        return {"val_loss": total / n, "val_ppl": math.exp(total / n), "val_bleu": bleu["bleu"]}
-
-    def evaluate(self, model, paths, split, load):
-        """BLEU of the last checkpoint and of the average of the kept ones, greedy and beam, on the
-        test set (or on the validation set, to choose beam size and length penalty)."""
-        c, out_dir = self.cfg, Path(paths[-1]).parent
-        test = data.read_parallel(c.dataset, split, c.src_lang, c.tgt_lang)
-        results = {"parameters": sum(p.numel() for p in model.parameters()), "direction": f"{c.src_lang}-{c.tgt_lang}"}
-        weights = [("last", lambda: load(paths[-1])["model"])]  # and the average, when there is one
-        weights += [(f"avg{len(paths)}", lambda: average_checkpoints(paths, load))] if len(paths) > 1 else []
-        for name, read in weights:
-            model.load_state_dict(read())
-            for beam in (1, c.beam):
-                key = f"{split}_{name}_" + ("greedy" if beam == 1 else f"beam{beam}_lp{c.length_penalty}")
-                t0 = time.perf_counter()
-                hyps = self.translate(model, [s for s, _ in test], beam, c.length_penalty, progress=key)
-                scores = bleu_scores(hyps, [t for _, t in test], c.tgt_lang)
-                results[key] = {**scores, "seconds": time.perf_counter() - t0}
-                data.write_jsonl(out_dir / f"{key}.hyp.jsonl", [{"hyp": h} for h in hyps])
-                print(key, json.dumps(results[key]))
-        (out_dir / f"{split}_results_lp{c.length_penalty}.json").write_text(json.dumps(results, indent=1))
-        return results
-
-    def translate(self, model, sentences, beam=4, length_penalty=0.6, progress=None):
-        device = device_of(model.eval())
-        generate = lambda src: model.generate(src.to(device), beam_size=beam, length_penalty=length_penalty)  # noqa: E731
-        return translate(self.tok, sentences, generate, model.config.pad_id, progress=progress)
-
-
-class T5TranslationTask(TranslationTask):
-    """--model t5-translate: translation as text to text, T5's way: "translate German to English: "
-    + the source sentence -> the target sentence, on the translation task's data and joint subword
-    vocabulary (its <pad> is T5's pad and decoder start, its </s> T5's eos). The loss is smoothed
-    by --label-smoothing as the translation model's (T5 does not smooth: 0 gives its plain
-    cross-entropy); validation: loss and greedy BLEU; `evaluate`: test BLEU, greedy and beam (HF's
-    length penalty, sum log p / length**lp)."""
-
-    Config = recipes.TextToTextConfig
-    LANGUAGES = {"de": "German", "en": "English", "fr": "French", "cs": "Czech"}
-
-    def __init__(self, cfg, world):
-        super().__init__(cfg, world)
-        names = [self.LANGUAGES.get(lang, lang) for lang in (cfg.src_lang, cfg.tgt_lang)]
-        self.prefix = self.tok.encode(f"translate {names[0]} to {names[1]}: ", add_special_tokens=False).ids
-        self.eos = self.tok.token_to_id(data.EOS)
-        self.target_prefix, self.start = [], self.pad  # before each target; the decoder's start token
-        self.lengths = self.lengths_of(self.train_pairs)
-
-    def lengths_of(self, pairs):  # what batching by tokens counts: the longer side, the prefixes included
-        return [max(len(self.prefix) + len(s), len(self.target_prefix) + len(t)) for s, t in pairs]
-
-    def build_model(self):
-        import t5
-
-        c, ids = self.cfg, dict(pad_token_id=self.pad, eos_token_id=self.eos, decoder_start_token_id=self.pad)
-        if c.init_from:  # e.g. a span-corruption run on this vocabulary (data.py lm --tokenizer <its file>)
-            model = t5.T5ForConditionalGeneration.from_pretrained(c.init_from, dropout_rate=c.dropout)
-            self.check_checkpoint(model.config, ids, resolve_checkpoint(c.init_from))
-        else:
-            V = self.tok.get_vocab_size()
-            config = t5.T5Config.from_preset(c.arch, vocab_size=V, dropout_rate=c.dropout, **ids)
-            model = t5.T5ForConditionalGeneration(config)
-        model.label_smoothing = c.label_smoothing
-        return model
-
-    def check_checkpoint(self, config, ids, folder):
-        """--init-from must speak this vocabulary: its tokens (tokenizer.json, when it has one) at the same
-        ids, room for them all, and the same pad, eos and decoder start."""
-        have = {k: getattr(config, k) for k in ids}
-        if config.vocab_size < self.tok.get_vocab_size() or have != ids:
-            raise ValueError(
-                f"--init-from {folder}: vocabulary {config.vocab_size} and ids {have}; this task needs at least"
-                f" {self.tok.get_vocab_size()} tokens and {ids}"
-            )
-        from tokenizers import Tokenizer
-
-        path = Path(folder) / "tokenizer.json"
-        if path.exists() and (vocab := Tokenizer.from_file(str(path)).get_vocab()) != self.tok.get_vocab():
-            raise ValueError(
-                f"--init-from {folder} has another tokenizer.json ({len(vocab)} tokens) than this task's"
-                f" ({self.tok.get_vocab_size()}): pretrain on `data.py lm --tokenizer <this task's tokenizer file>`"
-            )
-
-    def batch(self, indices, pairs=None):
-        pairs = self.train_pairs if pairs is None else pairs
-        examples = [(self.prefix + pairs[i][0], self.target_prefix + pairs[i][1]) for i in indices]
-        src, decoder_input_ids, labels = data.collate_translation(examples, self.pad, bos_id=self.start)
-        labels = labels.masked_fill(labels == self.pad, -100)
-        return {
-            "input_ids": src,
-            "attention_mask": src != self.pad,
-            "decoder_input_ids": decoder_input_ids,
-            "labels": labels,
-        }
-
-    @torch.no_grad()
-    def validate(self, model, autocast):
-        lengths = self.lengths_of(self.valid_pairs)
-        batches = (self.batch(b, self.valid_pairs) for b in data.token_batches(lengths, 8192, shuffle=False))
-        row = {"val_" + k: v for k, v in objective_means(model, batches, autocast).items()}
-        hyps = self.translate(model, [s for s, _ in self.valid_text], beam=1)
-        return {**row, "val_bleu": bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)["bleu"]}
-
-    def translate(self, model, sentences, beam=4, length_penalty=0.6, progress=None):
-        device, P = device_of(model.eval()), len(self.prefix)
-
-        def generate(src):  # at most the paper model's limit: source length + 50; without the start token
-            src = src.to(device)
-            n = min(src.shape[1] - P + 50, getattr(model.config, "max_position_embeddings", 10**6) - 1)  # BART's
-            out = model.generate(src, src != self.pad, max_new_tokens=n, num_beams=beam, length_penalty=length_penalty)
-            return out[:, 1:]
-
-        return translate(self.tok, sentences, generate, self.pad, self.prefix, progress=progress)
-
-
-class BartTranslationTask(T5TranslationTask):
-    """--model bart-translate: BART fine-tuned whole as a translator (as mBART is; the paper's extra
-    source encoder for a foreign language is left out): <s> source </s> -> <s> target </s>, the
-    decoder starting from </s>, generation with <s> forced first. The vocabulary: --tokenizer (a
-    pretraining export's tokenizer.json, which must equal --init-from's) or the dataset's joint
-    subwords. Loss (smoothed by --label-smoothing, 0.1 in fairseq's BART recipes), validation and
-    `evaluate` as t5-translate's."""
-
-    def __init__(self, cfg, world):
-        TranslationTask.__init__(self, cfg, world)
-        self.bos, self.eos = self.tok.token_to_id(data.BOS), self.tok.token_to_id(data.EOS)
-        self.prefix, self.target_prefix, self.start = [self.bos], [self.bos], self.eos
-        self.lengths = self.lengths_of(self.train_pairs)
-
-    def build_model(self):
-        import bart
-
-        c = self.cfg
-        ids = dict(pad_token_id=self.pad, bos_token_id=self.bos, eos_token_id=self.eos, decoder_start_token_id=self.eos)
-        drop = dict(dropout=c.dropout, attention_dropout=c.dropout, activation_dropout=c.dropout)
-        if c.init_from:  # e.g. a denoising run's export (its tokenizer.json given as --tokenizer)
-            model = bart.BartForConditionalGeneration.from_pretrained(c.init_from, **drop)
-            self.check_checkpoint(model.config, ids, resolve_checkpoint(c.init_from))
-        else:
-            V = self.tok.get_vocab_size()
-            model = bart.BartForConditionalGeneration(bart.BartConfig.from_preset(c.arch, vocab_size=V, **drop, **ids))
-        if c.max_len + 1 > (P := model.config.max_position_embeddings):  # the source with its <s>
-            raise ValueError(f"max_len (--max-len {c.max_len}) + <s> exceeds the model's {P} positions")
-        model.config.forced_bos_token_id, model.config.forced_eos_token_id = self.bos, self.eos
-        model.label_smoothing = c.label_smoothing
-        return model
 
 
 # ---------------------------------------------------------------------------- BERT pretraining
@@ -423,6 +197,44 @@ class AlbertPretrainingTask(PretrainingTask):
         b = super().batch(indices, dataset)
         b["sentence_order_label"] = b.pop("next_sentence_label")
         return b
+
+
+class DistillTask(PretrainingTask):
+    """--model tinybert: TinyBERT's general distillation (bert.TinyBertDistiller, stage "intermediate"):
+    a student BertModel (--arch, or --init-from) learns --teacher's hidden states and attention scores
+    on the original text of a `data.py bert` folder made with the teacher's tokenizer (masks undone;
+    no labels). Validation: the same losses on the held-out split; the export is the student."""
+
+    Config = recipes.DistillConfig
+
+    def build_model(self):
+        import bert
+
+        c = self.cfg
+        if not c.teacher:
+            raise ValueError("--teacher: tinybert distills a teacher; give an HF BERT folder or hub name")
+        for source in (c.teacher, c.init_from):
+            if source:
+                self.check_vocabulary(resolve_checkpoint(source))
+        teacher = bert.BertModel.from_pretrained(c.teacher)
+        if c.init_from:
+            student = bert.BertModel.from_pretrained(c.init_from)
+            student.pooler = None  # not distilled (no gradient would reach it)
+        else:
+            t, drop = teacher.config, dict(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+            shape = dict(vocab_size=t.vocab_size, pad_token_id=t.pad_token_id, type_vocab_size=t.type_vocab_size)
+            shape |= dict(max_position_embeddings=t.max_position_embeddings, hidden_act=t.hidden_act)
+            student = bert.BertModel(bert.BertConfig.from_preset(c.arch, **shape, **drop), add_pooling_layer=False)
+        if student.config.vocab_size != self.vocab.size:
+            raise ValueError(
+                f"the student's vocabulary ({student.config.vocab_size}) differs from the data's ({self.vocab.size})"
+            )
+        return bert.TinyBertDistiller(student, teacher)
+
+    def batch(self, indices, dataset=None):
+        b = super().batch(indices, dataset)
+        ids = torch.where(b["labels"] != -100, b["labels"], b["input_ids"])  # the text before masking
+        return {"input_ids": ids, "attention_mask": b["attention_mask"], "token_type_ids": b["token_type_ids"]}
 
 
 # ------------------------------------------------------------------------ GPT language modeling

@@ -47,6 +47,7 @@ import torch.distributed as dist
 
 import data
 import tasks
+import translation
 from contract import Tally, to_device
 from hf_checkpoint import atomic_write
 from machine import environment, matmul_peak  # the same environment record as the benchmark's
@@ -156,17 +157,18 @@ def make_config(preset, overrides, base=None, kind=None):
 
 # --model -> its task (tasks.py): data, model and validation. A new family is a row here.
 FAMILIES = {
-    "transformer": tasks.TranslationTask,
+    "transformer": translation.TranslationTask,
     "bert": tasks.PretrainingTask,
     "hf-bert": tasks.PretrainingTask,  # HF's BertForPreTraining, our initial weights
     "albert": tasks.AlbertPretrainingTask,
     "hf-albert": tasks.AlbertPretrainingTask,  # HF's AlbertForPreTraining, our initial weights
+    "tinybert": tasks.DistillTask,  # TinyBERT's general distillation from --teacher
     "gpt": tasks.LMTask,
     "hf-gpt2": tasks.LMTask,  # HF's GPT2LMHeadModel, our initial weights
     "t5": tasks.SpanCorruptionTask,
     "hf-t5": tasks.SpanCorruptionTask,  # HF's T5ForConditionalGeneration, our initial weights
-    "t5-translate": tasks.T5TranslationTask,  # text to text on a translation dataset
-    "bart-translate": tasks.BartTranslationTask,  # BART fine-tuned whole on a translation dataset
+    "t5-translate": translation.T5TranslationTask,  # text to text on a translation dataset
+    "bart-translate": translation.BartTranslationTask,  # BART fine-tuned whole on a translation dataset
     "bart": tasks.DenoisingTask,
     "hf-bart": tasks.DenoisingTask,  # HF's BartForConditionalGeneration, our initial weights
 }

@@ -54,19 +54,21 @@ def test_metrics_equal_sklearn_and_scipy(seed):
     rng = np.random.default_rng(seed)
     y, p = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
     p[:150] = y[:150]  # correlated, not perfectly
-    assert G.accuracy(p, y) == pytest.approx(accuracy_score(y, p))
-    assert G.f1_score(p, y) == pytest.approx(f1_score(y, p))
-    assert G.matthews_corr(p, y) == pytest.approx(matthews_corrcoef(y, p))
+    assert data.accuracy(p, y) == pytest.approx(accuracy_score(y, p))
+    assert data.f1_score(p, y) == pytest.approx(f1_score(y, p))
+    assert data.matthews_corr(p, y) == pytest.approx(matthews_corrcoef(y, p))
     y3, p3 = rng.integers(0, 3, 300), rng.integers(0, 3, 300)  # multi-class MCC
-    assert G.matthews_corr(p3, y3) == pytest.approx(matthews_corrcoef(y3, p3))
+    assert data.matthews_corr(p3, y3) == pytest.approx(matthews_corrcoef(y3, p3))
     x, z = rng.normal(size=200), rng.normal(size=200)
     z = x + z
-    assert G.pearson_corr(x, z) == pytest.approx(pearsonr(x, z)[0])
+    assert data.pearson_corr(x, z) == pytest.approx(pearsonr(x, z)[0])
     xr, zr = np.round(x * 2) / 2, np.round(z)  # ties: average ranks
-    assert G.spearman_corr(xr, zr) == pytest.approx(spearmanr(xr, zr)[0])
-    assert G.matthews_corr([1, 1, 1], [0, 1, 1]) == 0.0  # constant predictions
-    m = G.glue_metrics("mrpc", p, y)
-    assert m["score"] == pytest.approx((m["f1"] + m["acc"]) / 2) and m["acc"] == pytest.approx(100 * G.accuracy(p, y))
+    assert data.spearman_corr(xr, zr) == pytest.approx(spearmanr(xr, zr)[0])
+    assert data.matthews_corr([1, 1, 1], [0, 1, 1]) == 0.0  # constant predictions
+    m = data.glue_metrics("mrpc", p, y)
+    assert m["score"] == pytest.approx((m["f1"] + m["acc"]) / 2) and m["acc"] == pytest.approx(
+        100 * data.accuracy(p, y)
+    )
 
 
 # -------------------------------------------------------------------------------- loaders
@@ -346,6 +348,33 @@ def test_ours_and_hf_bert_same_losses_and_accumulation_equal(glue_env, tmp_path)
     grid = G.main(args(glue_env, tmp_path / "grid", *common, "--grid", "lr=1e-3,1e-4"))["mrpc"]
     assert [g["lr"] for g in grid] == [1e-3, 1e-4] and grid[0]["val_score"] == pytest.approx(ours["val_score"])
     assert "(best)" in (tmp_path / "grid/results.md").read_text()
+
+
+def test_albert_sequence_classification_equals_hf_albert(glue_env, tmp_path):
+    """--model albert from an ALBERT masked-LM folder (its classifier and pooler start fresh): the same
+    losses as HF's AlbertForSequenceClassification through the loop (no dropout); hf/ loads in transformers."""
+    import transformers
+
+    import albert
+
+    folder = tmp_path / "tiny-albert"
+    torch.manual_seed(0)
+    config = albert.AlbertConfig.from_preset("albert-tiny-test", vocab_size=len(WORDS) + 10, max_position_embeddings=64)
+    albert.AlbertForMaskedLM(config).save_pretrained(folder)
+    (folder / "vocab.txt").write_text((Path(glue_env["model"]) / "vocab.txt").read_text())
+    common = ["--task", "mrpc", "--epochs", "1", "--batch-size", "16", "--dropout", "0", "--no-submission"]
+    common += ["--lr", "1e-3", "--init-from", str(folder), "--max-len", "32", "--log-every", "1"]
+    with pytest.warns(UserWarning, match="classifier"):
+        ours = G.main([*common, "--model", "albert", "--out-dir", str(tmp_path / "ours")])["mrpc"][0]
+        hf = G.main([*common, "--model", "hf-albert", "--out-dir", str(tmp_path / "hf")])["mrpc"][0]
+    la, lh = (losses(tmp_path / p / "mrpc/run/seed1") for p in ("ours", "hf"))
+    assert len(la) == 320 // 16 and la == pytest.approx(lh, rel=1e-4) and ours["val_f1"] == pytest.approx(hf["val_f1"])
+    run = tmp_path / "ours/mrpc/run/seed1/hf"
+    ids = torch.randint(5, config.vocab_size, (2, 9))
+    with torch.no_grad():
+        a = albert.AlbertForSequenceClassification.from_pretrained(run).eval()(ids).logits
+        b = transformers.AlbertForSequenceClassification.from_pretrained(run).eval()(ids).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")

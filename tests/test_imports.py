@@ -22,12 +22,13 @@ MAY_IMPORT = {  # the project files each top-level file may import (the floor's 
     "subword": set(),
     "data": {"subword", "hf_checkpoint", "pretraining_data"},  # atomic_write; `data.py bert` (in main() only)
     "pretraining_data": {"data", "subword", "hf_checkpoint"},  # BERT's MLM/NSP data on data.py's raw text
-    "tasks": FLOOR | MODELS | {"data", "pretraining_data", "subword", "run_folder", "translation_eval"},
-    "translation_eval": {"data"},
+    "tasks": FLOOR | MODELS | {"data", "pretraining_data", "subword"},
+    "translation": FLOOR | {"transformer", "t5", "bart", "tasks", "data", "run_folder"},  # translation's tasks
     "plots": set(),
     "run_folder": set(),
-    "train": FLOOR | {"tasks", "data", "plots", "run_folder"},  # the loop knows no model
-    "finetune_glue": FLOOR | {"train", "tasks", "data", "pretraining_data", "bert", "bart"},
+    "train": FLOOR | {"tasks", "translation", "data", "plots", "run_folder"},  # the loop knows no model
+    "finetune_glue": FLOOR | {"train", "tasks", "data", "pretraining_data", "bert", "albert", "bart"},
+    "distill": FLOOR | {"finetune_glue", "train", "bert"},  # TinyBERT's task distillation on GLUE
     "study": FLOOR | {"train", "finetune_glue", "tasks", "data", "bench", "plots"},
     "bench": FLOOR | MODELS | {"data", "tasks"},
 }

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from conftest import lacks, require
 
 import data
@@ -20,7 +21,7 @@ import recipes
 import run_folder
 import tasks
 import train
-import translation_eval
+import translation
 
 multi30k = require("multi30k/train.de", "multi30k/val.en", "multi30k/test_2016_flickr.en")
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,8 +111,8 @@ def test_averaging_corrupt_checkpoint_and_cli(tmp_path):
 @multi30k
 def test_bleu_scores():
     refs = ["A man in an orange hat starring at something.", "Two dogs play."]
-    assert translation_eval.bleu_scores(refs, refs, "en")["bleu"] == pytest.approx(100)
-    low = translation_eval.bleu_scores([r.upper() for r in refs], refs, "en")
+    assert translation.bleu_scores(refs, refs, "en")["bleu"] == pytest.approx(100)
+    low = translation.bleu_scores([r.upper() for r in refs], refs, "en")
     assert low["bleu"] < 10 and low["bleu_lc_tok"] == pytest.approx(100)
 
 
@@ -738,7 +739,44 @@ def test_toy_family_of_the_docs_trains_end_to_end(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def family_setups(bert_data, lm_data):
+def bert_teacher(bert_data, tmp_path_factory):
+    """A teacher for --model tinybert: a 4-layer BERT (2 heads, 64 wide) on bert_data's vocabulary, as an HF folder."""
+    import bert
+
+    folder = tmp_path_factory.mktemp("teacher")
+    tok = Path(bert_data["static"]) / "tokenizer.json"
+    vocab = json.loads(tok.read_text())["model"]["vocab"]
+    torch.manual_seed(0)
+    shape = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128)
+    bert.BertModel(bert.BertConfig(vocab_size=len(vocab), pad_token_id=vocab["[PAD]"], **shape)).save_pretrained(folder)
+    shutil.copy(tok, folder / "tokenizer.json")
+    return str(folder)
+
+
+def test_tinybert_general_distillation_trains_validates_and_exports(bert_data, bert_teacher, tmp_path):
+    """--model tinybert: the student learns the teacher's layers on the unmasked text (the loss falls),
+    validation logs both parts, --export-hf writes the student as a BERT that transformers loads."""
+    import bert
+
+    out = tmp_path / "distill"
+    args = ["--preset", "tinybert-tiny-test", "--dataset", bert_data["static"], "--teacher", bert_teacher]
+    train.main([*args, "--max-steps", "12", "--eval-every", "12", "--log-every", "1", "--out-dir", str(out)])
+    losses = rows(out, "loss")
+    assert len(losses) == 12 and losses[-1] < 0.7 * losses[0]
+    assert rows(out, "val_hidden_loss") and rows(out, "val_attention_loss")
+    train.main(["--out-dir", str(out), "--export-hf", str(tmp_path / "hf")])
+    student = bert.BertModel.from_pretrained(tmp_path / "hf").eval()
+    hf = transformers.BertModel.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(5, student.config.vocab_size, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(student(ids).last_hidden_state, hf(ids).last_hidden_state, atol=1e-5, rtol=0)
+    assert student.config.num_hidden_layers == 2 and (tmp_path / "hf" / "tokenizer.json").exists()
+    with pytest.raises(ValueError, match="--teacher"):
+        train.main([*args[:4], "--out-dir", str(tmp_path / "none")])
+
+
+@pytest.fixture(scope="module")
+def family_setups(bert_data, lm_data, bert_teacher):
     """A tiny configuration of every row of train.FAMILIES (a new family adds its own here)."""
     setups = {}
     for name in train.FAMILIES:
@@ -749,6 +787,8 @@ def family_setups(bert_data, lm_data):
             setups[name] = ("bert-tiny-test", {"dataset": bert_data["static"], "batch_size": 8})
         elif name in ("albert", "hf-albert"):  # the NSP folder: the same head learns NSP
             setups[name] = ("albert-tiny-test", {"dataset": bert_data["static"], "batch_size": 8})
+        elif name == "tinybert":
+            setups[name] = ("tinybert-tiny-test", {"dataset": bert_data["static"], "teacher": bert_teacher})
         elif name in ("gpt", "hf-gpt2"):
             setups[name] = ("shakespeare-char-cpu", {"dataset": lm_data})
         elif name in ("t5", "hf-t5"):
