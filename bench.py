@@ -43,6 +43,7 @@ class Case:
     real: torch.Tensor | None = None  # bool, broadcastable to the output: positions that must agree
     output: Callable = lambda out: out  # the tensor to compare, from a forward's result
     quick: bool = False  # in the default table (one row per family); --all runs every row
+    compare: bool = True  # False: two different models (a student and its teacher), timed, not compared
 
 
 # ------------------------------------------------------------------------------------ cases
@@ -214,6 +215,26 @@ def albert_cases(device, dtype, args):
     ]
 
 
+def tinybert_cases(device, dtype, args):
+    """TinyBERT's speed claim at this machine's scale: the TinyBERT4 student (4 x 312, FFN 1200) against its
+    teacher all-MiniLM-L6-v2's shape (6 x 384, FFN 1536), both our BertModel, 12 heads, random weights,
+    inference on the same half-padded batch of the BERT rows' size (uniform lengths)."""
+    import bert
+
+    torch.manual_seed(0)
+    student = bert.BertModel(bert.BertConfig.from_preset("tinybert-4l-312"), add_pooling_layer=False)
+    teacher_shape = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    teacher = bert.BertModel(bert.BertConfig(**teacher_shape), add_pooling_layer=False)
+    B, L = args.bert_batch, args.bert_seq
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, L + 1, (B,), generator=g)
+    inputs = dict(input_ids=torch.randint(1000, 30522, (B, L), generator=g).to(device))
+    inputs["attention_mask"] = (torch.arange(L)[None] < lengths[:, None]).long().to(device)
+    name = f"TinyBERT4 student vs its teacher's shape (MiniLM 6x384) {B}x{L} infer, half padded"
+    ours, ref = student.to(device, dtype), teacher.to(device, dtype)
+    return [Case(name, ours, ref, inputs, False, output=lambda out: out[0], compare=False)]
+
+
 class Generate(nn.Module):
     """A model's generate() as a forward, so that a generation case times like any other."""
 
@@ -347,7 +368,7 @@ def bart_cases(device, dtype, args):
     return seq2seq_cases(f"BART ({name} {L}+{L}L)", ours, hf, config.vocab_size, device, args)
 
 
-CASES = [transformer_cases, bert_cases, albert_cases, gpt_cases, t5_cases, bart_cases]
+CASES = [transformer_cases, bert_cases, albert_cases, tinybert_cases, gpt_cases, t5_cases, bart_cases]
 
 
 # ------------------------------------------------------------------------------- measuring
@@ -445,8 +466,10 @@ def run_case(case, device, dtype, args, peak):
     if args.compile:
         step_ours, step_ref = torch.compile(step_ours), torch.compile(step_ref)
     out_ours, out_ref = step_ours(), step_ref()
-    real = torch.ones_like(out_ours, dtype=torch.bool) if case.real is None else case.real.expand_as(out_ours)
-    diff = (out_ours.float() - out_ref.float())[real].abs().max().item()
+    diff = float("nan")  # two different models: nothing to compare
+    if case.compare:
+        real = torch.ones_like(out_ours, dtype=torch.bool) if case.real is None else case.real.expand_as(out_ours)
+        diff = (out_ours.float() - out_ref.float())[real].abs().max().item()
     t_ours, t_ref = time_interleaved([step_ours, step_ref], device, args.repeats)
     flops = count_flops(step_ours)
     mem_ours, mem_ref = peak_memory(step_ours, device, case.ours), peak_memory(step_ref, device, case.ref)

@@ -124,7 +124,7 @@ def main(argv=None):
         runs.append(result)
     if int(os.environ.get("RANK", 0)) == 0:
         summary = {"task": a.task, "seeds": a.seeds, **glue.summarize(runs), "runs": runs}
-        write_text(Path(a.out_dir, a.task, "results.json"), json.dumps(summary, indent=1))
+        write_text(Path(a.out_dir, "results.json"), json.dumps({a.task: summary}, indent=1))
         print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
         return summary
 

@@ -336,6 +336,20 @@ PRESETS = {
     "albert-tiny-test": dict(
         model="albert", arch="albert-tiny-test", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4
     ),
+    # TinyBERT's general distillation on a CPU: the TinyBERT4 student from all-MiniLM-L6-v2 (--teacher) on
+    # books + wiki with its tokenizer, 32 x 128 tokens; TinyBERT's lr 1e-4 at batch 256 becomes 5e-4 at 32
+    "tinybert-general-cpu": dict(
+        _BERT_OPTIMIZER,
+        model="tinybert",
+        arch="tinybert-4l-312",
+        batch_size=32,
+        lr=5e-4,
+        warmup=200,
+        max_steps=4000,
+        eval_every=500,
+        save_every=500,
+        log_every=50,
+    ),
     "tinybert-tiny-test": dict(  # with a teacher made by the test (two heads, as bert-tiny)
         model="tinybert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0
     ),

@@ -1,6 +1,7 @@
 """bench.py: every row runs, our outputs match the reference, the measurements are sane."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -64,9 +65,9 @@ def test_bench_rows_and_json(tmp_path):
         "BART",
     ]
     rows = bench.main([*args, "--all"])
-    assert len(rows) == 22 and any(r["case"].startswith("BertForPreTraining") for r in rows)
-    for r in rows:
-        assert r["max_abs_diff"] < 1e-4, r
+    assert len(rows) == 23 and any(r["case"].startswith("BertForPreTraining") for r in rows)
+    for r in rows:  # the TinyBERT row times a student against its teacher: two models, not compared
+        assert r["max_abs_diff"] < 1e-4 or (r["case"].startswith("TinyBERT4") and math.isnan(r["max_abs_diff"])), r
         assert r["ours_ms"] > 0 and r["ref_ms"] > 0 and r["time_ratio"] > 0
         assert r["mem_ours_mib"] > 0 and r["mem_ref_mib"] > 0
     saved = json.loads(out.read_text())
