@@ -46,3 +46,30 @@ def plot(out_dir, compare=()):
     path = Path(out_dir) / "curves.png"
     fig.savefig(path, dpi=100)
     return path
+
+
+def bars(path, title, ylabel, groups):
+    """A study's figure: grouped bars, groups {group label: {series label: value or None (not drawn)}},
+    each bar labeled with its value -> path (a PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = list(dict.fromkeys(s for bars in groups.values() for s in bars))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(groups) * max(len(series), 1) ** 0.5), 4))
+    for k, name in enumerate(series):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i, g in enumerate(groups) if groups[g].get(name) is not None]
+        ys = [groups[g][name] for g in groups if groups[g].get(name) is not None]
+        drawn = ax.bar(xs, ys, width, label=name)
+        ax.bar_label(drawn, fmt="%.3g", fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

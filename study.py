@@ -8,9 +8,10 @@
 
 A study is a file studies/<name>.py with RUNS, a list of `Run`s (a name, the command: train.py,
 finetune_glue.py, data.py or bench.py arguments, what it needs first, the minutes it should
-take), and `table(results)`: the markdown table (and optionally a figure) from the finished
-runs' results. Commands may say {out} (the run's folder), {runs} (the study's folder of run
-folders) and {data} (DATA_DIR).
+take), `table(results)`: the markdown table from the finished runs' results, and `figure(results)`:
+its bars (title, axis label, {group: {series: value}}), drawn to results/<study>.png. Commands
+may say {out} (the run's folder), {runs} (the study's folder of run folders) and {data} (DATA_DIR).
+--jobs N runs up to N runs at a time (a run starts once its needs have finished).
 
 Each finished run appends one row (its key, command, metrics, wall time, commit, machine) to
 results/<study>.jsonl, which is committed; run folders (checkpoints) are not. A run is finished
@@ -31,6 +32,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import plots
 
 ROOT = Path(__file__).resolve().parent
 STOPPED = 75  # train.py's exit code for a run stopped at a checkpoint (train.STOPPED)
@@ -156,25 +159,34 @@ def results_folder(argv, default):  # where a command writes its results: its --
     return default
 
 
-def execute(argv, log_path, deadline):
-    """Run one command, its output to log_path -> its exit code. With a deadline, a train.py run
-    gets the hours left as --time-limit; SIGTERM or SIGINT to the study is passed on to the run."""
+def start(argv, log_path, deadline):
+    """Start one command, its output appended to log_path -> its Popen. With a deadline, a train.py run
+    gets the hours left as --time-limit."""
     if deadline is not None and Path(argv[1]).name == "train.py":
         argv = [*argv, "--time-limit", f"{max(deadline - time.time(), 1.0) / 3600:.6f}"]
     with open(log_path, "a") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        before = {
-            s: signal.signal(s, lambda signum, frame: proc.send_signal(signum)) for s in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            return proc.wait()
-        finally:
-            for s, handler in before.items():
-                signal.signal(s, handler)
+        return subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_any(procs):
+    """The name of a finished process of procs {name: Popen} (the first in order when several are)."""
+    while True:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                return name
+        time.sleep(0.2)
 
 
 def tail(path, n=10):
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+
+def draw(module, results, path):
+    """The study's figure (its `figure(results)`: a title, an axis label and the bars, or None while
+    nothing it shows has finished) -> path, a PNG beside results/<study>.jsonl."""
+    spec = module.figure(results) if hasattr(module, "figure") else None
+    if spec:
+        print(f"figure: {plots.bars(path, *spec)}")
 
 
 def claim(out_root, name):
@@ -196,11 +208,14 @@ def main(argv=None):
     p.add_argument("--results", default=str(ROOT / "results"), help="where <study>.jsonl is kept (default results/)")
     p.add_argument("--hours", type=float, help="start nothing new after H hours; the current run stops at a checkpoint")
     p.add_argument("--only", nargs="+", metavar="RUN", help="these runs (and the runs they need)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, each once its needs have finished")
     p.add_argument("--table", action="store_true", help="print the table from the finished runs and exit")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     a = p.parse_args(argv)
     if a.hours is not None and a.hours <= 0:
         raise ValueError(f"--hours must be > 0, got {a.hours}")
+    if a.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {a.jobs}")
     module, runs = load(a.study)
     unknown = [n for n in a.only or [] if n not in runs]
     if unknown:
@@ -210,6 +225,7 @@ def main(argv=None):
     finished = lambda name: key[name] in done  # noqa: E731
     if a.table:
         print(module.table({n: done[key[n]] for n in runs if finished(n)}))
+        draw(module, {n: done[key[n]] for n in runs if finished(n)}, Path(a.results) / f"{a.study}.png")
         return 0
     out_root = Path(a.out or ROOT / "out" / "studies" / a.study)
     data_dir = Path(os.environ.get("DATA_DIR", "data")).resolve()
@@ -223,51 +239,69 @@ def main(argv=None):
     deadline = time.time() + a.hours * 3600 if a.hours else None
     failed, stopped, measured, expected = set(), False, 0.0, 0.0
     speed = lambda: measured / expected if expected >= 1 else 1.0  # noqa: E731 (measured, once a minute of runs)
-    for name in plan:
-        run = runs[name]
-        if finished(name):
-            continue
-        blocked = [n for n in run.needs if not finished(n)]
-        if blocked:
-            print(f"[{a.study}] {name}: skipped, it needs {blocked} (failed or not run)")
-            failed.add(name)
-            continue
-        if deadline is not None and time.time() >= deadline:
-            stopped = True
-            break
-        left = sum(runs[n].minutes for n in plan if not finished(n) and n not in failed)
-        print(f"[{a.study}] {name}: started; {left * speed():.1f} min of runs left at the measured speed", flush=True)
-        argv, t0 = command_line(run, out_root, data_dir), time.time()
-        log_path = out_root / f"{name}.log"
-        code = execute(argv, log_path, deadline)
-        wall = time.time() - t0
-        if code == STOPPED:
-            print(f"[{a.study}] {name}: stopped at a checkpoint after {wall:.0f} s; run the study again to continue")
-            stopped = True
-            break
-        if code != 0:
-            print(f"[{a.study}] {name}: FAILED (exit {code}); the end of {log_path}:\n{tail(log_path)}")
-            failed.add(name)
-            continue
-        measured, expected = measured + wall / 60, expected + run.minutes
-        row = {"study": a.study, "run": name, "key": key[name], "command": run.command, "needs": run.needs}
-        row |= {"metrics": metrics(results_folder(argv, out_root / name)), "wall_s": round(wall, 1), "commit": commit()}
-        row |= {
-            "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        append_result(results_path, row)
-        done[key[name]] = row
-        shown = row["metrics"].get(run.metric)
-        print(
-            f"[{a.study}] {name}: finished in {wall:.0f} s"
-            + (f", {run.metric} {shown:.4g}" if shown is not None else "")
-        )
+    pending, procs = [n for n in plan if not finished(n)], {}  # procs: name -> (Popen, argv, start time)
+    forward = lambda signum, frame: [proc.send_signal(signum) for proc, _, _ in procs.values()]  # noqa: E731
+    before = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}  # passed on to the runs
+    try:
+        while procs or (pending and not stopped):
+            for name in list(pending):  # start what may start, in the plan's order
+                run = runs[name]
+                if stopped or len(procs) >= a.jobs:
+                    break
+                if any(n in failed for n in run.needs):
+                    print(f"[{a.study}] {name}: skipped, it needs {[n for n in run.needs if not finished(n)]}")
+                    failed.add(name)
+                    pending.remove(name)
+                    continue
+                if not all(finished(n) for n in run.needs):
+                    continue  # its needs are running or waiting
+                if deadline is not None and time.time() >= deadline:
+                    stopped = True
+                    break
+                left = sum(runs[n].minutes for n in plan if not finished(n) and n not in failed)
+                print(
+                    f"[{a.study}] {name}: started; {left * speed():.1f} min of runs left at the measured speed",
+                    flush=True,
+                )
+                argv = command_line(run, out_root, data_dir)
+                procs[name] = (start(argv, out_root / f"{name}.log", deadline), argv, time.time())
+                pending.remove(name)
+            if not procs:
+                break
+            name = wait_any({n: proc for n, (proc, _, _) in procs.items()})
+            (proc, argv, t0), run = procs.pop(name), runs[name]
+            code, wall, log_path = proc.returncode, time.time() - t0, out_root / f"{name}.log"
+            if code == STOPPED:
+                print(
+                    f"[{a.study}] {name}: stopped at a checkpoint after {wall:.0f} s; run the study again to continue"
+                )
+                stopped = True
+                continue
+            if code != 0:
+                print(f"[{a.study}] {name}: FAILED (exit {code}); the end of {log_path}:\n{tail(log_path)}")
+                failed.add(name)
+                continue
+            measured, expected = measured + wall / 60, expected + run.minutes
+            row = {"study": a.study, "run": name, "key": key[name], "command": run.command, "needs": run.needs}
+            row |= {"metrics": metrics(results_folder(argv, out_root / name)), "wall_s": round(wall, 1)}
+            row |= {"commit": commit(), "machine": f"{platform.machine()} {os.cpu_count()} CPUs"}
+            row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            append_result(results_path, row)
+            done[key[name]] = row
+            shown = row["metrics"].get(run.metric)
+            print(
+                f"[{a.study}] {name}: finished in {wall:.0f} s"
+                + (f", {run.metric} {shown:.4g}" if shown is not None else "")
+            )
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     remaining = [n for n in plan if not finished(n)]
     if remaining:
         eta = sum(runs[n].minutes for n in remaining) * speed()
         print(f"[{a.study}] not finished: {', '.join(remaining)} (about {eta:.1f} min)")
     print(module.table({n: done[key[n]] for n in runs if finished(n)}))
+    draw(module, {n: done[key[n]] for n in runs if finished(n)}, Path(a.results) / f"{a.study}.png")
     return 1 if failed else (STOPPED if stopped else 0)
 
 

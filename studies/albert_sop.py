@@ -85,3 +85,15 @@ def table(results):
             cells = f"{m['loss']:.6f} | {m['val_mlm_acc']:.4f} | {m['val_sop_acc']:.4f} | {r['wall_s']:.0f} s"
             lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)
+
+
+def figure(results):
+    """Held-out pair accuracy of each model on NSP and SOP pairs (chance: 0.5)."""
+    groups = {}
+    for trained in TASKS:
+        for on in TASKS:
+            r = results.get(f"score-{trained}-on-{on}")
+            scores = r and r["metrics"].get(f"valid_results_prep-{on}", {})
+            if scores:
+                groups.setdefault(f"trained with {trained.upper()}", {})[f"{on.upper()} pairs"] = scores["val_sop_acc"]
+    return groups and ("ALBERT's Table 5 at CPU scale: pair-task accuracy", "held-out accuracy", groups)

@@ -54,3 +54,13 @@ def table(results):
         loss, other = m["val_loss"], m["val_loss_other_source"]
         lines.append(f"| {run.name} | {what} | {m['step']} | {loss:.3f} | {other:.3f} | {other - loss:+.1e} |")
     return "\n".join(lines)
+
+
+def figure(results):
+    """Validation loss with the true source and with another sentence's: equal bars, an unused encoder."""
+    groups = {}
+    for run in RUNS[1:]:
+        m = results.get(run.name, {}).get("metrics", {})
+        if "val_loss" in m:
+            groups[run.name] = {"own source": m["val_loss"], "another source": m["val_loss_other_source"]}
+    return groups and ("BART denoising: does the decoder use the encoder?", "validation loss", groups)

@@ -35,3 +35,14 @@ def table(results):
         cells = f"{s['bleu']:.2f} | {s['bleu_lc_tok']:.2f} | {s['seconds']:.1f} s" if s else "- | - | -"
         lines.append(f"| {name} | {how} | {cells} |")
     return "\n".join(lines)
+
+
+def figure(results):
+    """sacreBLEU of each decoding, last checkpoint and the average of the last 5."""
+    groups = {}
+    for lp, decoding in (("0.6", "greedy"), ("0.6", "beam4_lp0.6"), ("1.4", "beam4_lp1.4")):
+        r = results.get(f"test-lp{lp}")
+        scores = r and r["metrics"].get(f"test_results_lp{lp}", {})
+        if scores:
+            groups[decoding] = {w: scores[f"test_{w}_{decoding}"]["bleu"] for w in ("last", "avg5")}
+    return groups and ("Multi30k De->En test2016, the paper's base recipe", "sacreBLEU", groups)

@@ -25,3 +25,17 @@ def table(results):
         cells = f"{m['val_loss']:.4f} | {m['train_eval_loss']:.4f} | {r['wall_s']:.0f} s | {m['tokens_per_s']:,.0f}"
         lines.append(f"| {label} | {cells} |")
     return "\n".join(lines)
+
+
+def figure(results):
+    """Validation loss of ours and HF's, beside nanoGPT's reported ~1.88."""
+    groups = {
+        label: {"val_loss": results[n]["metrics"]["val_loss"]}
+        for n, label in (("ours", "ours"), ("hf", "HF"))
+        if n in results
+    }
+    return groups and (
+        "Tiny Shakespeare, nanoGPT's CPU recipe",
+        "validation loss",
+        {**groups, "nanoGPT (reported)": {"val_loss": 1.88}},
+    )

@@ -22,3 +22,10 @@ def table(results):
         cells = [f"{m['loss']:.6f}", f"{m['val_loss']:.6f}"] if m else ["-", "-"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def figure(results):
+    """Both runs' final losses."""
+    runs = [n for n in ("dropout-0", "dropout-0.1") if n in results]
+    groups = {n: {k: results[n]["metrics"][k] for k in ("loss", "val_loss")} for n in runs}
+    return groups and ("smoke: two tiny char-level GPT runs", "loss per character", groups)

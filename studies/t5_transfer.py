@@ -94,3 +94,15 @@ def gap(a, b):
     if isinstance(a, float | int):
         return f"{a - b:+.1f}"
     return f"{a['bleu'] - b['bleu']:+.2f} / {a['bleu_lc_tok'] - b['bleu_lc_tok']:+.2f}"
+
+
+def figure(results):
+    """Test greedy sacreBLEU from random init and from span-corruption pretraining, per share of the pairs."""
+    groups = {}
+    for fraction in FRACTIONS:
+        for start in STARTS:
+            test = results.get(f"test-{start}-{fraction}")
+            greedy = test and test["metrics"].get("test_results_lp0.6", {}).get("test_last_greedy")
+            if greedy:
+                groups.setdefault(f"{float(fraction):.0%} of the pairs", {})[start] = greedy["bleu"]
+    return groups and ("T5 on Multi30k De->En: pretraining's gain", "test2016 greedy sacreBLEU", groups)

@@ -61,12 +61,7 @@ def table(results):
     """SST-2 dev accuracy (mean ± std over seeds) of the teacher, the distilled student and the baseline,
     the share of the teacher's score kept, and the student's inference time against the teacher's."""
 
-    def acc(name):
-        r = results.get(name)
-        entry = r and r["metrics"].get("results", {}).get("sst2")
-        entry = entry[0] if isinstance(entry, list) else entry  # finetune_glue: a list of settings
-        return (entry["val_acc"], entry.get("val_acc_std", 0.0), len(entry.get("seeds", [1]))) if entry else None
-
+    acc = lambda name: accuracy(results, name)  # noqa: E731
     teacher = acc("teacher")
     lines = ["| model | SST-2 dev accuracy | seeds | of the teacher's | wall time |", "|---|---|---|---|---|"]
     for label, name in (("teacher: all-MiniLM-L6-v2 (6 x 384)", "teacher"), ("TinyBERT4, distilled", "distill")):
@@ -81,8 +76,23 @@ def table(results):
     return "\n".join(lines)
 
 
+def accuracy(results, name):
+    """A finished run's SST-2 dev accuracy (mean, std, seeds) from its results.json, or None."""
+    r = results.get(name)
+    entry = r and r["metrics"].get("results", {}).get("sst2")
+    entry = entry[0] if isinstance(entry, list) else entry  # finetune_glue: a list of settings
+    return (entry["val_acc"], entry.get("val_acc_std", 0.0), len(entry.get("seeds", [1]))) if entry else None
+
+
 def row(label, score, teacher, run):
     if score is None:
         return f"| {label} | - | - | - | - |"
     kept = f"{100 * score[0] / teacher[0]:.1f}%" if teacher else "-"
     return f"| {label} | {score[0]:.2f} ± {score[1]:.2f} | {score[2]} | {kept} | {run['wall_s'] / 60:.0f} min |"
+
+
+def figure(results):
+    """SST-2 dev accuracy: the teacher, the distilled student, the student without a teacher."""
+    names = (("teacher", "teacher"), ("distill", "TinyBERT4 distilled"), ("baseline", "TinyBERT4 without teacher"))
+    groups = {label: {"SST-2 dev accuracy": score[0]} for name, label in names if (score := accuracy(results, name))}
+    return groups and ("TinyBERT at CPU scale (mean of seeds)", "dev accuracy (%)", groups)

@@ -72,6 +72,19 @@ def test_killed_and_started_again_ends_with_the_uninterrupted_table(uninterrupte
     assert "--resume" in (tmp_path / "runs" / "dropout-0" / "log.txt").read_text()  # it went on from its checkpoint
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
+def test_jobs_run_independent_runs_together_with_the_same_table_and_a_figure(uninterrupted, tmp_path, capsys):
+    """--jobs 2: both GPT runs (each needs only prep) start before either finishes; the table is the
+    uninterrupted study's, and the figure results/smoke.png is drawn."""
+    assert smoke(tmp_path, "--jobs", "2") == 0 and table(tmp_path) == uninterrupted[1]
+    out = capsys.readouterr().out
+    lines = [x for x in out.splitlines() if x.startswith("[smoke] dropout")]
+    assert [x.split(":")[1].strip().split(";")[0].split(" in ")[0] for x in lines[:2]] == ["started", "started"]
+    png = tmp_path / "results" / "smoke.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figure: {png}" in out
+    assert (uninterrupted[0] / "results" / "smoke.png").exists()  # one job at a time draws it too
+
+
 @pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_sigterm_to_the_study_stops_its_run_at_a_checkpoint(tmp_path):
     """SIGTERM to study.py (not to its run) is passed on: the run saves and exits 75, so does the study."""
@@ -145,6 +158,8 @@ def test_bad_input_is_named_before_anything_runs(monkeypatch, tmp_path):
         study.main(["smoke", *out, "--only", "x"])
     with pytest.raises(ValueError, match="--hours must be > 0, got 0.0"):
         study.main(["smoke", *out, "--hours", "0"])
+    with pytest.raises(ValueError, match="--jobs must be >= 1, got 0"):
+        study.main(["smoke", *out, "--jobs", "0"])
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "study.json").write_text(json.dumps({"study": "t5-transfer"}))
     with pytest.raises(ValueError, match="holds the runs of study 't5-transfer'"):
