@@ -266,9 +266,10 @@ class BertModel(_HFCheckpoint, nn.Module):
     """The encoder: embeddings, `num_hidden_layers` post-LN layers and (optionally) the pooler.
 
     forward(input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-    output_hidden_states=False, output_attention_scores=False) -> BertOutput. Set `skip_padding =
-    False` to run padded positions through every layer like HF does (same real-position outputs,
-    slower). The attention scores take the explicit attention path (TinyBERT distills them).
+    output_hidden_states=False, output_attention_scores=False, self_attention_mask=None) -> BertOutput.
+    Set `skip_padding = False` to run padded positions through every layer like HF does (same
+    real-position outputs, slower). The attention scores take the explicit attention path (TinyBERT
+    distills them); self_attention_mask (B, T, T) bool restricts who sees whom (UniLM's masks).
     """
 
     hf_architectures = {"bert": "BertModel", "roberta": "RobertaModel"}
@@ -290,6 +291,7 @@ class BertModel(_HFCheckpoint, nn.Module):
         position_ids=None,
         output_hidden_states=False,
         output_attention_scores=False,
+        self_attention_mask=None,
     ):
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
         B, T = input_ids.shape
@@ -302,6 +304,12 @@ class BertModel(_HFCheckpoint, nn.Module):
                 if self.skip_padding:
                     packed = (real.flatten().nonzero().squeeze(1), B, T)  # flat positions of the real tokens
                     x = pack_tokens(x, packed[0])  # (N, C)
+        if self_attention_mask is not None:  # (B, T, T), True where query i may see key j (UniLM's masks)
+            if tuple(self_attention_mask.shape) != (B, T, T):
+                raise ValueError(
+                    f"self_attention_mask must be (B, T, T) = {(B, T, T)}, got {tuple(self_attention_mask.shape)}"
+                )
+            mask = self_attention_mask[:, None] if mask is None else mask & self_attention_mask[:, None]
         hidden = [x] if output_hidden_states else None  # kept only when asked: they cost memory
         scores = [] if output_attention_scores else None
         for layer in self.layers:
