@@ -171,10 +171,11 @@ def encode_pairs(tokenizer, pairs, max_len=None):
     return [p for p in out if max_len is None or max(len(p[0]), len(p[1])) <= max_len]
 
 
-def decode(tokenizer, ids):
-    """Token ids (a list, or a tensor row) -> text, stopping at the first EOS; pads/specials skipped."""
+def decode(tokenizer, ids, eos=None):
+    """Token ids (a list, or a tensor row) -> text, stopping at the first EOS (the id `eos`, by default
+    the tokenizer's EOS); pads/specials skipped."""
     ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-    eos = tokenizer.token_to_id(EOS)
+    eos = tokenizer.token_to_id(EOS) if eos is None else eos
     if eos in ids:
         ids = ids[: ids.index(eos)]
     return tokenizer.decode(ids, skip_special_tokens=True)

@@ -43,25 +43,15 @@ import albert
 import bart
 import bert
 import data
-import pretraining_data
 import tasks
 import train
 from contract import classifier_loss_sum, classifier_sums, device_of, hf_twin, to_device
 from data import METRICS, accuracy, glue_metrics  # GLUE's official metrics
 from hf_checkpoint import atomic_write, identity, resolve_checkpoint, write_text
+from pretraining_data import checkpoint_tokenizer as load_tokenizer
 from recipes import FinetuneConfig
 
 # ------------------------------------------------------------------------------ the model side
-
-
-def load_tokenizer(folder):
-    """The checkpoint folder's tokenizer.json, or its vocab.txt (lowercased unless its
-    tokenizer_config.json says do_lower_case false)."""
-    folder, config = Path(folder), Path(folder) / "tokenizer_config.json"
-    lower = json.loads(config.read_text()).get("do_lower_case", True) if config.exists() else True
-    if not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
-        raise FileNotFoundError(f"--init-from: {folder} has no tokenizer.json or vocab.txt")
-    return pretraining_data.bert_tokenizer(folder, lowercase=lower)  # no padding, no truncation: encode() cuts
 
 
 def truncate_longest_first(a, b, budget):

@@ -57,6 +57,16 @@ def train_wordpiece(texts, vocab_size=30522, lowercase=True):
     return tok
 
 
+def checkpoint_tokenizer(folder):
+    """An HF checkpoint folder's tokenizer: its tokenizer.json, or its vocab.txt (lowercased unless its
+    tokenizer_config.json says do_lower_case false); no padding, no truncation."""
+    folder, config = Path(folder), Path(folder) / "tokenizer_config.json"
+    lower = json.loads(config.read_text()).get("do_lower_case", True) if config.exists() else True
+    if not any((folder / n).exists() for n in ("tokenizer.json", "vocab.txt")):
+        raise FileNotFoundError(f"{folder} has no tokenizer.json or vocab.txt")
+    return bert_tokenizer(folder, lowercase=lower)
+
+
 def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, root=None):
     """A WordPiece tokenizer: loaded from `path` (a tokenizer.json or vocab.txt file, or a folder holding one, like an
     HF checkpoint; padding and truncation switched off, see without_padding), or trained on the corpus `source`

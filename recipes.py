@@ -101,6 +101,14 @@ class TextToTextConfig(TranslationConfig):
 
 
 @dataclass
+class UniLMTranslationConfig(TranslationConfig):
+    """--model unilm-translate: UniLM fine-tuned s2s-ft's way as a translator (--init-from's network and vocabulary)."""
+
+    init_from: str = ""  # a BERT folder (HF's layout): the network and its WordPiece vocabulary
+    reinit: bool = False  # the same network from random init (the baseline of a pretrained start)
+
+
+@dataclass
 class PretrainingConfig(TrainConfig):
     """--model bert, hf-bert: masked-LM + NSP on `python data.py bert`'s shards (albert, hf-albert: + SOP)."""
 
@@ -292,6 +300,23 @@ PRESETS = {
         clip=1.0,
         dropout=0.1,
         label_smoothing=0.1,
+    ),
+    # UniLM fine-tuned as a translator on Multi30k, s2s-ft's way (--init-from a BERT folder, e.g. all-MiniLM-L6-v2):
+    # AdamW with s2s-ft's weight decay 0.01, label smoothing 0.1 and linear decay; a CPU-sized batch and a peak
+    # lr for a small model
+    "unilm-multi30k": dict(
+        model="unilm-translate",
+        batch_tokens=4096,
+        max_len=64,
+        lr=1e-4,
+        warmup=100,
+        schedule="linear",
+        weight_decay=0.01,
+        max_epochs=10,
+        clip=1.0,
+        dropout=0.1,
+        label_smoothing=0.1,
+        length_penalty=1.0,
     ),
     # BART fine-tuned as a translator on Multi30k (from --init-from, or bart-small from scratch): AdamW as
     # in fairseq's recipes, a peak lr for a small model, two epochs (the noising ablation: one)

@@ -169,6 +169,7 @@ FAMILIES = {
     "hf-t5": tasks.SpanCorruptionTask,  # HF's T5ForConditionalGeneration, our initial weights
     "t5-translate": translation.T5TranslationTask,  # text to text on a translation dataset
     "bart-translate": translation.BartTranslationTask,  # BART fine-tuned whole on a translation dataset
+    "unilm-translate": translation.UniLMTranslationTask,  # UniLM fine-tuned s2s-ft's way (a BERT folder)
     "bart": tasks.DenoisingTask,
     "hf-bart": tasks.DenoisingTask,  # HF's BartForConditionalGeneration, our initial weights
 }

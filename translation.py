@@ -16,19 +16,19 @@ import data
 import recipes
 import transformer as T
 from contract import device_of, objective_means, to_device
-from hf_checkpoint import resolve_checkpoint
+from hf_checkpoint import read_json, resolve_checkpoint
 from run_folder import average_checkpoints
 from tasks import micro_size
 
 
 @torch.no_grad()
-def translate(tok, sentences, generate, pad_id, prefix=(), batch_size=128, progress=None):
-    """Sentences (each after `prefix` ids) -> detokenized translations, in order, batched by length for
-    speed: generate(src (B, S)) gives each row's tokens, decoded up to the first EOS. progress: a
-    bar's title (a bar over the sentences)."""
+def translate(tok, sentences, generate, pad_id, prefix=(), batch_size=128, progress=None, eos=None):
+    """Sentences (each after `prefix` ids, then `eos`: by default the tokenizer's EOS) -> detokenized
+    translations, in order, batched by length for speed: generate(src (B, S)) gives each row's tokens,
+    decoded up to the first EOS. progress: a bar's title (a bar over the sentences)."""
     from tqdm import tqdm
 
-    eos = tok.token_to_id(data.EOS)
+    eos = tok.token_to_id(data.EOS) if eos is None else eos
     ids = [[*prefix, *e.ids, eos] for e in tok.encode_batch(sentences, add_special_tokens=False)]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = [None] * len(ids)
@@ -37,7 +37,7 @@ def translate(tok, sentences, generate, pad_id, prefix=(), batch_size=128, progr
         chunk = order[k : k + batch_size]
         src = data.collate_translation([(ids[i], [eos]) for i in chunk], pad_id=pad_id)[0]
         for i, row in zip(chunk, generate(src).cpu(), strict=True):
-            out[i] = data.decode(tok, row)
+            out[i] = data.decode(tok, row, eos)
         bar.update(len(chunk))
     bar.close()
     return out
@@ -278,3 +278,101 @@ class BartTranslationTask(T5TranslationTask):
         model.config.forced_bos_token_id, model.config.forced_eos_token_id = self.bos, self.eos
         model.label_smoothing = c.label_smoothing
         return model
+
+
+class UniLMTranslationTask(TranslationTask):
+    """--model unilm-translate: UniLM fine-tuned as a translator the way microsoft/unilm's s2s-ft does
+    it (unilm.s2s_batch: [CLS] source [SEP] | target [SEP] | pseudo target, the loss on the pseudo
+    tokens, label-smoothed by --label-smoothing as s2s-ft's 0.1, per target token), in the network
+    and WordPiece vocabulary of --init-from (any BERT folder), or with --reinit the same network from
+    random init. Batches are cut by tokens of the layout (source + 2 x target). Validation: the loss
+    and greedy BLEU; `evaluate`: test BLEU, greedy and beam (HF's length penalty)."""
+
+    Config = recipes.UniLMTranslationConfig
+
+    def __init__(self, cfg, world):
+        import pretraining_data
+
+        if not cfg.init_from:
+            raise ValueError("--init-from: unilm-translate takes its network and vocabulary from a BERT folder")
+        self.cfg, self.epoch = cfg, 0
+        self.micro_size = micro_size(cfg, world, "batch_tokens")
+        self.folder = resolve_checkpoint(cfg.init_from)
+        self.tok = pretraining_data.checkpoint_tokenizer(self.folder)
+        names = ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
+        self.ids = tuple(self.tok.token_to_id(n) for n in names)  # cls, sep, mask, pad
+        if None in self.ids:
+            raise ValueError(f"--init-from {cfg.init_from}: its tokenizer lacks one of {names}")
+        self.pad, self.positions = self.ids[3], read_json(Path(self.folder) / "config.json")["max_position_embeddings"]
+        if 2 * cfg.max_len > self.positions:  # a source and its target side by side
+            raise ValueError(f"max_len (--max-len {cfg.max_len}) x 2 exceeds --init-from's {self.positions} positions")
+        self.train_pairs = self.encode(data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang))
+        if cfg.train_fraction < 1:  # a random share of the pairs, the same for every run of this seed
+            n = len(self.train_pairs)
+            keep = sorted(random.Random(cfg.seed).sample(range(n), round(cfg.train_fraction * n)))
+            self.train_pairs = [self.train_pairs[i] for i in keep]
+        self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
+        self.valid_pairs = self.encode(self.valid_text, limit=False)
+        self.lengths = self.lengths_of(self.train_pairs)
+        self.info = {"train_pairs": len(self.train_pairs)}
+
+    def encode(self, pairs, limit=True):  # sentences -> token ids (no specials); training pairs over max_len dropped
+        src, tgt = (
+            [e.ids for e in self.tok.encode_batch(list(side), add_special_tokens=False)]
+            for side in zip(*pairs, strict=True)
+        )
+        out = list(zip(src, tgt, strict=True))
+        return [p for p in out if not limit or max(len(p[0]) + 2, len(p[1]) + 1) <= self.cfg.max_len]
+
+    @staticmethod
+    def lengths_of(pairs):  # the s2s layout's tokens: [CLS] source [SEP], target [SEP] twice
+        return [len(s) + 2 + 2 * (len(t) + 1) for s, t in pairs]
+
+    def build_model(self):
+        import unilm
+
+        c = self.cfg
+        drop = dict(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+        model = unilm.UniLMForLM.from_pretrained(self.folder, **drop)
+        if c.reinit:  # the same network from random init (the loop seeded torch)
+            model = unilm.UniLMForLM(model.config)
+        model.label_smoothing = c.label_smoothing
+        return model
+
+    def epoch_batches(self, epoch):
+        self.epoch = epoch  # the pseudo tokens are drawn anew each epoch
+        return data.token_batches(self.lengths, self.micro_size, seed=self.cfg.seed, epoch=epoch)
+
+    def batch(self, indices, pairs=None):
+        import unilm
+
+        train = pairs is None
+        pairs = self.train_pairs if train else pairs
+        seeds = [(self.cfg.seed * 1000 + self.epoch) * 1_000_003 + i if train else i for i in indices]
+        src, tgt = [pairs[i][0] for i in indices], [pairs[i][1] for i in indices]
+        V = self.tok.get_vocab_size()
+        return unilm.s2s_batch(src, tgt, self.ids, V, seeds=seeds, max_positions=self.positions)
+
+    @torch.no_grad()
+    def validate(self, model, autocast):
+        batches = (
+            self.batch(b, self.valid_pairs)
+            for b in data.token_batches(self.lengths_of(self.valid_pairs), 8192, shuffle=False)
+        )
+        row = {"val_" + k: v for k, v in objective_means(model, batches, autocast).items()}
+        hyps = self.translate(model, [s for s, _ in self.valid_text], beam=1)
+        return {**row, "val_bleu": bleu_scores(hyps, [t for _, t in self.valid_text], self.cfg.tgt_lang)["bleu"]}
+
+    def translate(self, model, sentences, beam=4, length_penalty=0.6, progress=None):
+        device, (cls, sep, mask, pad) = device_of(model.eval()), self.ids
+        limit = model.config.max_position_embeddings
+
+        def generate(src):  # at most the source length + 50 new tokens, within the position table
+            src = src.to(device)
+            n = min(src.shape[1] + 50, limit - src.shape[1] - 1)
+            kw = dict(
+                mask_token_id=mask, eos_token_id=sep, max_new_tokens=n, num_beams=beam, length_penalty=length_penalty
+            )
+            return model.generate(src, (src != pad).long(), **kw)
+
+        return translate(self.tok, sentences, generate, pad, prefix=[cls], progress=progress, eos=sep)

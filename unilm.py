@@ -211,7 +211,7 @@ def layer_step(layer, x, cache, pos, see):
 # ------------------------------------------------------------------- s2s-ft's fine-tuning batch
 
 
-def s2s_batch(sources, targets, ids, vocab_size, keep_prob=0.1, random_prob=0.1, generator=None, max_positions=None):
+def s2s_batch(sources, targets, ids, vocab_size, keep_prob=0.1, random_prob=0.1, seeds=None, max_positions=None):
     """microsoft/unilm s2s-ft's pseudo-masked batch from token id lists (no special tokens): each source
     as [CLS] source [SEP], each target as target [SEP]; ids = (cls, sep, mask, pad). -> the forward's
     arguments: input_ids (B, S + 2 T) = [sources | targets | pseudo targets], each block padded;
@@ -220,10 +220,10 @@ def s2s_batch(sources, targets, ids, vocab_size, keep_prob=0.1, random_prob=0.1,
     self_attention_mask (B, L, L): a source token sees the source; target token t sees the source and
     targets <= t; pseudo token t sees the source, targets < t and itself; labels: the target token at
     its pseudo position, -100 elsewhere. A pseudo token is [MASK], or with keep_prob the target
-    token, with random_prob a random token (s2s-ft's defaults: 0.1 and 0.1). max_positions: the model's
-    position table, which a source and its target must fit together."""
+    token, with random_prob a random token (s2s-ft's defaults: 0.1 and 0.1), drawn with the pair's seed
+    (seeds: one per pair, by default 0, 1, ...; a pair's batch row is the same whatever else is in the
+    batch). max_positions: the model's position table, which a source and its target must fit together."""
     cls, sep, mask_id, pad = ids
-    g = generator or torch.Generator().manual_seed(0)
     src = [[cls, *s, sep] for s in sources]
     tgt = [[*t, sep] for t in targets]
     if len(src) != len(tgt):
@@ -241,6 +241,7 @@ def s2s_batch(sources, targets, ids, vocab_size, keep_prob=0.1, random_prob=0.1,
     labels = torch.full((B, L), -100, dtype=torch.long)
     for b, (s, t) in enumerate(zip(src, tgt, strict=True)):
         n, m, tt = len(s), len(t), torch.tensor(t)
+        g = torch.Generator().manual_seed(b if seeds is None else seeds[b])
         u = torch.rand(m, generator=g)
         pseudo = torch.where(u < keep_prob, tt, torch.full_like(tt, mask_id))
         chance = (u >= keep_prob) & (u < keep_prob + random_prob)

@@ -23,7 +23,7 @@ MAY_IMPORT = {  # the project files each top-level file may import (the floor's 
     "data": {"subword", "hf_checkpoint", "pretraining_data"},  # atomic_write; `data.py bert` (in main() only)
     "pretraining_data": {"data", "subword", "hf_checkpoint"},  # BERT's MLM/NSP data on data.py's raw text
     "tasks": FLOOR | MODELS | {"data", "pretraining_data", "subword"},
-    "translation": FLOOR | {"transformer", "t5", "bart", "tasks", "data", "run_folder"},  # translation's tasks
+    "translation": FLOOR | {"transformer", "t5", "bart", "unilm", "tasks", "data", "pretraining_data", "run_folder"},
     "plots": set(),
     "run_folder": set(),
     "train": FLOOR | {"tasks", "translation", "data", "plots", "run_folder"},  # the loop knows no model

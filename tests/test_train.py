@@ -15,6 +15,7 @@ import torch
 import transformers
 from conftest import lacks, require
 
+import bert
 import data
 import pretraining_data
 import recipes
@@ -484,6 +485,40 @@ def test_t5_translate_trains_validates_and_scores_bleu(tmp_path, monkeypatch):
 
 
 @multi30k
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
+def test_unilm_translate_trains_validates_translates_and_reinits(bert_teacher, tmp_path):
+    """--model unilm-translate on Multi30k from a BERT folder: s2s-ft batches (pseudo tokens, labels only
+    there), validation loss and greedy BLEU, translation greedy and beam (batching changes nothing);
+    --reinit starts the same network from random weights; a too long --max-len is refused."""
+    import unilm
+
+    out = tmp_path / "unilm"
+    args = ["--preset", "unilm-multi30k", "--init-from", bert_teacher, "--train-fraction", "0.02"]
+    train.main(
+        [*args, "--max-steps", "4", "--warmup", "1", "--eval-every", "4", "--log-every", "2", "--out-dir", str(out)]
+    )
+    assert rows(out, "val_bleu") and len(rows(out, "loss")) == 2 and rows(out, "val_loss")
+    cfg, task, model, _ = train.run_model(out)
+    assert isinstance(model, unilm.UniLMForLM) and model.label_smoothing == 0.1
+    batch = task.batch([0, 1])
+    cls, sep, mask, pad = task.ids
+    labeled = batch["labels"] != -100
+    assert batch["input_ids"][:, 0].eq(cls).all() and labeled.sum() == sum(
+        len(task.train_pairs[i][1]) + 1 for i in (0, 1)
+    )
+    assert torch.equal(batch["input_ids"], task.batch([0, 1])["input_ids"])  # the same pseudo tokens: resumable
+    sentences = [s for s, _ in task.valid_text[:4]]
+    greedy, beam = task.translate(model, sentences, beam=1), task.translate(model, sentences, beam=2)
+    assert len(greedy) == len(beam) == 4 and greedy[1] == task.translate(model, sentences[1:2], beam=1)[0]
+    fresh = train.make_config("unilm-multi30k", {"init_from": bert_teacher, "reinit": True, "out_dir": str(tmp_path)})
+    start = translation.UniLMTranslationTask(fresh, 1).build_model().bert.embeddings.word.weight
+    pretrained = bert.BertModel.from_pretrained(bert_teacher).embeddings.word.weight
+    assert start.shape == pretrained.shape and not torch.equal(start, pretrained)
+    with pytest.raises(ValueError, match="--max-len 300"):
+        translation.UniLMTranslationTask(dataclasses.replace(fresh, max_len=300), 1)
+
+
+@multi30k
 @pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
 def test_t5_transfer_pretrains_on_the_translation_vocabulary_and_fine_tunes_from_it(tmp_path):
     """The transfer study's path: `data.py lm` on Multi30k's unpaired training text with the translation
@@ -795,6 +830,9 @@ def family_setups(bert_data, lm_data, bert_teacher):
             setups[name] = ("t5-tiny-test", {"dataset": lm_data})
         elif name in ("bart", "hf-bart"):  # characters: BART's ids after the data's, one sentence per window
             setups[name] = ("bart-tiny-test", {"dataset": lm_data})
+        elif name == "unilm-translate":
+            if (Path(os.environ.get("DATA_DIR", "data")) / "multi30k" / "train.de").exists():
+                setups[name] = ("unilm-multi30k", {"init_from": bert_teacher, "batch_tokens": 512, "max_len": 40})
         elif name in ("t5-translate", "bart-translate"):
             if (Path(os.environ.get("DATA_DIR", "data")) / "multi30k" / "train.de").exists():
                 family = name.split("-")[0]  # t5 or bart
