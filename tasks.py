@@ -199,6 +199,49 @@ class AlbertPretrainingTask(PretrainingTask):
         return b
 
 
+class UniLMPretrainingTask(PretrainingTask):
+    """--model unilm: UniLM's mixed pretraining (unilm.UniLMForLM, from --arch or --init-from) on a
+    `data.py bert` folder: each sample's cloze tokens are predicted under a mode drawn for it (seeded by
+    seed, epoch and sample): bidirectional 1/3, seq2seq 1/3 (segment A the source, B the target),
+    left-to-right 1/6, right-to-left 1/6, the paper's shares; the pair label is not used."""
+
+    MODES = (("bidirectional", 2), ("seq2seq", 2), ("left-to-right", 1), ("right-to-left", 1))  # sixths
+
+    def make_model(self):
+        import bert
+        import unilm
+
+        c = self.cfg
+        if c.init_from:
+            self.check_vocabulary(resolve_checkpoint(c.init_from))
+            return unilm.UniLMForLM.from_pretrained(c.init_from), None, None
+        shape = dict(vocab_size=self.vocab.size, pad_token_id=self.vocab.pad)
+        drop = dict(hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+        shape |= dict(max_position_embeddings=max(512, self.spec.max_seq_length))
+        config = bert.BertConfig.from_preset(c.arch, **shape, **drop)
+        return unilm.UniLMForLM(config), None, None
+
+    def batch(self, indices, dataset=None):
+        import unilm
+
+        b = super().batch(indices, dataset)
+        split = 0 if dataset is None or dataset is self.train_data else 1
+        modes = [self.mode(self.cfg.seed, self.epoch if split == 0 else 0, i, split) for i in indices]
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        masks = [unilm.mode_mask(m, *(b[k][j : j + 1] for k in names)) for j, m in enumerate(modes)]  # (1, T, T) each
+        b.pop("next_sentence_label")
+        return {**b, "self_attention_mask": torch.cat(masks)}
+
+    @classmethod
+    def mode(cls, seed, epoch, index, split=0):
+        """The mode of a sample, a pure function of (seed, epoch, sample index, split)."""
+        draw = np.random.default_rng([seed, epoch, index, split]).integers(6)
+        for name, sixths in cls.MODES:
+            if draw < sixths:
+                return name
+            draw -= sixths
+
+
 class DistillTask(PretrainingTask):
     """--model tinybert: TinyBERT's general distillation (bert.TinyBertDistiller, stage "intermediate"):
     a student BertModel (--arch, or --init-from) learns --teacher's hidden states and attention scores

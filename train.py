@@ -162,6 +162,7 @@ FAMILIES = {
     "hf-bert": tasks.PretrainingTask,  # HF's BertForPreTraining, our initial weights
     "albert": tasks.AlbertPretrainingTask,
     "hf-albert": tasks.AlbertPretrainingTask,  # HF's AlbertForPreTraining, our initial weights
+    "unilm": tasks.UniLMPretrainingTask,  # UniLM's mixed pretraining (four masks) on BERT's data
     "tinybert": tasks.DistillTask,  # TinyBERT's general distillation from --teacher
     "gpt": tasks.LMTask,
     "hf-gpt2": tasks.LMTask,  # HF's GPT2LMHeadModel, our initial weights

@@ -810,6 +810,38 @@ def test_tinybert_general_distillation_trains_validates_and_exports(bert_data, b
         train.main([*args[:4], "--out-dir", str(tmp_path / "none")])
 
 
+def test_unilm_mixed_pretraining_draws_the_papers_shares_per_sample(bert_data, tmp_path):
+    """--model unilm: each sample's mode is a pure function of (seed, epoch, index): 1/3 bidirectional,
+    1/3 seq2seq, 1/6 each direction; a batch carries each sample's mask; the run trains and validates."""
+    import collections
+
+    import unilm
+
+    shares = collections.Counter(tasks.UniLMPretrainingTask.mode(1, 0, i) for i in range(6000))
+    for name, want in (
+        ("bidirectional", 1 / 3),
+        ("seq2seq", 1 / 3),
+        ("left-to-right", 1 / 6),
+        ("right-to-left", 1 / 6),
+    ):
+        assert abs(shares[name] / 6000 - want) < 0.02, shares
+    cfg = train.make_config(
+        "bert-tiny-test", {"model": "unilm", "dataset": bert_data["static"], "out_dir": str(tmp_path)}
+    )
+    task = tasks.UniLMPretrainingTask(cfg, 1)
+    b = task.batch(list(range(8)))
+    assert "next_sentence_label" not in b and b["self_attention_mask"].shape == (8, *b["input_ids"].shape[1:] * 2)
+    for k in range(8):
+        row = (b[n][k : k + 1] for n in ("input_ids", "attention_mask", "token_type_ids"))
+        assert torch.equal(b["self_attention_mask"][k], unilm.mode_mask(task.mode(cfg.seed, 0, k), *row)[0])
+    out = tmp_path / "run"
+    train.main(
+        ["--preset", "bert-tiny-test", "--model", "unilm", "--dataset", bert_data["static"], "--max-steps", "8"]
+        + ["--eval-every", "8", "--log-every", "1", "--out-dir", str(out)]
+    )
+    assert rows(out, "val_mlm_acc") and len(rows(out, "loss")) == 8
+
+
 @pytest.fixture(scope="module")
 def family_setups(bert_data, lm_data, bert_teacher):
     """A tiny configuration of every row of train.FAMILIES (a new family adds its own here)."""
@@ -822,6 +854,8 @@ def family_setups(bert_data, lm_data, bert_teacher):
             setups[name] = ("bert-tiny-test", {"dataset": bert_data["static"], "batch_size": 8})
         elif name in ("albert", "hf-albert"):  # the NSP folder: the same head learns NSP
             setups[name] = ("albert-tiny-test", {"dataset": bert_data["static"], "batch_size": 8})
+        elif name == "unilm":
+            setups[name] = ("bert-tiny-test", {"dataset": bert_data["static"], "batch_size": 8})
         elif name == "tinybert":
             setups[name] = ("tinybert-tiny-test", {"dataset": bert_data["static"], "teacher": bert_teacher})
         elif name in ("gpt", "hf-gpt2"):
