@@ -235,6 +235,44 @@ def tinybert_cases(device, dtype, args):
     return [Case(name, ours, ref, inputs, False, output=lambda out: out[0], compare=False)]
 
 
+def unilm_cases(device, dtype, args):
+    """UniLM's s2s-ft decoding (bert-mini: 4 layers x 256, an 8,000-token vocabulary, random weights) with the
+    key/value cache against without it (the same tokens), and against transformer.py's translation model at
+    the same width (2 + 2 layers x 256, its cached greedy decoding; two models: timed, not compared). No end
+    token: every row decodes the full length."""
+    import bert
+    import unilm
+
+    V, S, n = 8000, args.seq, args.gen_tokens
+    torch.manual_seed(0)
+    m = unilm.UniLMForLM(bert.BertConfig.from_preset("bert-mini", vocab_size=V)).to(device, dtype).eval()
+    shape = dict(d_model=256, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=1024)
+    translator = T.TranslationModel(T.TransformerConfig(src_vocab_size=V, tgt_vocab_size=V, eos_id=None, **shape))
+    translator = translator.to(device, dtype).eval()
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(5, V, (4, S), generator=g).to(device)
+    src[:, 0], src[:, -1] = 101, 102  # [CLS] ... [SEP]
+    decode = lambda cache: lambda model, x: model.generate(x, None, 103, None, n, use_cache=cache)  # noqa: E731
+    tag = f"4x{S} -> {n} tokens"
+    return [
+        Case(
+            f"UniLM (4L d256) greedy generation, cache vs none, {tag}",
+            Generate(m, decode(True)),
+            Generate(m, decode(False)),
+            {"input_ids": src},
+            False,
+        ),
+        Case(
+            f"UniLM (4L d256) vs transformer.py (2+2L d256) greedy generation, cache, {tag}",
+            Generate(m, decode(True)),
+            Generate(translator, lambda model, x: model.generate(x, max_len=n)),
+            {"input_ids": src},
+            False,
+            compare=False,
+        ),
+    ]
+
+
 class Generate(nn.Module):
     """A model's generate() as a forward, so that a generation case times like any other."""
 
@@ -368,7 +406,7 @@ def bart_cases(device, dtype, args):
     return seq2seq_cases(f"BART ({name} {L}+{L}L)", ours, hf, config.vocab_size, device, args)
 
 
-CASES = [transformer_cases, bert_cases, albert_cases, tinybert_cases, gpt_cases, t5_cases, bart_cases]
+CASES = [transformer_cases, bert_cases, albert_cases, tinybert_cases, unilm_cases, gpt_cases, t5_cases, bart_cases]
 
 
 # ------------------------------------------------------------------------------- measuring
