@@ -21,7 +21,7 @@ matrix outside attention) and the MLM head projects only the labeled positions. 
 torch and the floor.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contract import ClassifierOutput, Sums, check_ids, classifier_sums, masked_lm_sums, sequence_counts
-from hf_checkpoint import HFCheckpoint
+from hf_checkpoint import HFCheckpoint, config_fields, config_json
 from layers import ACTIVATIONS, PostLNLayer, init_bert_weights, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
@@ -93,19 +93,11 @@ class AlbertConfig:
         """From the dict of an HF config.json (AlbertConfig); HF's defaults (xxlarge) where it is silent."""
         if hf.get("model_type") != "albert":
             raise ValueError(f"config.json: model_type must be 'albert', got {hf.get('model_type')!r}")
-        kw = {**HF_DEFAULTS, **{f.name: hf[f.name] for f in fields(cls) if f.name in hf}}
-        if "id2label" in hf:
-            kw["num_labels"] = len(hf["id2label"])
-        return cls(**{**kw, **overrides})
+        return cls(**{**HF_DEFAULTS, **config_fields(cls, hf), **overrides})
 
     def to_hf(self, architecture):
         """The dict of an HF config.json for `architecture` (e.g. "AlbertForPreTraining")."""
-        hf = asdict(self)
-        hf.pop("num_labels")
-        hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
-        hf["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
-        hf["architectures"] = [architecture]
-        return hf
+        return config_json(self, architectures=[architecture])
 
 
 HF_DEFAULTS = dict(  # transformers.AlbertConfig's defaults (albert-xxlarge), for config.json files that omit fields

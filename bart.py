@@ -12,7 +12,7 @@ original. Checkpoints are read from and written to Hugging Face's format (`BartM
 """
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -34,7 +34,7 @@ from contract import (
     shift_right,
 )
 from decoding import KVCache, beam_search, check_generation, check_prompt, constrain, greedy_search, next_token
-from hf_checkpoint import HFCheckpoint
+from hf_checkpoint import HFCheckpoint, config_fields, config_json
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
@@ -91,16 +91,10 @@ class BartConfig:
         """From the dict of an HF config.json (BartConfig)."""
         if hf.get("model_type") != "bart":
             raise ValueError(f"config.json: model_type must be 'bart', got {hf.get('model_type')!r}")
-        kw = {f.name: hf[f.name] for f in fields(cls) if f.name in hf}
-        if "id2label" in hf:
-            kw["num_labels"] = len(hf["id2label"])
-        return cls(**{**kw, **overrides})
+        return cls(**{**config_fields(cls, hf), **overrides})
 
     def to_hf(self, architecture="BartForConditionalGeneration"):
-        hf = asdict(self)
-        n = hf.pop("num_labels")
-        hf["id2label"], hf["label2id"] = {str(i): f"LABEL_{i}" for i in range(n)}, {f"LABEL_{i}": i for i in range(n)}
-        return {**hf, "architectures": [architecture], "is_encoder_decoder": True, "tie_word_embeddings": True}
+        return config_json(self, architectures=[architecture], is_encoder_decoder=True, tie_word_embeddings=True)
 
 
 _RELEASED = dict(dropout=0.1, attention_dropout=0.1, activation_dropout=0.1, forced_bos_token_id=0)

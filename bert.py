@@ -20,7 +20,7 @@ padding, `token_type_ids` (B, T). This file imports only torch and the floor (co
 `transformers` is never needed to run it.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -36,7 +36,7 @@ from contract import (
     masked_lm_sums,
     sequence_counts,
 )
-from hf_checkpoint import HFCheckpoint
+from hf_checkpoint import HFCheckpoint, config_fields, config_json
 from layers import ACTIVATIONS, PostLNLayer, init_bert_weights, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
@@ -95,19 +95,11 @@ class BertConfig:
             raise ValueError(f"only absolute position embeddings are supported, got {hf['position_embedding_type']!r}")
         if hf.get("model_type") not in ("bert", "roberta"):
             raise ValueError(f"config.json: model_type must be 'bert' or 'roberta', got {hf.get('model_type')!r}")
-        kw = {f.name: hf[f.name] for f in fields(cls) if f.name in hf}
-        if "id2label" in hf:
-            kw["num_labels"] = len(hf["id2label"])
-        return cls(**{**kw, **overrides})
+        return cls(**{**config_fields(cls, hf), **overrides})
 
     def to_hf(self, architecture):
         """The dict of an HF config.json for `architecture` (e.g. "BertForPreTraining")."""
-        hf = asdict(self)
-        hf.pop("num_labels")
-        hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
-        hf["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
-        hf["architectures"] = [architecture]
-        hf["position_embedding_type"] = "absolute"
+        hf = config_json(self, architectures=[architecture], position_embedding_type="absolute")
         if self.model_type == "roberta":
             hf.update(bos_token_id=0, eos_token_id=2)
         return hf

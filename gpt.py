@@ -12,7 +12,7 @@ and out. This file imports only torch and the floor (contract, decoding, hf_chec
 """
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from contract import Sums, check_ids
 from decoding import KVCache, check_prompt, check_sampling, next_token
-from hf_checkpoint import HFCheckpoint, HFKey
+from hf_checkpoint import HFCheckpoint, HFKey, config_fields
 from layers import ACTIVATIONS
 
 # ----------------------------------------------------------------------------------- config
@@ -78,7 +78,7 @@ class GPTConfig:
         hf = {**hf, "activation_function": hf.get("afn", hf.get("activation_function", "gelu_new"))}
         if hf["model_type"] == "openai-gpt" and hf["activation_function"] == "gelu":
             hf["activation_function"] = "gelu_new"  # HF's OpenAI GPT maps "gelu" to the tanh form
-        kw = {f.name: hf[f.name] for f in fields(cls) if f.name in hf}
+        kw = config_fields(cls, hf)
         return cls(**{**kw, **overrides})
 
     def to_hf(self):

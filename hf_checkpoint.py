@@ -9,6 +9,7 @@ import os
 import pickle
 import tempfile
 import warnings
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -107,6 +108,26 @@ def write_text(path, text):
 class HFKey(NamedTuple):  # a key-map value: one HF tensor, maybe stored transposed (GPT-2's Conv1D: (in, out))
     name: str
     transposed: bool = False
+
+
+def config_fields(cls, hf):
+    """The fields of a family's config dataclass `cls` that an HF config.json dict sets (num_labels from
+    its id2label, when the class has one)."""
+    names = {f.name for f in fields(cls)}
+    kw = {k: v for k, v in hf.items() if k in names}
+    if "id2label" in hf and "num_labels" in names:
+        kw["num_labels"] = len(hf["id2label"])
+    return kw
+
+
+def config_json(config, **extra):
+    """A family's config as an HF config.json dict: its fields, num_labels as id2label / label2id (HF's
+    default label names), and `extra` (architectures, model_type, ...)."""
+    hf = asdict(config)
+    if "num_labels" in hf:
+        n = hf.pop("num_labels")
+        hf["id2label"], hf["label2id"] = {str(i): f"LABEL_{i}" for i in range(n)}, {f"LABEL_{i}": i for i in range(n)}
+    return {**hf, **extra}
 
 
 def _hf_source(value):  # a key-map value -> (its HF keys, transposed)

@@ -18,7 +18,7 @@ the tokens it hides. Checkpoints are read from and written to Hugging Face's for
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from contract import Sums, check_ids, check_labels, check_mask, seq2seq_counts, seq2seq_sums, shift_right
 from decoding import KVCache, beam_search, check_generation, check_prompt, constrain, greedy_search, next_token
-from hf_checkpoint import HFCheckpoint, read_hf_weights, read_json, resolve_checkpoint
+from hf_checkpoint import HFCheckpoint, config_fields, read_hf_weights, read_json, resolve_checkpoint
 from layers import ACTIVATIONS, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
@@ -91,7 +91,7 @@ class T5Config:
         """From the dict of an HF config.json (T5Config)."""
         if hf.get("model_type") != "t5":
             raise ValueError(f"config.json: model_type must be 't5', got {hf.get('model_type')!r}")
-        kw = {f.name: hf[f.name] for f in fields(cls) if f.name in hf}
+        kw = config_fields(cls, hf)
         kw["decoder_start_token_id"] = hf.get("decoder_start_token_id") or kw.get("pad_token_id", 0)
         return cls(**{**kw, **overrides})
 
