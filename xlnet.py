@@ -19,6 +19,7 @@ list of names. This file imports torch and the floor only.
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -327,8 +328,8 @@ def check_inputs(c, input_ids, attention_mask, mems, perm_mask, target_mapping, 
         if target_mapping.dim() != 3 or target_mapping.shape[0] != B or target_mapping.shape[2] != T:
             raise ValueError(f"target_mapping must be (B, P, T) = ({B}, P, {T}), got {tuple(target_mapping.shape)}")
         rows = target_mapping.float()
-        if not ((rows == 0) | (rows == 1)).all() or not (rows.sum(-1) == 1).all():
-            raise ValueError("target_mapping: every row must be one-hot (one predicted position each)")
+        if not ((rows == 0) | (rows == 1)).all() or not (rows.sum(-1) <= 1).all():
+            raise ValueError("target_mapping: every row must be one-hot (one predicted position), or zero (padding)")
     if mems is not None and (len(mems) != c.n_layer or any(m.shape[0] != B or m.shape[2] != c.d_model for m in mems)):
         shapes = [tuple(m.shape) for m in mems[:2]]
         raise ValueError(f"mems must be {c.n_layer} tensors of (B={B}, M, {c.d_model}), got {shapes}...")
@@ -404,6 +405,36 @@ class XLNetLMHeadModel(_HFCheckpoint, nn.Module):
 
     counts = staticmethod(lm_counts)
 
+    @torch.no_grad()
+    def generate(self, input_ids, max_new_tokens=20, use_mems=True):
+        """Greedy continuation -> (B, T + n), as HF's generate(do_sample=False) does it: each step appends a
+        dummy token that nobody sees and predicts it through the query stream. With memory (HF's schedule)
+        the prompt runs once and each step runs the last two tokens and the dummy against the memory (kept
+        without its last two positions); without, the whole sequence each step. A row that produced
+        eos_token_id continues with pad_token_id; all rows done: the loop stops."""
+        c = self.config
+        check_ids(input_ids, "input_ids", c.vocab_size)
+        B, device = input_ids.shape[0], input_ids.device
+        ids, mems = input_ids, None
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        for _ in range(max_new_tokens):
+            x = ids if mems is None else ids[:, -2:]
+            x = torch.cat([x, torch.zeros(B, 1, dtype=ids.dtype, device=device)], 1)  # (B, L): the dummy last
+            L = x.shape[1]
+            perm = torch.zeros(B, L, L, device=device)
+            perm[:, :, -1] = 1  # nobody sees the dummy
+            mapping = torch.zeros(B, 1, L, device=device)
+            mapping[:, 0, -1] = 1
+            past = None if mems is None else tuple(m[:, :-2] for m in mems)
+            out = self(x, perm_mask=perm, target_mapping=mapping, mems=past, use_mems=use_mems)
+            token = out.logits[:, 0].argmax(-1).masked_fill(done, c.pad_token_id)
+            mems = out.mems if use_mems else None
+            ids = torch.cat([ids, token[:, None]], 1)
+            done |= token == c.eos_token_id
+            if done.all():
+                break
+        return ids
+
 
 class XLNetForSequenceClassification(_HFCheckpoint, nn.Module):
     """HF's sequence summary on the last token (XLNet pads on the left): dense -> tanh -> dropout, then
@@ -430,3 +461,93 @@ class XLNetForSequenceClassification(_HFCheckpoint, nn.Module):
         return ClassifierOutput(logits, sums.loss(), sums)
 
     counts = staticmethod(sequence_counts)
+
+
+# ---------------------------------------------------------------- permutation language modeling
+
+
+def span_targets(n, num_predict, rng, alpha=6, beta=1, max_gram=5, word_starts=None):
+    """zihangdai/xlnet's `_sample_mask`: which of n tokens to predict (bool (n,)): spans of 1..max_gram
+    whole words (p(k) proportional to 1/k), each in a context of k * alpha / beta tokens (so about beta
+    in alpha tokens are targets), then single tokens at random up to num_predict. word_starts (bool
+    (n,)): where words begin (every token when None)."""
+    starts = np.ones(n, dtype=bool) if word_starts is None else np.asarray(word_starts, dtype=bool)
+    grams = np.arange(1, max_gram + 1)
+    p = 1.0 / grams
+    p /= p.sum()
+    mask, count, cur = np.zeros(n, dtype=bool), 0, 0
+    while cur < n and count < num_predict:
+        k = int(rng.choice(grams, p=p))
+        k = min(k, num_predict - count)
+        ctx = k * alpha // beta
+        left = int(rng.integers(ctx - k + 1))
+        beg = cur + left
+        while beg < n and not starts[beg]:  # a span starts a word
+            beg += 1
+        if beg >= n:
+            break
+        end, words = beg + 1, 1
+        while end < n:  # k whole words
+            if starts[end]:
+                words += 1
+                if words > k:
+                    break
+            end += 1
+        if end >= n:
+            break
+        mask[beg:end] = True
+        count += end - beg
+        cur = end + ctx - left - k
+    while count < num_predict:
+        i = int(rng.integers(n))
+        if not mask[i]:
+            mask[i], count = True, count + 1
+    return mask
+
+
+def local_perm(targets, functional, perm_size, rng):
+    """zihangdai/xlnet's `_local_perm` for one segment of n tokens: a factorization order that permutes
+    the offsets within each chunk of perm_size tokens alike (chunks stay in order), the non-target
+    tokens first (rank -1: everyone sees them, they see no target), then the targets in the sampled
+    order. functional: [SEP]/[CLS] tokens (never targets, seen only by later tokens). -> perm_mask
+    (n, n) float, 1 = i may not see j: a target sees the non-targets and the targets before it in the
+    order; any other token sees what comes at or before it."""
+    n = len(targets)
+    if n % perm_size:
+        raise ValueError(f"perm_size ({perm_size}) must divide the segment length ({n})")
+    order = np.arange(n).reshape(-1, perm_size).T[rng.permutation(perm_size)].T.reshape(-1)  # the rank of each position
+    targets, functional = np.asarray(targets, dtype=bool), np.asarray(functional, dtype=bool)
+    plain = ~targets & ~functional
+    rank = np.where(plain, -1, order)
+    own = np.where(targets, rank, rank + 1)  # a target may not see itself
+    return torch.from_numpy((own[:, None] <= rank[None, :]) & ~plain[None, :]).float()
+
+
+def plm_example(ids, reuse_len, num_predict, perm_size, rng, functional_ids=(), word_starts=None):
+    """One permutation-LM sample as zihangdai/xlnet's pipeline builds it: ids (T,) = the reused part (its
+    first reuse_len tokens, the next segment's memory) and the rest; targets sampled per part
+    (span_targets, num_predict in all), a factorization order per part (local_perm) where the reused
+    part never sees the rest and the rest sees all of the reused part. -> dict(input_ids (T,),
+    perm_mask (T, T), target_mapping (num_predict, T), labels (num_predict,): the targets' tokens, -100
+    in padded rows)."""
+    ids = torch.as_tensor(ids)
+    T = len(ids)
+    functional = np.isin(ids.numpy(), list(functional_ids))
+    starts = None if word_starts is None else np.asarray(word_starts, dtype=bool)
+    parts = [(0, reuse_len), (reuse_len, T)]
+    targets, perms = np.zeros(T, dtype=bool), []
+    for (a, b), share in zip(
+        parts, (num_predict * reuse_len // T, num_predict - num_predict * reuse_len // T), strict=True
+    ):
+        t = span_targets(b - a, share, rng, word_starts=None if starts is None else starts[a:b]) & ~functional[a:b]
+        targets[a:b] = t
+        perms.append(local_perm(t, functional[a:b], perm_size, rng))
+    perm = torch.ones(T, T)
+    perm[:reuse_len, :reuse_len] = perms[0]
+    perm[reuse_len:, :reuse_len] = 0  # the rest sees the reused part
+    perm[reuse_len:, reuse_len:] = perms[1]
+    where = np.flatnonzero(targets)[:num_predict]
+    mapping, labels = torch.zeros(num_predict, T), torch.full((num_predict,), -100, dtype=torch.long)
+    mapping[torch.arange(len(where)), torch.from_numpy(where)] = 1
+    labels[: len(where)] = ids[where]
+    return dict(input_ids=ids, perm_mask=perm, target_mapping=mapping, labels=labels)

@@ -164,7 +164,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="target_mapping must be"):
         ours(**{**x, "target_mapping": x["target_mapping"][:, :, :5]})
     bad = x["target_mapping"].clone()
-    bad[0, 0] = 0
+    bad[0, 0, :2] = 1  # two positions for one prediction (an all-zero row is a padded one: allowed)
     with pytest.raises(ValueError, match="one-hot"):
         ours(**{**x, "target_mapping": bad})
     with pytest.raises(ValueError, match="input_ids"):
@@ -174,3 +174,60 @@ def test_bad_input():
         ours(x["input_ids"][:2], mems=mems)
     with pytest.raises(ValueError, match="n_head"):
         X.XLNetConfig(d_model=30, n_head=4)
+
+
+def test_permutation_data_predicts_each_target_once_in_one_order():
+    import numpy as np
+
+    T, reuse, P = 48, 24, 8
+    ids = torch.randint(6, 99, (T,), generator=torch.Generator().manual_seed(0))
+    ex = X.plm_example(ids, reuse, P, 12, np.random.default_rng(0))
+    rows = ex["target_mapping"].nonzero()
+    assert rows[:, 0].tolist() == list(range(len(rows))) and len(rows) == P  # one target per row, each once
+    targets = rows[:, 1]
+    assert torch.equal(ex["labels"][: len(rows)], ids[targets])
+    sees = ex["perm_mask"] == 0  # sees[i, j]: i may see j
+    for part in (targets[targets < reuse], targets[targets >= reuse]):
+        for i in part:
+            assert not sees[i, i]  # a target never sees itself
+            others = [j for j in part if j != i]
+            assert all(sees[i, j] != sees[j, i] for j in others)  # of two targets, exactly one comes first
+        plain = [j for j in range(*((0, reuse) if part[0] < reuse else (reuse, T))) if j not in part.tolist()]
+        assert all(sees[i, j] for i in part for j in plain) and not any(sees[j, i] for i in part for j in plain)
+    assert not sees[:reuse, reuse:].any() and sees[reuse:, :reuse].all()  # the reused part never sees the rest
+    again = X.plm_example(ids, reuse, P, 12, np.random.default_rng(0))
+    assert all(torch.equal(ex[k], again[k]) for k in ex)  # a pure function of the seed
+
+
+def test_span_targets_take_about_one_in_alpha_tokens_and_chunks_keep_their_order():
+    import numpy as np
+
+    mask = X.span_targets(600, 100, np.random.default_rng(1))
+    assert mask.sum() == 100  # 600 / alpha 6
+    targets = np.zeros(12, dtype=bool)
+    targets[[1, 4, 7, 10]] = True  # two in each chunk of 6
+    perm = X.local_perm(targets, np.zeros(12, dtype=bool), 6, np.random.default_rng(2))
+    assert (perm[7, [1, 4]] == 0).all() and (perm[1, [7, 10]] == 1).all()  # chunk 0's targets come first
+    with pytest.raises(ValueError, match="perm_size"):
+        X.local_perm(targets, np.zeros(12, dtype=bool), 5, np.random.default_rng(2))
+
+
+def test_a_permutation_batch_trains_like_hf():
+    import numpy as np
+
+    ours, hf = twin()
+    rng = np.random.default_rng(3)
+    examples = [X.plm_example(torch.randint(6, 99, (12,)), 6, 3, 6, rng) for _ in range(2)]
+    x = {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+    a, b = ours(**x), hf(**x)
+    torch.testing.assert_close(a.logits, b.logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("use_mems", [True, False])
+def test_greedy_generation_equals_hfs(use_mems):
+    ours, hf = twin(mem_len=None)
+    prompt = torch.randint(6, 99, (2, 5), generator=torch.Generator().manual_seed(4))
+    mine = ours.generate(prompt, max_new_tokens=8, use_mems=use_mems)
+    theirs = hf.generate(prompt, max_new_tokens=8, do_sample=False, use_mems=use_mems)
+    assert torch.equal(mine, theirs)
