@@ -141,6 +141,15 @@ class LMConfig(TrainConfig):
 
 
 @dataclass
+class PermutationLMConfig(LMConfig):
+    """--model xlnet, hf-xlnet: XLNet's permutation LM on `python data.py lm`'s token files."""
+
+    reuse_len: int = 0  # the first tokens of a window that the next one remembers (0: context // 2)
+    num_predict: int = 0  # targets per window (0: context // 6, about zihangdai/xlnet's 85 of 512)
+    perm_size: int = 0  # the factorization order permutes chunks of this many tokens alike (0: reuse_len)
+
+
+@dataclass
 class DenoisingConfig(LMConfig):
     """--model bart, hf-bart: BART's denoising."""
 
@@ -374,6 +383,32 @@ PRESETS = {
         eval_every=500,
         save_every=500,
         log_every=50,
+    ),
+    # XLNet's permutation LM on a CPU: xlnet-mini (bert-mini's shape), 32 windows of 128 tokens (64 reused,
+    # the 64 before each window its memory), BERT's AdamW recipe at a small model's lr
+    "xlnet-mini-cpu": dict(
+        _BERT_OPTIMIZER,
+        model="xlnet",
+        arch="xlnet-mini",
+        batch_size=32,
+        context=128,
+        lr=5e-4,
+        warmup=200,
+        max_steps=5000,
+        eval_every=500,
+        save_every=500,
+        log_every=50,
+        eval_iters=20,
+    ),
+    "xlnet-tiny-test": dict(
+        model="xlnet",
+        arch="xlnet-tiny-test",
+        context=16,
+        batch_size=4,
+        lr=1e-3,
+        warmup=2,
+        schedule="linear",
+        max_steps=4,
     ),
     "tinybert-tiny-test": dict(  # with a teacher made by the test (two heads, as bert-tiny)
         model="tinybert", arch="bert-tiny", batch_size=8, lr=1e-3, warmup=2, schedule="linear", max_steps=4, dropout=0.0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 import data
 import decoding
@@ -353,6 +354,83 @@ class LMTask:
 
     def export(self, model, folder):
         export(model, folder, self.cfg.dataset)
+
+
+class PermutationLMTask(LMTask):
+    """--model xlnet (ours) or hf-xlnet (HF's XLNetLMHeadModel, same initial weights): XLNet's permutation
+    LM on random windows of `data.py lm` token files (xlnet.plm_example: span targets, a factorization order
+    per part, the first reuse_len tokens a part of their own, seeded by seed, window and split); each
+    window's memory is the reuse_len tokens before it, encoded without gradient and without a
+    permutation (zihangdai/xlnet carries the previous step's states instead: here every batch stands
+    alone, so accumulation, DDP and resume stay exact); HF's twin gets its memory from its own transformer."""
+
+    Config = recipes.PermutationLMConfig
+    continues_text = False
+
+    def __init__(self, cfg, world):
+        self.cfg = cfg
+        self.micro_size = micro_size(cfg, world, "batch_size")
+        self.meta, self.tok, self.splits = data.load_lm(cfg.dataset)
+        self.context = cfg.context or 512
+        self.reuse = cfg.reuse_len or self.context // 2
+        self.predict = cfg.num_predict or self.context // 6
+        self.perm_size = cfg.perm_size or self.reuse
+        if (
+            not 0 < self.reuse < self.context
+            or self.reuse % self.perm_size
+            or (self.context - self.reuse) % self.perm_size
+        ):
+            raise ValueError(
+                f"reuse_len ({self.reuse}) must be in (0, context {self.context}), and perm_size ({self.perm_size})"
+                " must divide both it and the rest of the window"
+            )
+        self.window = self.reuse + self.context  # the memory, then the window
+        self.check_length()
+        self.info = {"tokens": self.meta["tokens"], "tokenizer": self.meta["tokenizer"]}
+
+    def build_model(self):
+        import xlnet
+
+        c = self.cfg
+        if c.init_from:
+            ours = xlnet.XLNetLMHeadModel.from_pretrained(c.init_from, dropout=c.dropout)
+        else:
+            config = xlnet.XLNetConfig.from_preset(c.arch, vocab_size=self.meta["vocab_size"], dropout=c.dropout)
+            ours = xlnet.XLNetLMHeadModel(config)
+        ours.config.reuse_len = ours.config.mem_len = None  # the memory: all of mem_ids
+        if ours.config.vocab_size != self.meta["vocab_size"]:
+            raise ValueError(
+                f"the model's vocabulary ({ours.config.vocab_size}) is not the data's ({self.meta['vocab_size']})"
+            )
+        if c.model == "xlnet":
+            return ours
+        inputs = ("input_ids", "perm_mask", "target_mapping", "mem_ids")
+        twin = hf_twin(ours, lambda out, b: xlnet.lm_sums(out.logits, b["labels"], b), inputs)
+        twin.hf = _HFWithMemory(twin.hf)
+        return twin
+
+    def batch(self, offsets, split="train"):
+        import xlnet
+
+        tokens, R, out = self.splits[split], self.reuse, []
+        for o in offsets:
+            row = torch.from_numpy(tokens[o : o + self.window].astype(np.int64))
+            rng = np.random.default_rng([self.cfg.seed, o, split == "train"])
+            out.append({"mem_ids": row[:R], **xlnet.plm_example(row[R:], R, self.predict, self.perm_size, rng)})
+        return {k: torch.stack([e[k] for e in out]) for k in out[0]}
+
+
+class _HFWithMemory(nn.Module):
+    """HF's XLNetLMHeadModel given mem_ids: its transformer encodes them (no gradient) into its memory."""
+
+    def __init__(self, hf):
+        super().__init__()
+        self.model, self.config = hf, hf.config
+
+    def forward(self, input_ids, perm_mask, target_mapping, mem_ids):
+        with torch.no_grad():
+            mems = self.model.transformer(input_ids=mem_ids, use_mems=True).mems
+        return self.model(input_ids=input_ids, perm_mask=perm_mask, target_mapping=target_mapping, mems=mems)
 
 
 class SpanCorruptionTask(LMTask):

@@ -166,6 +166,8 @@ FAMILIES = {
     "tinybert": tasks.DistillTask,  # TinyBERT's general distillation from --teacher
     "gpt": tasks.LMTask,
     "hf-gpt2": tasks.LMTask,  # HF's GPT2LMHeadModel, our initial weights
+    "xlnet": tasks.PermutationLMTask,
+    "hf-xlnet": tasks.PermutationLMTask,  # HF's XLNetLMHeadModel, our initial weights
     "t5": tasks.SpanCorruptionTask,
     "hf-t5": tasks.SpanCorruptionTask,  # HF's T5ForConditionalGeneration, our initial weights
     "t5-translate": translation.T5TranslationTask,  # text to text on a translation dataset

@@ -363,6 +363,16 @@ class LMOutput(NamedTuple):
     sums: Sums | None = None
 
 
+def lm_sums(logits, labels, batch):
+    """The permutation LM objective as sums: cross-entropy of logits (B, P, V) against labels (B, P), -100
+    ignored, per predicted token ("targets")."""
+    if tuple(labels.shape) != tuple(logits.shape[:2]):
+        raise ValueError(f"labels must be (B, P or T) = {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+    correct = ((logits.argmax(-1) == labels) & (labels != -100)).sum()
+    return Sums({"lm": (loss, "targets")}, {"acc": (correct, "targets")}, lm_counts(batch))
+
+
 def lm_counts(batch):
     """What the loop divides by: the predicted tokens (labels != -100), sequences, real tokens."""
     return {**sequence_counts(batch), "targets": (batch["labels"] != -100).sum()}
@@ -371,7 +381,8 @@ def lm_counts(batch):
 class XLNetLMHeadModel(_HFCheckpoint, nn.Module):
     """The transformer and the LM head (the word embeddings, tied, plus a bias). forward(input_ids,
     attention_mask=None, perm_mask=None, target_mapping=None, token_type_ids=None, mems=None,
-    labels=None, use_mems=None) -> LMOutput; labels (B, P) with target_mapping, else (B, T)."""
+    labels=None, use_mems=None, mem_ids=None) -> LMOutput; labels (B, P) with target_mapping, else
+    (B, T); mem_ids (B, M): tokens before the input, encoded (no gradient) as its memory."""
 
     hf_architecture = "XLNetLMHeadModel"
 
@@ -391,16 +402,18 @@ class XLNetLMHeadModel(_HFCheckpoint, nn.Module):
         mems=None,
         labels=None,
         use_mems=None,
+        mem_ids=None,
     ):
+        if mem_ids is not None:  # the memory: the preceding tokens' layer inputs, encoded without gradient
+            if mems is not None:
+                raise ValueError("give mems or mem_ids (the tokens to encode as memory), not both")
+            with torch.no_grad():
+                mems = self.transformer(mem_ids, use_mems=True).mems
         out = self.transformer(input_ids, attention_mask, mems, perm_mask, target_mapping, token_type_ids, use_mems)
         logits = F.linear(out.last_hidden_state, self.transformer.word_embedding.weight, self.lm_bias)
         if labels is None:
             return LMOutput(logits, out.mems)
-        if tuple(labels.shape) != tuple(logits.shape[:2]):
-            raise ValueError(f"labels must be (B, P or T) = {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-        batch = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        sums = Sums({"lm": (loss, "targets")}, {}, lm_counts(batch))
+        sums = lm_sums(logits, labels, dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels))
         return LMOutput(logits, out.mems, sums.loss(), sums)
 
     counts = staticmethod(lm_counts)

@@ -359,6 +359,23 @@ def test_gpt_training_matches_hf_gpt2_and_resumes_exactly(lm_data, tmp_path):
 
 
 @pytest.mark.slow  # subprocesses or a chain of runs: `pytest -m 'not slow'` skips it
+def test_xlnet_permutation_lm_matches_hf_xlnet_through_the_loop(lm_data, tmp_path):
+    """--model xlnet and hf-xlnet: same init, windows, permutations and memory, no dropout -> the same loss at
+    every step (the memory of each window encoded by each model's own transformer); validation logged."""
+    args = ["--preset", "xlnet-tiny-test", "--dataset", lm_data, "--dropout", "0", "--max-steps", "6"]
+    args += ["--log-every", "1", "--eval-every", "6", "--eval-iters", "2"]
+    for model in ("xlnet", "hf-xlnet"):
+        train.main([*args, "--model", model, "--out-dir", str(tmp_path / model)])
+    ours, hf = (rows(tmp_path / m, "loss") for m in ("xlnet", "hf-xlnet"))
+    assert len(ours) == 6 and ours == pytest.approx(hf, rel=1e-5, abs=1e-6) and ours[-1] < ours[0]
+    assert rows(tmp_path / "xlnet", "val_loss") == pytest.approx(rows(tmp_path / "hf-xlnet", "val_loss"), rel=1e-5)
+    task = train.run_model(tmp_path / "xlnet")[1]
+    b = task.batch([0, 40])
+    assert b["mem_ids"].shape == (2, 8) and b["input_ids"].shape == (2, 16) and b["target_mapping"].shape == (2, 2, 16)
+    tokens = task.splits["train"]
+    assert b["mem_ids"][1].tolist() == tokens[40:48].tolist() and b["input_ids"][1].tolist() == tokens[48:64].tolist()
+
+
 def test_time_limit_and_sigterm_stop_at_a_checkpoint_and_resume_exactly(lm_data, tmp_path):
     """--time-limit (here: reached after the first step) and SIGTERM (sent mid-run) each stop the
     run after a whole step, with a checkpoint at that step and exit code 75; --resume then gives
@@ -860,6 +877,8 @@ def family_setups(bert_data, lm_data, bert_teacher):
             setups[name] = ("tinybert-tiny-test", {"dataset": bert_data["static"], "teacher": bert_teacher})
         elif name in ("gpt", "hf-gpt2"):
             setups[name] = ("shakespeare-char-cpu", {"dataset": lm_data})
+        elif name in ("xlnet", "hf-xlnet"):
+            setups[name] = ("xlnet-tiny-test", {"dataset": lm_data})
         elif name in ("t5", "hf-t5"):
             setups[name] = ("t5-tiny-test", {"dataset": lm_data})
         elif name in ("bart", "hf-bart"):  # characters: BART's ids after the data's, one sentence per window
