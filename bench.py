@@ -273,6 +273,51 @@ def unilm_cases(device, dtype, args):
     ]
 
 
+def xlnet_cases(device, dtype, args):
+    """Ours vs HF's XLNetLMHeadModel (xlnet-mini: 4 layers x 256, XLNet's 32,000-token vocabulary, dropout 0,
+    the same weights): a permutation-LM training step (xlnet.plm_example windows; the tokens before them
+    encoded as memory by each side's transformer, tasks.HFWithMemory for HF) and greedy generation with
+    memory (HF's schedule on both sides, the full length)."""
+    import numpy as np
+    import transformers
+
+    import tasks
+    import xlnet
+
+    config = xlnet.XLNetConfig.from_preset("xlnet-mini", dropout=0.0)
+    torch.manual_seed(0)
+    hf = transformers.XLNetLMHeadModel(transformers.XLNetConfig(**config.to_hf("XLNetLMHeadModel"))).to(device, dtype)
+    ours = xlnet.XLNetLMHeadModel(config).to(device, dtype)
+    ours.load_hf_state_dict(hf.state_dict())
+    B, T, V = args.bert_batch, args.bert_seq, config.vocab_size
+    rng, g = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    rows = [
+        xlnet.plm_example(torch.randint(6, V, (T,), generator=g), T // 2, max(1, T // 6), T // 2, rng) for _ in range(B)
+    ]
+    x = {k: torch.stack([r[k] for r in rows]).to(device) for k in rows[0]}
+    x["mem_ids"] = torch.randint(6, V, (B, T // 2), generator=g).to(device)
+    n, prompt = args.gen_tokens, torch.randint(6, V, (1, 16), generator=g).to(device)
+    ours.config.eos_token_id = hf.generation_config.eos_token_id = None  # the full length on both sides
+    tag = f"(4L d256) {B}x{T}, memory {T // 2}"
+    return [
+        Case(
+            f"XLNetLMHeadModel {tag} permutation-LM train step",
+            ours,
+            tasks.HFWithMemory(hf),
+            x,
+            True,
+            output=lambda o: o.loss,
+        ),
+        Case(
+            f"XLNet (4L d256) greedy generation with memory, 16+{n} tokens",
+            Generate(ours, lambda m, p: m.generate(p, n)),
+            Generate(hf, lambda m, p: m.generate(p, max_new_tokens=n, min_new_tokens=n, do_sample=False)),
+            {"input_ids": prompt},
+            False,
+        ),
+    ]
+
+
 class Generate(nn.Module):
     """A model's generate() as a forward, so that a generation case times like any other."""
 
@@ -406,7 +451,17 @@ def bart_cases(device, dtype, args):
     return seq2seq_cases(f"BART ({name} {L}+{L}L)", ours, hf, config.vocab_size, device, args)
 
 
-CASES = [transformer_cases, bert_cases, albert_cases, tinybert_cases, unilm_cases, gpt_cases, t5_cases, bart_cases]
+CASES = [
+    transformer_cases,
+    bert_cases,
+    albert_cases,
+    tinybert_cases,
+    unilm_cases,
+    xlnet_cases,
+    gpt_cases,
+    t5_cases,
+    bart_cases,
+]
 
 
 # ------------------------------------------------------------------------------- measuring

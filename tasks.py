@@ -406,7 +406,7 @@ class PermutationLMTask(LMTask):
             return ours
         inputs = ("input_ids", "perm_mask", "target_mapping", "mem_ids")
         twin = hf_twin(ours, lambda out, b: xlnet.lm_sums(out.logits, b["labels"], b), inputs)
-        twin.hf = _HFWithMemory(twin.hf)
+        twin.hf = HFWithMemory(twin.hf)
         return twin
 
     def batch(self, offsets, split="train"):
@@ -420,17 +420,18 @@ class PermutationLMTask(LMTask):
         return {k: torch.stack([e[k] for e in out]) for k in out[0]}
 
 
-class _HFWithMemory(nn.Module):
+class HFWithMemory(nn.Module):
     """HF's XLNetLMHeadModel given mem_ids: its transformer encodes them (no gradient) into its memory."""
 
     def __init__(self, hf):
         super().__init__()
         self.model, self.config = hf, hf.config
 
-    def forward(self, input_ids, perm_mask, target_mapping, mem_ids):
+    def forward(self, input_ids, perm_mask, target_mapping, mem_ids, labels=None):
         with torch.no_grad():
             mems = self.model.transformer(input_ids=mem_ids, use_mems=True).mems
-        return self.model(input_ids=input_ids, perm_mask=perm_mask, target_mapping=target_mapping, mems=mems)
+        x = dict(input_ids=input_ids, perm_mask=perm_mask, target_mapping=target_mapping, mems=mems)
+        return self.model(**x, labels=labels)
 
 
 class SpanCorruptionTask(LMTask):

@@ -270,7 +270,7 @@ class XLNetModel(_HFCheckpoint, nn.Module):
         h = self.dropout(self.word_embedding(input_ids))  # (B, T, C)
         g = None
         if target_mapping is not None:
-            g = self.dropout(self.mask_emb.expand(B, target_mapping.shape[1], -1))  # (B, P, C)
+            g = F.dropout(self.mask_emb.expand(B, target_mapping.shape[1], -1), c.dropout, self.training)  # (B, P, C)
         diff = None
         if token_type_ids is not None:  # the memory counts as segment 0
             keys = torch.cat([token_type_ids.new_zeros(B, M), token_type_ids], 1)

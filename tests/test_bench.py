@@ -65,7 +65,7 @@ def test_bench_rows_and_json(tmp_path):
         "BART",
     ]
     rows = bench.main([*args, "--all"])
-    assert len(rows) == 25 and any(r["case"].startswith("BertForPreTraining") for r in rows)
+    assert len(rows) == 27 and any(r["case"].startswith("BertForPreTraining") for r in rows)
     for r in rows:  # rows timing two different models (a student and its teacher, UniLM and transformer.py): no diff
         other = r["case"].startswith("TinyBERT4") or "vs transformer.py" in r["case"]
         assert math.isnan(r["max_abs_diff"]) if other else r["max_abs_diff"] < 1e-4, r
