@@ -45,6 +45,7 @@ import bert
 import data
 import tasks
 import train
+import xlnet
 from contract import classifier_loss_sum, classifier_sums, device_of, hf_twin, to_device
 from data import METRICS, accuracy, glue_metrics  # GLUE's official metrics
 from hf_checkpoint import atomic_write, identity, resolve_checkpoint, write_text
@@ -68,9 +69,12 @@ def truncate_longest_first(a, b, budget):
 
 
 def encode(tok, rows, max_len, specials):
-    """GLUE rows -> (input_ids, token_type_ids) lists: [CLS] A [SEP] (B [SEP]) for BERT,
-    <s> A </s></s> B </s> for RoBERTa, at most max_len tokens."""
+    """GLUE rows -> (input_ids, token_type_ids) lists, at most max_len tokens: [CLS] A [SEP] (B [SEP]) for
+    BERT, <s> A </s></s> B </s> for RoBERTa (specials (cls, sep, True)), A <sep> (B <sep>) <cls> for XLNet
+    (specials (cls, sep, "xlnet"): types 0, 1, and 2 for <cls>)."""
     cls, sep, roberta = specials
+    if roberta == "xlnet":
+        return [(ids[1:] + [cls], types[1:] + [2]) for ids, types in encode(tok, rows, max_len, (cls, sep, False))]
     firsts = [e.ids for e in tok.encode_batch([r["text"][0] for r in rows], add_special_tokens=False)]
     pair = len(rows) > 0 and len(rows[0]["text"]) == 2
     seconds = (
@@ -116,19 +120,20 @@ CLASSIFIERS = {  # --model (hf-<model>: HF's class, same weights) -> the model t
     "bert": (("bert", "roberta"), bert.BertForSequenceClassification, DROPOUT),
     "albert": (("albert",), albert.AlbertForSequenceClassification, (*DROPOUT, "classifier_dropout_prob")),
     "bart": (("bart",), bart.BartForSequenceClassification, ("dropout",)),
+    "xlnet": (("xlnet",), xlnet.XLNetForSequenceClassification, ("dropout", "summary_last_dropout")),
 }
 
 
 class GlueTask:
-    """A GLUE task for train.Run, with --model bert, albert (ours) or hf-bert, hf-albert (HF's
-    ...ForSequenceClassification, same initial weights), or bart / hf-bart (the classifier on the
-    last </s>; RoBERTa's layout <s> A </s></s> B </s>): cross-entropy (MSE for STS-B) per
-    sequence, dev metrics at validation."""
+    """A GLUE task for train.Run, with --model bert, albert, xlnet (ours) or hf-bert, hf-albert, hf-xlnet
+    (HF's ...ForSequenceClassification, same initial weights), or bart / hf-bart (the classifier on the
+    last </s>; RoBERTa's layout <s> A </s></s> B </s>); XLNet's layout A <sep> B <sep> <cls>, padded on
+    the left: cross-entropy (MSE for STS-B) per sequence, dev metrics at validation."""
 
     def __init__(self, cfg, glue, world):
         if cfg.model.removeprefix("hf-") not in CLASSIFIERS:
             raise ValueError(
-                f"GLUE fine-tuning needs --model bert, albert, bart or hf-<one of them>, got {cfg.model!r}"
+                f"GLUE fine-tuning needs --model bert, albert, bart, xlnet or hf-<one of them>, got {cfg.model!r}"
             )
         if glue.early_exit and cfg.model != "bert":
             raise ValueError("early exit is built on our BertForSequenceClassification (--model bert)")
@@ -143,17 +148,18 @@ class GlueTask:
             raise ValueError(f"--init-from {cfg.init_from}: a {hf.get('model_type')} model, not --model {cfg.model}'s")
         self.tok = load_tokenizer(self.folder)
         self.config = self.classifier.config_class.from_hf(hf)
-        limit = getattr(self.config, "max_length", self.config.max_position_embeddings)  # RoBERTa's: fewer
-        if cfg.max_len > limit:
+        limit = getattr(self.config, "max_length", getattr(self.config, "max_position_embeddings", None))  # XLNet: none
+        if limit is not None and cfg.max_len > limit:
             raise ValueError(f"max_len {cfg.max_len} exceeds the model's position table ({limit})")
         self.label_names = data.GLUE[self.task][4]
         self.num_labels = 1 if self.label_names is None else len(self.label_names)
         roberta = self.bart or self.config.model_type == "roberta"
-        names = ("<s>", "</s>") if roberta else ("[CLS]", "[SEP]")
+        self.xlnet = self.config.model_type == "xlnet"  # its classifier reads the last token: left padding
+        names = ("<cls>", "<sep>") if self.xlnet else ("<s>", "</s>") if roberta else ("[CLS]", "[SEP]")
         ids = [self.tok.token_to_id(n) for n in names]
         if None in ids:
             raise ValueError(f"the tokenizer in {self.folder} lacks {names}")
-        self.specials = (*ids, roberta)
+        self.specials = (*ids, "xlnet" if self.xlnet else roberta)
         rows = data.read_glue(self.task, "train")
         self.poisoned = []
         trigger = glue.poison_target, glue.poison_triggers, glue.poison_position
@@ -200,7 +206,8 @@ class GlueTask:
         mask = torch.zeros(len(indices), T, dtype=torch.long)
         for k, i in enumerate(indices):
             n = len(encoded[i][0])
-            ids[k, :n], types[k, :n], mask[k, :n] = torch.tensor(encoded[i][0]), torch.tensor(encoded[i][1]), 1
+            at = slice(T - n, T) if self.xlnet else slice(0, n)  # XLNet pads on the left
+            ids[k, at], types[k, at], mask[k, at] = torch.tensor(encoded[i][0]), torch.tensor(encoded[i][1]), 1
         out = {"input_ids": ids, "attention_mask": mask} | ({} if self.bart else {"token_type_ids": types})
         if labels is not None:
             y = [labels[i] for i in indices]

@@ -73,6 +73,10 @@ class XLNetConfig:
     def d_head(self):
         return self.d_model // self.n_head
 
+    @property
+    def model_type(self):  # config.json's, as the other families' configs have it
+        return "xlnet"
+
     @classmethod
     def from_preset(cls, name, **overrides):
         if name not in PRESETS:

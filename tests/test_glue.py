@@ -377,6 +377,46 @@ def test_albert_sequence_classification_equals_hf_albert(glue_env, tmp_path):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
+def test_xlnet_classifier_left_pads_its_layout_and_equals_hf_xlnet(glue_env, tmp_path):
+    """--model xlnet from an XLNet LM folder: A <sep> (B <sep>) <cls> with types 0, 1, 2, padded on the left
+    (the summary reads the last token); the same losses as HF's XLNetForSequenceClassification through the
+    loop (no dropout); hf/ loads in transformers."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    import xlnet
+
+    folder = tmp_path / "tiny-xlnet"
+    vocab = ["<pad>", "<unk>", "<sep>", "<cls>", *WORDS, *data.TRIGGERS]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    torch.manual_seed(0)
+    config = xlnet.XLNetConfig.from_preset("xlnet-tiny-test", vocab_size=len(vocab), pad_token_id=0)
+    xlnet.XLNetLMHeadModel(config).save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    common = ["--task", "mrpc", "--epochs", "1", "--batch-size", "16", "--dropout", "0", "--no-submission"]
+    common += ["--lr", "1e-3", "--init-from", str(folder), "--max-len", "32", "--log-every", "1"]
+    with pytest.warns(UserWarning, match="summary"):
+        ours = G.main([*common, "--model", "xlnet", "--out-dir", str(tmp_path / "ours")])["mrpc"][0]
+        hf = G.main([*common, "--model", "hf-xlnet", "--out-dir", str(tmp_path / "hf")])["mrpc"][0]
+    la, lh = (losses(tmp_path / p / "mrpc/run/seed1") for p in ("ours", "hf"))
+    assert len(la) == 320 // 16 and la == pytest.approx(lh, rel=1e-4) and ours["val_f1"] == pytest.approx(hf["val_f1"])
+    done = json.loads((tmp_path / "ours/mrpc/run/seed1/result.json").read_text())
+    task = G.GlueTask(G.FinetuneConfig(**done["config"]), G.GlueConfig(**done["glue"]), 1)
+    b = task.batch([0, 1, 2])
+    cls, sep = tok.token_to_id("<cls>"), tok.token_to_id("<sep>")
+    assert (b["input_ids"][:, -1] == cls).all() and (b["token_type_ids"][:, -1] == 2).all()  # <cls> last
+    assert (b["attention_mask"][:, -1] == 1).all() and (b["input_ids"] == sep).sum(1).eq(2).all()
+    short = b["attention_mask"].sum(1).argmin()
+    assert b["attention_mask"][short, 0] == 0  # the padding is on the left
+    run = tmp_path / "ours/mrpc/run/seed1/hf"
+    ids = torch.randint(4, len(vocab), (2, 9))
+    with torch.no_grad():
+        a = xlnet.XLNetForSequenceClassification.from_pretrained(run).eval()(ids).logits
+        b = transformers.XLNetForSequenceClassification.from_pretrained(run).eval()(ids).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def tiny_bart(glue):
     """A tiny random BART as an HF folder with a byte-level BPE (BART's ids) trained on the synthetic text."""
@@ -500,6 +540,10 @@ def test_roberta_encoding_layout():
     assert ids == [0, 11, 12, 2, 2, 14, 2] and types == [0] * 7  # <s> A </s></s> B </s>, cut to 7
     ids, types = G.encode(Tok(), [{"text": ("a bb ccc", "dddd")}], 8, (101, 102, False))[0]
     assert ids == [101, 11, 12, 13, 102, 14, 102] and types == [0, 0, 0, 0, 0, 1, 1]
+    ids, types = G.encode(Tok(), [{"text": ("a bb ccc", "dddd")}], 6, (3, 4, "xlnet"))[0]
+    assert ids == [11, 12, 4, 14, 4, 3] and types == [0, 0, 0, 1, 1, 2]  # XLNet: A <sep> B <sep> <cls>, cut to 6
+    ids, types = G.encode(Tok(), [{"text": ("a bb",)}], 8, (3, 4, "xlnet"))[0]
+    assert ids == [11, 12, 4, 3] and types == [0, 0, 0, 2]
 
 
 def test_finetune_from_a_train_py_bert_run(glue_env, tmp_path):

@@ -27,7 +27,7 @@ MAY_IMPORT = {  # the project files each top-level file may import (the floor's 
     "plots": set(),
     "run_folder": set(),
     "train": FLOOR | {"tasks", "translation", "data", "plots", "run_folder"},  # the loop knows no model
-    "finetune_glue": FLOOR | {"train", "tasks", "data", "pretraining_data", "bert", "albert", "bart"},
+    "finetune_glue": FLOOR | {"train", "tasks", "data", "pretraining_data", "bert", "albert", "bart", "xlnet"},
     "distill": FLOOR | {"finetune_glue", "train", "bert"},  # TinyBERT's task distillation on GLUE
     "study": FLOOR | {"train", "finetune_glue", "tasks", "data", "bench", "plots"},
     "bench": FLOOR | MODELS | {"data", "tasks"},
