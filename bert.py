@@ -261,7 +261,8 @@ class BertModel(_HFCheckpoint, nn.Module):
     output_hidden_states=False, output_attention_scores=False, self_attention_mask=None) -> BertOutput.
     Set `skip_padding = False` to run padded positions through every layer like HF does (same
     real-position outputs, slower). The attention scores take the explicit attention path (TinyBERT
-    distills them); self_attention_mask (B, T, T) bool restricts who sees whom (UniLM's masks).
+    distills them); self_attention_mask (B, T, T) bool says who sees whom instead of the padding mask
+    (UniLM's masks, which hide padded keys and let every row see at least itself).
     """
 
     hf_architectures = {"bert": "BertModel", "roberta": "RobertaModel"}
@@ -296,12 +297,12 @@ class BertModel(_HFCheckpoint, nn.Module):
                 if self.skip_padding:
                     packed = (real.flatten().nonzero().squeeze(1), B, T)  # flat positions of the real tokens
                     x = pack_tokens(x, packed[0])  # (N, C)
-        if self_attention_mask is not None:  # (B, T, T), True where query i may see key j (UniLM's masks)
-            if tuple(self_attention_mask.shape) != (B, T, T):
+        if self_attention_mask is not None:  # (B, T, T), True where query i may see key j: it replaces the
+            if tuple(self_attention_mask.shape) != (B, T, T):  # padding mask, so it must hide padded keys itself
                 raise ValueError(
                     f"self_attention_mask must be (B, T, T) = {(B, T, T)}, got {tuple(self_attention_mask.shape)}"
                 )
-            mask = self_attention_mask[:, None] if mask is None else mask & self_attention_mask[:, None]
+            mask = self_attention_mask[:, None]  # (B, 1, T, T)
         hidden = [x] if output_hidden_states else None  # kept only when asked: they cost memory
         scores = [] if output_attention_scores else None
         for layer in self.layers:
