@@ -99,12 +99,11 @@ class UniLMForLM(BertForMaskedLM):
         position_ids=None,
         self_attention_mask=None,
     ):
-        if self_attention_mask is None:
-            self_attention_mask = mode_mask(mode, input_ids, attention_mask, token_type_ids)
-        bert, W = self.bert, self.bert.embeddings.word.weight
-        hidden = bert(input_ids, attention_mask, token_type_ids, position_ids, self_attention_mask=self_attention_mask)[
-            0
-        ]
+        see = self_attention_mask
+        if see is None:
+            see = mode_mask(mode, input_ids, attention_mask, token_type_ids)
+        W = self.bert.embeddings.word.weight
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids, self_attention_mask=see)[0]
         if labels is None:
             return UniLMOutput(self.mlm(hidden, W))  # (B, T, V)
         if tuple(labels.shape) != tuple(input_ids.shape):
