@@ -148,3 +148,197 @@ def train_subword_tokenizer(texts, vocab_size=8000, kind="bpe"):
     tok.decoder = decoders.Metaspace()
     tok.train_from_iterator(texts, trainer)
     return tok
+
+
+# ------------------------------------------------------------------- our own trainers (issue 22)
+
+GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # GPT-2's pre-tokenizer
+
+
+def byte_alphabet():
+    """GPT-2's map of the 256 bytes to printable characters (bytes that print stand for themselves)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    return {b: chr(b if b in keep else next(extra)) for b in range(256)}
+
+
+class ByteBPE:
+    """A byte-level BPE of our own: GPT-2's pre-tokenization, bytes as characters, merges applied by rank.
+    encode(text) -> ids; decode(ids) -> text; save(path) writes an HF tokenizer.json that HF `tokenizers`
+    loads and encodes identically; ByteBPE.load(path) reads one."""
+
+    def __init__(self, vocab, merges, special_tokens=()):
+        import regex
+
+        self.vocab, self.merges, self.specials = dict(vocab), [tuple(m) for m in merges], list(special_tokens)
+        self.rank = {m: r for r, m in enumerate(self.merges)}
+        self.itos = {i: t for t, i in self.vocab.items()}
+        self.byte_char = byte_alphabet()
+        self.char_byte = {c: b for b, c in self.byte_char.items()}
+        self.split, self.cache = regex.compile(GPT2_SPLIT), {}
+        self.vocab_size, self.eot = len(self.vocab), None
+
+    def word(self, piece):  # one pre-token (byte characters) -> its tokens, merging the best-ranked pair first
+        if piece in self.cache:
+            return self.cache[piece]
+        parts = list(piece)
+        while len(parts) > 1:
+            pairs = [
+                (self.rank.get((a, b), len(self.rank)), i)
+                for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))
+            ]
+            best, i = min(pairs)
+            if best == len(self.rank):
+                break
+            a, b = parts[i], parts[i + 1]
+            merged, k = [], 0
+            while k < len(parts):  # every occurrence of this pair, left to right
+                if k + 1 < len(parts) and parts[k] == a and parts[k + 1] == b:
+                    merged.append(a + b)
+                    k += 2
+                else:
+                    merged.append(parts[k])
+                    k += 1
+            parts = merged
+        self.cache[piece] = ids = [self.vocab[p] for p in parts]
+        return ids
+
+    def encode(self, text):
+        chars = ("".join(self.byte_char[b] for b in piece.encode("utf-8")) for piece in self.split.findall(text))
+        return [i for piece in chars for i in self.word(piece)]
+
+    def decode(self, ids):
+        text = "".join(self.itos[i] for i in ids if self.itos[i] not in self.specials)
+        return bytes(self.char_byte[c] for c in text).decode("utf-8", errors="replace")
+
+    def to_hf(self):
+        """The HF tokenizer.json dict: the same vocabulary, merges, pre-tokenizer and decoder."""
+        added = [
+            dict(
+                id=self.vocab[t],
+                content=t,
+                single_word=False,
+                lstrip=False,
+                rstrip=False,
+                normalized=False,
+                special=True,
+            )
+            for t in self.specials
+        ]
+        level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        model = dict(type="BPE", dropout=None, unk_token=None, continuing_subword_prefix=None, end_of_word_suffix=None)
+        model |= dict(
+            fuse_unk=False,
+            byte_fallback=False,
+            ignore_merges=False,
+            vocab=self.vocab,
+            merges=[list(m) for m in self.merges],
+        )
+        return dict(
+            version="1.0",
+            truncation=None,
+            padding=None,
+            added_tokens=added,
+            normalizer=None,
+            pre_tokenizer=level,
+            post_processor=None,
+            decoder=level,
+            model=model,
+        )
+
+    def save(self, path):
+        import json
+        import os
+
+        tmp = f"{path}.tmp"  # written aside, then moved in: never half a file
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(self.to_hf(), ensure_ascii=False))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path):
+        import json
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                spec = json.load(f)
+            model = spec["model"]
+            merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+            return cls(model["vocab"], merges, [t["content"] for t in spec.get("added_tokens", [])])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a byte-level BPE tokenizer.json ({e})") from e
+
+
+def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
+    """Byte-level BPE as HF's BpeTrainer learns it (its initial alphabet: the 256 byte characters): the
+    specials first, the alphabet by code point, then the merges: each time the most frequent adjacent
+    pair (ties: the smaller pair of ids), until vocab_size tokens or no pair is seen min_frequency times.
+    Pair counts are updated incrementally where a merge changes a word, never recounted. -> ByteBPE."""
+    import heapq
+    from collections import Counter, defaultdict
+
+    import regex
+
+    alphabet = sorted(byte_alphabet().values())
+    specials = list(special_tokens)
+    if vocab_size < len(alphabet) + len(specials):
+        least = len(alphabet) + len(specials)
+        raise ValueError(f"vocab_size must be at least {least} (the 256 bytes and the specials), got {vocab_size}")
+    if len(set(specials)) < len(specials) or set(specials) & set(alphabet):
+        raise ValueError(f"special_tokens must be distinct and not byte characters, got {specials}")
+    split, byte_char = regex.compile(GPT2_SPLIT), byte_alphabet()
+    counts = Counter()
+    for text in texts:
+        counts.update("".join(byte_char[b] for b in piece.encode("utf-8")) for piece in split.findall(text))
+    if not counts:
+        raise ValueError("train_bpe: the corpus is empty")
+    as_words = {"".join(byte_char[b] for b in (lead + t).encode("utf-8")) for t in specials for lead in ("", " ")}
+    if clash := sorted(t for t in as_words if t in counts):
+        raise ValueError(f"special_tokens {clash} are also words of the corpus: choose specials the text never holds")
+    tokens = [*specials, *alphabet]  # id -> string
+    ids = {t: i for i, t in enumerate(tokens)}
+    words = [[ids[c] for c in w] for w in counts]
+    freq = list(counts.values())
+    pairs, where = Counter(), defaultdict(set)
+    for w, (word, n) in enumerate(zip(words, freq, strict=True)):
+        for pair in zip(word, word[1:], strict=False):
+            pairs[pair] += n
+            where[pair].add(w)
+    heap = [(-n, pair) for pair, n in pairs.items()]  # the most frequent first; ties: the smaller pair
+    heapq.heapify(heap)
+    merges = []
+    while len(tokens) < vocab_size and heap:
+        n, pair = heapq.heappop(heap)
+        if -n != pairs[pair]:  # stale: its count changed since it was pushed
+            if pairs[pair] > 0:
+                heapq.heappush(heap, (-pairs[pair], pair))
+            continue
+        if -n < max(min_frequency, 1):
+            break
+        a, b = pair
+        new = len(tokens)
+        tokens.append(tokens[a] + tokens[b])
+        merges.append((tokens[a], tokens[b]))
+        changed = set()
+        for w in where.pop(pair, ()):
+            word, k, out = words[w], 0, []
+            while k < len(word):
+                if k + 1 < len(word) and word[k] == a and word[k + 1] == b:
+                    out.append(new)
+                    k += 2
+                else:
+                    out.append(word[k])
+                    k += 1
+            if len(out) == len(word):
+                continue
+            for p in zip(word, word[1:], strict=False):  # the word's pairs before and after, by its count
+                pairs[p] -= freq[w]
+            for p in zip(out, out[1:], strict=False):
+                pairs[p] += freq[w]
+                where[p].add(w)
+                changed.add(p)
+            words[w] = out
+        for p in changed:
+            if pairs[p] > 0:
+                heapq.heappush(heap, (-pairs[p], p))
+    return ByteBPE({t: i for i, t in enumerate(tokens)}, merges, specials)
