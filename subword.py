@@ -247,13 +247,7 @@ class ByteBPE:
         )
 
     def save(self, path):
-        import json
-        import os
-
-        tmp = f"{path}.tmp"  # written aside, then moved in: never half a file
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(self.to_hf(), ensure_ascii=False))
-        os.replace(tmp, path)
+        _write_json(path, self.to_hf())
 
     @classmethod
     def load(cls, path):
@@ -274,8 +268,7 @@ def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
     specials first, the alphabet by code point, then the merges: each time the most frequent adjacent
     pair (ties: the smaller pair of ids), until vocab_size tokens or no pair is seen min_frequency times.
     Pair counts are updated incrementally where a merge changes a word, never recounted. -> ByteBPE."""
-    import heapq
-    from collections import Counter, defaultdict
+    from collections import Counter
 
     import regex
 
@@ -289,13 +282,26 @@ def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
     split, byte_char = regex.compile(GPT2_SPLIT), byte_alphabet()
     counts = Counter()
     for text in texts:
-        counts.update("".join(byte_char[b] for b in piece.encode("utf-8")) for piece in split.findall(text))
+        counts.update(tuple(byte_char[b] for b in piece.encode("utf-8")) for piece in split.findall(text))
     if not counts:
         raise ValueError("train_bpe: the corpus is empty")
-    as_words = {"".join(byte_char[b] for b in (lead + t).encode("utf-8")) for t in specials for lead in ("", " ")}
-    if clash := sorted(t for t in as_words if t in counts):
+    as_words = {tuple(byte_char[b] for b in (lead + t).encode("utf-8")) for t in specials for lead in ("", " ")}
+    if clash := sorted("".join(t) for t in as_words if t in counts):
         raise ValueError(f"special_tokens {clash} are also words of the corpus: choose specials the text never holds")
-    tokens = [*specials, *alphabet]  # id -> string
+    tokens, merges = learn_merges(counts, [*specials, *alphabet], vocab_size, min_frequency, lambda a, b: a + b)
+    return ByteBPE({t: i for i, t in enumerate(tokens)}, merges, specials)
+
+
+def learn_merges(counts, tokens, vocab_size, min_frequency, join):
+    """BPE's merge loop, as HF's BpeTrainer runs it: counts {word as a tuple of symbols: count}, tokens the
+    first vocabulary (id order; every symbol in it), join(a, b) the merged token's string. Each step merges
+    the most frequent adjacent pair (ties: the smaller pair of ids) until vocab_size tokens or no pair
+    reaches min_frequency; pair counts are updated where a merge changes a word, never recounted.
+    -> (tokens, merges)."""
+    import heapq
+    from collections import Counter, defaultdict
+
+    tokens = list(tokens)
     ids = {t: i for i, t in enumerate(tokens)}
     words = [[ids[c] for c in w] for w in counts]
     freq = list(counts.values())
@@ -317,7 +323,7 @@ def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
             break
         a, b = pair
         new = len(tokens)
-        tokens.append(tokens[a] + tokens[b])
+        tokens.append(join(tokens[a], tokens[b]))
         merges.append((tokens[a], tokens[b]))
         changed = set()
         for w in where.pop(pair, ()):
@@ -341,4 +347,178 @@ def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
         for p in changed:
             if pairs[p] > 0:
                 heapq.heappush(heap, (-pairs[p], p))
-    return ByteBPE({t: i for i, t in enumerate(tokens)}, merges, specials)
+    return tokens, merges
+
+
+def bert_normalize(text, lowercase=True):
+    """BERT's normalizer: control characters dropped, whitespace as spaces, CJK ideographs set apart by
+    spaces, and (lowercase) accents stripped (NFD, marks removed) and text lowercased."""
+    import unicodedata
+
+    out = []
+    for ch in text:
+        cp = ord(ch)
+        if cp == 0 or cp == 0xFFFD or (unicodedata.category(ch).startswith("C") and ch not in "\t\n\r"):
+            continue
+        if ch in " \t\n\r" or unicodedata.category(ch) == "Zs":
+            out.append(" ")
+        elif _cjk(cp):
+            out.append(f" {ch} ")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    if lowercase:
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn").lower()
+    return text
+
+
+def _cjk(cp):
+    ranges = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F))
+    ranges += ((0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+    return any(a <= cp <= b for a, b in ranges)
+
+
+def _punctuation(ch):
+    import unicodedata
+
+    cp = ord(ch)
+    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch)[0] == "P"
+
+
+def bert_words(text):
+    """BERT's pre-tokenization of normalized text: split on whitespace, each punctuation character a word."""
+    words = []
+    for chunk in text.split():
+        word = ""
+        for ch in chunk:
+            if _punctuation(ch):
+                words += [word, ch] if word else [ch]
+                word = ""
+            else:
+                word += ch
+        if word:
+            words.append(word)
+    return words
+
+
+class WordPiece:
+    """BERT's WordPiece encoder: normalize, split, then per word the longest vocabulary entry first, the
+    rest as "##" pieces; a word with an unmatchable part, or over max_chars characters, is [UNK]."""
+
+    def __init__(self, vocab, unk="[UNK]", lowercase=True, max_chars=100, prefix="##"):
+        self.vocab, self.unk, self.lowercase, self.max_chars, self.prefix = (
+            dict(vocab),
+            unk,
+            lowercase,
+            max_chars,
+            prefix,
+        )
+        self.vocab_size, self.eot = len(self.vocab), None
+        if unk not in self.vocab:
+            raise ValueError(f"the vocabulary has no {unk} token")
+
+    def word(self, w):
+        if len(w) > self.max_chars:
+            return [self.vocab[self.unk]]
+        ids, start = [], 0
+        while start < len(w):
+            end = len(w)
+            while end > start:
+                piece = w[start:end] if start == 0 else self.prefix + w[start:end]
+                if piece in self.vocab:
+                    ids.append(self.vocab[piece])
+                    break
+                end -= 1
+            if end == start:
+                return [self.vocab[self.unk]]
+            start = end
+        return ids
+
+    def encode(self, text):
+        return [i for w in bert_words(bert_normalize(text, self.lowercase)) for i in self.word(w)]
+
+    def decode(self, ids):
+        itos = {i: t for t, i in self.vocab.items()}
+        return " ".join(itos[i] for i in ids).replace(" " + self.prefix, "")
+
+    def to_hf(self):
+        """The HF tokenizer.json dict: BERT's normalizer and pre-tokenizer, the WordPiece model."""
+        specials = [t for t in self.vocab if t.startswith("[") and t.endswith("]")]
+        added = [dict(id=self.vocab[t], content=t, single_word=False, lstrip=False, rstrip=False) for t in specials]
+        added = [dict(a, normalized=False, special=True) for a in added]
+        norm = dict(type="BertNormalizer", clean_text=True, handle_chinese_chars=True, strip_accents=None)
+        model = dict(type="WordPiece", unk_token=self.unk, continuing_subword_prefix=self.prefix)
+        model |= dict(max_input_chars_per_word=self.max_chars, vocab=self.vocab)
+        decoder = dict(type="WordPiece", prefix=self.prefix, cleanup=True)
+        return dict(
+            version="1.0",
+            truncation=None,
+            padding=None,
+            added_tokens=added,
+            normalizer=norm | {"lowercase": self.lowercase},
+            pre_tokenizer={"type": "BertPreTokenizer"},
+            post_processor=None,
+            decoder=decoder,
+            model=model,
+        )
+
+    def save(self, path):
+        _write_json(path, self.to_hf())
+
+    @classmethod
+    def from_vocab_txt(cls, path, lowercase=True):
+        with open(path, encoding="utf-8") as f:
+            return cls({line.rstrip("\n"): i for i, line in enumerate(f)}, lowercase=lowercase)
+
+
+def _write_json(path, obj):
+    """A tokenizer.json, written aside and then moved in: never half a file."""
+    import json
+    import os
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def train_wordpiece(
+    texts, vocab_size, min_frequency=0, special_tokens=WORDPIECE_SPECIALS, lowercase=True, limit_alphabet=1000
+):
+    """WordPiece as HF's WordPieceTrainer learns it: BERT's normalization and pre-tokenization, then BPE on
+    words whose characters after the first carry the "##" prefix (a merge keeps the left piece's prefix and
+    drops the right one's); the alphabet is the limit_alphabet most frequent characters (others are left
+    out of the words), plain and "##" forms; the vocabulary is the specials, the alphabet, then the merged
+    tokens (HF orders its "##" characters by hash-map iteration, so its ids vary from run to run; ours
+    sort them). -> WordPiece."""
+    from collections import Counter
+
+    specials = list(special_tokens)
+    if "[UNK]" not in specials:
+        raise ValueError(f"special_tokens must hold [UNK] (the WordPiece encoder's unknown word), got {specials}")
+    words = Counter(w for text in texts for w in bert_words(bert_normalize(text, lowercase)))
+    if not words:
+        raise ValueError("train_wordpiece: the corpus is empty")
+    if clash := sorted(t for t in specials if t in words):
+        raise ValueError(f"special_tokens {clash} are also words of the corpus")
+    chars = Counter()
+    for w, n in words.items():
+        for ch in w:
+            chars[ch] += n
+    kept = {c for c, _ in sorted(chars.items(), key=lambda x: (-x[1], x[0]))[:limit_alphabet]}
+    counts = Counter()
+    for w, n in words.items():
+        symbols = tuple(("##" if k else "") + ch for k, ch in enumerate(w) if ch in kept)
+        if symbols:
+            counts[symbols] += n
+    alphabet = sorted(kept) + sorted({s for w in counts for s in w[1:]} - kept)
+    if vocab_size < len(specials) + len(alphabet):
+        raise ValueError(
+            f"vocab_size must be at least {len(specials) + len(alphabet)} (specials and alphabet), got {vocab_size}"
+        )
+    join = lambda a, b: a + b.removeprefix("##")  # noqa: E731
+    tokens, _ = learn_merges(counts, [*specials, *alphabet], vocab_size, min_frequency, join)
+    return WordPiece({t: i for i, t in enumerate(dict.fromkeys(tokens))}, lowercase=lowercase)

