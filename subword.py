@@ -522,3 +522,56 @@ def train_wordpiece(
     join = lambda a, b: a + b.removeprefix("##")  # noqa: E731
     tokens, _ = learn_merges(counts, [*specials, *alphabet], vocab_size, min_frequency, join)
     return WordPiece({t: i for i, t in enumerate(dict.fromkeys(tokens))}, lowercase=lowercase)
+
+
+class Unigram:
+    """A unigram LM tokenizer's encoder (SentencePiece's, HF's `Unigram` model): text cut at spaces into
+    words that carry "▁" in front (Metaspace), each word segmented by Viterbi: the pieces whose scores (log
+    probabilities) add up highest; a character no piece covers is [unk] at the lowest score minus 10, and
+    neighbouring unknown characters become one [unk]. pieces: [(piece, score)] in id order."""
+
+    def __init__(self, pieces, unk_id=0):
+        self.pieces = [(p, float(s)) for p, s in pieces]
+        self.vocab = {p: i for i, (p, _) in enumerate(self.pieces)}
+        self.unk_id, self.longest = unk_id, max(len(p) for p, _ in self.pieces)
+        self.unk_score = min(s for _, s in self.pieces) - 10.0
+        self.vocab_size, self.eot = len(self.pieces), None
+
+    @staticmethod
+    def words(text):
+        if not text:
+            return []
+        text = text.replace(" ", "▁")
+        text = text if text.startswith("▁") else "▁" + text  # Metaspace's "always": unless one is there
+        starts = [i for i, ch in enumerate(text) if ch == "▁"] + [len(text)]
+        return [text[a:b] for a, b in zip(starts, starts[1:], strict=False)]
+
+    def word(self, w):
+        """Viterbi over w: best[e] = the best score of w[:e]; ties keep the first found (the longest last piece)."""
+        n = len(w)
+        best, back = [0.0] + [float("-inf")] * n, [None] * (n + 1)
+        for b in range(n):
+            if best[b] == float("-inf"):
+                continue
+            found = False
+            for e in range(b + 1, min(n, b + self.longest) + 1):
+                i = self.vocab.get(w[b:e])
+                if i is not None:
+                    found |= e == b + 1
+                    if best[b] + self.pieces[i][1] > best[e]:
+                        best[e], back[e] = best[b] + self.pieces[i][1], (b, i)
+            if not found and best[b] + self.unk_score > best[b + 1]:  # an unknown character
+                best[b + 1], back[b + 1] = best[b] + self.unk_score, (b, self.unk_id)
+        ids, e = [], n
+        while e > 0:
+            b, i = back[e]
+            ids.append(i)
+            e = b
+        ids.reverse()
+        return [i for k, i in enumerate(ids) if not (i == self.unk_id and k and ids[k - 1] == self.unk_id)]
+
+    def encode(self, text):
+        return [i for w in self.words(text) for i in self.word(w)]
+
+    def decode(self, ids):
+        return "".join(self.pieces[i][0] for i in ids).replace("▁", " ").removeprefix(" ")

@@ -130,3 +130,18 @@ def test_wordpiece_bad_input():
         subword.train_wordpiece(["the [MASK] cat"], 100, special_tokens=["[UNK]", "cat"])
     with pytest.raises(ValueError, match="vocab_size must be at least"):
         subword.train_wordpiece(["abcdefghij klmnop"], 10)
+
+
+def test_unigram_viterbi_gives_hfs_ids_for_the_same_pieces_and_scores():
+    """Given HF's UnigramTrainer's pieces and scores, our Viterbi segmentation (Metaspace words, unknown
+    characters fused into one <unk>) gives HF's Unigram model's ids on every held-out line."""
+    lines = corpus(24000)
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=1000, special_tokens=["<unk>"], unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(lines[:20000], trainer)
+    model = json.loads(tok.to_str())["model"]
+    ours = subword.Unigram([tuple(p) for p in model["vocab"]], model["unk_id"])
+    for line in [*lines[20000:], "Ωmega ŋ zzz ✓✓ end", "  two  spaces", " lead", "trail ", ""]:
+        assert ours.encode(line) == tok.encode(line).ids, line
+    assert ours.decode(ours.encode("Thou art a villain")) == "Thou art a villain"
