@@ -350,6 +350,7 @@ def test_ours_and_hf_bert_same_losses_and_accumulation_equal(glue_env, tmp_path)
     assert "(best)" in (tmp_path / "grid/results.md").read_text()
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_albert_sequence_classification_equals_hf_albert(glue_env, tmp_path):
     """--model albert from an ALBERT masked-LM folder (its classifier and pooler start fresh): the same
     losses as HF's AlbertForSequenceClassification through the loop (no dropout); hf/ loads in transformers."""
@@ -377,6 +378,7 @@ def test_albert_sequence_classification_equals_hf_albert(glue_env, tmp_path):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_xlnet_classifier_left_pads_its_layout_and_equals_hf_xlnet(glue_env, tmp_path):
     """--model xlnet from an XLNet LM folder: A <sep> (B <sep>) <cls> with types 0, 1, 2, padded on the left
     (the summary reads the last token); the same losses as HF's XLNetForSequenceClassification through the

@@ -805,6 +805,7 @@ def bert_teacher(bert_data, tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_tinybert_general_distillation_trains_validates_and_exports(bert_data, bert_teacher, tmp_path):
     """--model tinybert: the student learns the teacher's layers on the unmasked text (the loss falls),
     validation logs both parts, --export-hf writes the student as a BERT that transformers loads."""
@@ -827,6 +828,7 @@ def test_tinybert_general_distillation_trains_validates_and_exports(bert_data, b
         train.main([*args[:4], "--out-dir", str(tmp_path / "none")])
 
 
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_unilm_mixed_pretraining_draws_the_papers_shares_per_sample(bert_data, tmp_path):
     """--model unilm: each sample's mode is a pure function of (seed, epoch, index): 1/3 bidirectional,
     1/3 seq2seq, 1/6 each direction; a batch carries each sample's mask; the run trains and validates."""
