@@ -159,11 +159,18 @@ def results_folder(argv, default):  # where a command writes its results: its --
     return default
 
 
+def with_deadline(argv, deadline):
+    """A train.py run that trains gets the hours left as --time-limit (an evaluation or an export does not:
+    they take no such flag)."""
+    only = {"--evaluate", "--export-hf", "--plot", "--sample"}
+    if deadline is None or Path(argv[1]).name != "train.py" or only & set(argv):
+        return argv
+    return [*argv, "--time-limit", f"{max(deadline - time.time(), 1.0) / 3600:.6f}"]
+
+
 def start(argv, log_path, deadline):
-    """Start one command, its output appended to log_path -> its Popen. With a deadline, a train.py run
-    gets the hours left as --time-limit."""
-    if deadline is not None and Path(argv[1]).name == "train.py":
-        argv = [*argv, "--time-limit", f"{max(deadline - time.time(), 1.0) / 3600:.6f}"]
+    """Start one command (with_deadline), its output appended to log_path -> its Popen."""
+    argv = with_deadline(argv, deadline)
     with open(log_path, "a") as log:
         return subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 

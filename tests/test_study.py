@@ -187,6 +187,10 @@ def test_commands_continue_their_own_train_runs_and_name_where_results_go(tmp_pa
     argv = study.command_line(evaluate, tmp_path, tmp_path)
     assert argv[-1] == "--evaluate" and study.results_folder(argv, None) == tmp_path / "t"
     assert study.results_folder(study.command_line(prep, tmp_path, tmp_path), None) == tmp_path / "p"
+    soon = time.time() + 3600  # --hours: a training run gets --time-limit, an evaluation or an export never
+    assert study.with_deadline(study.command_line(train_run, tmp_path, tmp_path), soon)[-2] == "--time-limit"
+    assert "--time-limit" not in study.with_deadline(study.command_line(evaluate, tmp_path, tmp_path), soon)
+    assert "--time-limit" not in study.with_deadline(study.command_line(prep, tmp_path, tmp_path), soon)
 
 
 @pytest.mark.parametrize("name", study.studies())
