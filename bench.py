@@ -559,7 +559,7 @@ def run_case(case, device, dtype, args, peak):
     if args.compile:
         step_ours, step_ref = torch.compile(step_ours), torch.compile(step_ref)
     out_ours, out_ref = step_ours(), step_ref()
-    diff = float("nan")  # two different models: nothing to compare
+    diff = None  # two different models: nothing to compare (JSON null, "-" in the table)
     if case.compare:
         real = torch.ones_like(out_ours, dtype=torch.bool) if case.real is None else case.real.expand_as(out_ours)
         diff = (out_ours.float() - out_ref.float())[real].abs().max().item()
@@ -592,7 +592,8 @@ def markdown(rows, peaks):
             lines.append(f"| {r['case']} | {r['dtype']} | failed: {r['error']} |")
             continue
         lines.append(
-            f"| {r['case']} | {r['dtype']} | {r['max_abs_diff']:.1e} | {r['ours_ms']:.1f} | {r['ref_ms']:.1f} "
+            f"| {r['case']} | {r['dtype']} | {'-' if r['max_abs_diff'] is None else format(r['max_abs_diff'], '.1e')} "
+            f"| {r['ours_ms']:.1f} | {r['ref_ms']:.1f} "
             f"| **{r['time_ratio']:.2f}** | {r['gflops_ours']:.1f} | {100 * r['peak_fraction']:.0f}% "
             f"| {r['mem_ours_mib']:.1f} | {r['mem_ref_mib']:.1f} | {r['mem_ratio']:.2f} |"
         )
