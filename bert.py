@@ -366,7 +366,7 @@ class BertMLMHead(nn.Module):
         return F.linear(self.norm(self.act(self.dense(x))), word_embeddings, self.bias)
 
 
-def _mlm(bert, head, hidden, labels):
+def masked_lm_logits(bert, head, hidden, labels):
     """Logits of the masked-LM head and their targets. With labels, only the labeled positions
     (label != -100) are projected to the vocabulary: logits (M, V) for those M positions, in
     row-major order, and their labels (M,)."""
@@ -437,7 +437,7 @@ class BertForPreTraining(_HFCheckpoint, nn.Module):
         next_sentence_label=None,
     ):
         hidden, pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids)[:2]
-        mlm_logits, targets = _mlm(self.bert, self.mlm, hidden, labels)
+        mlm_logits, targets = masked_lm_logits(self.bert, self.mlm, hidden, labels)
         nsp_logits = self.nsp(pooled)  # (B, 2)
         if labels is None and next_sentence_label is None:
             return PreTrainingOutput(mlm_logits, nsp_logits)
@@ -465,7 +465,7 @@ class BertForMaskedLM(_HFCheckpoint, nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None):
         hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids).last_hidden_state
-        logits, targets = _mlm(self.bert, self.mlm, hidden, labels)
+        logits, targets = masked_lm_logits(self.bert, self.mlm, hidden, labels)
         if labels is None:
             return MaskedLMOutput(logits)
         sums = pretraining_sums(

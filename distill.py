@@ -40,11 +40,10 @@ class DistillTask(glue.GlueTask):
     """GlueTask's data and dev metrics; the model is bert.TinyBertDistiller(student from init_from, the teacher);
     validation and predictions are the student's."""
 
-    def __init__(self, cfg, settings, world):
+    def __init__(self, cfg, settings, world):  # main() checks the teacher once, before any run
         if cfg.model != "bert":
             raise ValueError(f"distillation trains our BERT student (--model bert), got {cfg.model!r}")
         super().__init__(cfg, settings, world)
-        check_teacher(settings.teacher, self.num_labels, self.tok)
 
     def build_model(self):
         student = super().build_model()

@@ -99,15 +99,20 @@ class TranslationTask:
         self.train_pairs = data.encode_pairs(
             self.tok, data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang), cfg.max_len
         )
-        if cfg.train_fraction < 1:  # a random share of the pairs, the same for every run of this seed
-            n = len(self.train_pairs)
-            keep = sorted(random.Random(cfg.seed).sample(range(n), round(cfg.train_fraction * n)))
-            self.train_pairs = [self.train_pairs[i] for i in keep]
+        self.train_pairs = self.share(self.train_pairs)
         self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
         self.valid_pairs = data.encode_pairs(self.tok, self.valid_text)
         self.lengths = [max(len(s), len(t)) for s, t in self.train_pairs]
         self.pad = self.tok.token_to_id(data.PAD)
         self.info = {"train_pairs": len(self.train_pairs)}
+
+    def share(self, pairs):
+        """A random share (--train-fraction) of the training pairs, the same for every run of this seed."""
+        c = self.cfg
+        if c.train_fraction >= 1:
+            return pairs
+        keep = sorted(random.Random(c.seed).sample(range(len(pairs)), round(c.train_fraction * len(pairs))))
+        return [pairs[i] for i in keep]
 
     def build_model(self):
         return T.TranslationModel(model_config(self.cfg, self.tok))
@@ -307,10 +312,7 @@ class UniLMTranslationTask(TranslationTask):
         if 2 * cfg.max_len > self.positions:  # a source and its target side by side
             raise ValueError(f"max_len (--max-len {cfg.max_len}) x 2 exceeds --init-from's {self.positions} positions")
         self.train_pairs = self.encode(data.read_parallel(cfg.dataset, "train", cfg.src_lang, cfg.tgt_lang))
-        if cfg.train_fraction < 1:  # a random share of the pairs, the same for every run of this seed
-            n = len(self.train_pairs)
-            keep = sorted(random.Random(cfg.seed).sample(range(n), round(cfg.train_fraction * n)))
-            self.train_pairs = [self.train_pairs[i] for i in keep]
+        self.train_pairs = self.share(self.train_pairs)
         self.valid_text = data.read_parallel(cfg.dataset, "valid", cfg.src_lang, cfg.tgt_lang)
         self.valid_pairs = self.encode(self.valid_text, limit=False)
         self.lengths = self.lengths_of(self.train_pairs)

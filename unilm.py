@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bert import BertForMaskedLM
+from bert import BertForMaskedLM, masked_lm_logits
 from contract import Sums, check_ids, masked_lm_sums, sequence_counts
 from decoding import KVCache, beam_search, check_generation, constrain, greedy_search
-from layers import pack_tokens
 
 MODES = ("bidirectional", "left-to-right", "right-to-left", "seq2seq")
 
@@ -102,16 +101,10 @@ class UniLMForLM(BertForMaskedLM):
         see = self_attention_mask
         if see is None:
             see = mode_mask(mode, input_ids, attention_mask, token_type_ids)
-        W = self.bert.embeddings.word.weight
         hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids, self_attention_mask=see)[0]
+        logits, targets = masked_lm_logits(self.bert, self.mlm, hidden, labels)  # (B, T, V), or (M, V) at labels
         if labels is None:
-            return UniLMOutput(self.mlm(hidden, W))  # (B, T, V)
-        if tuple(labels.shape) != tuple(input_ids.shape):
-            raise ValueError(
-                f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}"
-            )
-        where = (labels != -100).flatten().nonzero().squeeze(1)  # only the labeled positions meet the vocabulary
-        logits, targets = self.mlm(pack_tokens(hidden, where), W), labels.flatten()[where]  # (M, V), (M,)
+            return UniLMOutput(logits)
         batch = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         sums = smoothed_lm_sums(logits, targets, batch, self.label_smoothing, self.config.pad_token_id)
         return UniLMOutput(logits, sums.loss(), sums)
