@@ -134,6 +134,19 @@ def metrics(folder):
     return out
 
 
+def machine():
+    """The CPU model, the cores this process may use of all, and OMP_NUM_THREADS when set."""
+    name = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return f"{name}, {usable} of {os.cpu_count()} CPUs" + (f", OMP_NUM_THREADS={threads}" if threads else "")
+
+
 def commit():
     try:
         sha = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
@@ -291,7 +304,7 @@ def main(argv=None):
             measured, expected = measured + wall / 60, expected + run.minutes
             row = {"study": a.study, "run": name, "key": key[name], "command": run.command, "needs": run.needs}
             row |= {"metrics": metrics(results_folder(argv, out_root / name)), "wall_s": round(wall, 1)}
-            row |= {"commit": commit(), "machine": f"{platform.machine()} {os.cpu_count()} CPUs"}
+            row |= {"commit": commit(), "machine": machine()}
             row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
             append_result(results_path, row)
             done[key[name]] = row
