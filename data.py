@@ -31,6 +31,8 @@ import subword
 from hf_checkpoint import atomic_write
 from subword import CharTokenizer, HFBPETokenizer, HFUnigramTokenizer, TiktokenTokenizer, without_padding  # noqa: F401
 
+train_bpe, train_wordpiece, train_unigram = subword.train_bpe, subword.train_wordpiece, subword.train_unigram  # ours
+
 PAD, BOS, EOS, SPECIALS = subword.PAD, subword.BOS, subword.EOS, subword.SPECIALS  # the translation vocabularies'
 UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.+-]")  # characters kept out of file names made from a source
 
@@ -376,19 +378,23 @@ def _lm_texts(source, root=None):
 def lm_tokenizer(kind, source=None, root=None):
     """ "char" (from the source's text), "gpt2" / "cl100k_base" (tiktoken), "bpe<N>" (a byte-level BPE of N
     tokens), "bart-bpe<N>" (the same with BART's specials) or "unigram<N>" (T5's: N tokens, its 100 sentinels
-    included), trained with HF tokenizers on the source, or an HF tokenizer.json file."""
+    included), trained with HF tokenizers on the source, or an HF tokenizer.json file; "our-bpe<N>",
+    "our-wordpiece<N>", "our-unigram<N>": trained on the source by our own trainers (subword.train)."""
     if kind == "char":
         return CharTokenizer(sorted(set("".join(_lm_texts(source, root)))))
     if kind in ("gpt2", "cl100k_base", "r50k_base", "o200k_base"):
         return TiktokenTokenizer(kind)
     if kind.endswith(".json"):  # a trained one, e.g. a translation task's: data.py lm then shares its ids
         return HFBPETokenizer(read_tokenizer(kind))
+    if (ours := re.fullmatch(r"our-(bpe|wordpiece|unigram)(\d+)", kind)) is not None:  # our trainers (subword.py)
+        return subword.train(ours[1], _lm_texts(source, root), int(ours[2]))
     for name, cls in (("bpe", HFBPETokenizer), ("unigram", HFUnigramTokenizer), ("bart-bpe", subword.HFBartTokenizer)):
         if kind.startswith(name) and kind[len(name) :].isdigit():
             if (n := int(kind[len(name) :])) < cls.least_vocab():
                 raise ValueError(f"--tokenizer {kind}: a {name} vocabulary has at least {cls.least_vocab()} tokens")
             return cls.train(_lm_texts(source, root), n)
-    raise ValueError(f"tokenizer must be char, gpt2, cl100k_base, bpe<N>, bart-bpe<N>, unigram<N>, got {kind!r}")
+    kinds = "char, gpt2, cl100k_base, bpe<N>, bart-bpe<N>, unigram<N>, our-bpe<N>, our-wordpiece<N>, our-unigram<N>"
+    raise ValueError(f"tokenizer must be {kinds}, got {kind!r}")
 
 
 def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=None):
@@ -435,6 +441,8 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
     meta.update({"chars": tok.chars} if isinstance(tok, CharTokenizer) else {})
     if isinstance(tok, HFBPETokenizer):
         tok.tok.save(str(out / "tokenizer.json"))
+    elif hasattr(tok, "to_hf"):  # ours
+        tok.save(out / "tokenizer.json")
     atomic_write(out / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return out
 
@@ -446,6 +454,8 @@ def load_lm(folder):
     meta = read_meta(folder, "lm")
     if meta["tokenizer"] == "char":
         tok = CharTokenizer(meta["chars"])
+    elif meta["tokenizer"].startswith("our-"):
+        tok = subword.load(folder / "tokenizer.json")
     elif (folder / "tokenizer.json").exists():
         cls = HFUnigramTokenizer if meta["tokenizer"].startswith("unigram") else HFBPETokenizer
         tok = cls(read_tokenizer(folder / "tokenizer.json", "--dataset"))
@@ -730,7 +740,11 @@ def main(argv=None):
     pretraining_data.add_arguments(b)
     lm = sub.add_parser("lm", help="text -> token ids in train.bin / val.bin (GPT training data)")
     lm.add_argument("--source", default="shakespeare", help="shakespeare, books, wiki, books+wiki, a .txt, hf:<name>")
-    lm.add_argument("--tokenizer", default="char", help="char, gpt2, cl100k_base, (bart-)bpe<N>, unigram<N>, .json")
+    lm.add_argument(
+        "--tokenizer",
+        default="char",
+        help="char, gpt2, cl100k_base, (bart-)bpe<N>, unigram<N>, .json; our-bpe<N>, our-wordpiece<N>, our-unigram<N>",
+    )
     lm.add_argument("--out", default=None)
     lm.add_argument("--val-fraction", type=float, default=0.1)
     d = sub.add_parser("download", help="fetch the raw data into $DATA_DIR (online): " + ", ".join(WEB))

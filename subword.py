@@ -1,7 +1,15 @@
 """subword.py: tokenizers that data.py's pipelines take (each `encode(text) -> ids`, `decode(ids)
 -> text`, `vocab_size`, `eot`): characters, tiktoken's BPE, a byte-level BPE trained with HF
-`tokenizers`; and the translation models' subword trainer. (Not named tokenizers.py: that would
-shadow HF's package.)"""
+`tokenizers`; the translation models' subword trainer; and our own trainers, written from scratch and
+equal to HF's (byte-level BPE, WordPiece, Unigram; docs/tokenizers.md). (Not named tokenizers.py: that
+would shadow HF's package.)"""
+
+import heapq
+import json
+import math
+import os
+import unicodedata
+from collections import Counter, defaultdict
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -155,6 +163,28 @@ def train_subword_tokenizer(texts, vocab_size=8000, kind="bpe"):
 GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # GPT-2's pre-tokenizer
 
 
+class SavedAsHF:
+    """Our tokenizers' files: save(path) writes to_hf() as an HF tokenizer.json (aside, then moved in);
+    cls.load(path) reads one back through cls.from_hf(spec), a file that is not one named."""
+
+    def save(self, path):
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(self.to_hf(), ensure_ascii=False))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                spec = json.load(f)
+            if spec["model"]["type"] != cls.TYPE:
+                raise ValueError(f"a {spec['model']['type']} model")
+            return cls.from_hf(spec)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a {cls.TYPE} tokenizer.json ({type(e).__name__}: {e})") from None
+
+
 def byte_alphabet():
     """GPT-2's map of the 256 bytes to printable characters (bytes that print stand for themselves)."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -162,10 +192,12 @@ def byte_alphabet():
     return {b: chr(b if b in keep else next(extra)) for b in range(256)}
 
 
-class ByteBPE:
+class ByteBPE(SavedAsHF):
     """A byte-level BPE of our own: GPT-2's pre-tokenization, bytes as characters, merges applied by rank.
     encode(text) -> ids; decode(ids) -> text; save(path) writes an HF tokenizer.json that HF `tokenizers`
     loads and encodes identically; ByteBPE.load(path) reads one."""
+
+    TYPE = "BPE"
 
     def __init__(self, vocab, merges, special_tokens=()):
         import regex
@@ -246,21 +278,11 @@ class ByteBPE:
             model=model,
         )
 
-    def save(self, path):
-        _write_json(path, self.to_hf())
-
     @classmethod
-    def load(cls, path):
-        import json
-
-        try:
-            with open(path, encoding="utf-8") as f:
-                spec = json.load(f)
-            model = spec["model"]
-            merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-            return cls(model["vocab"], merges, [t["content"] for t in spec.get("added_tokens", [])])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: not a byte-level BPE tokenizer.json ({e})") from e
+    def from_hf(cls, spec):
+        model = spec["model"]
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        return cls(model["vocab"], merges, [t["content"] for t in spec.get("added_tokens", [])])
 
 
 def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
@@ -268,8 +290,6 @@ def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
     specials first, the alphabet by code point, then the merges: each time the most frequent adjacent
     pair (ties: the smaller pair of ids), until vocab_size tokens or no pair is seen min_frequency times.
     Pair counts are updated incrementally where a merge changes a word, never recounted. -> ByteBPE."""
-    from collections import Counter
-
     import regex
 
     alphabet = sorted(byte_alphabet().values())
@@ -298,9 +318,6 @@ def learn_merges(counts, tokens, vocab_size, min_frequency, join):
     the most frequent adjacent pair (ties: the smaller pair of ids) until vocab_size tokens or no pair
     reaches min_frequency; pair counts are updated where a merge changes a word, never recounted.
     -> (tokens, merges)."""
-    import heapq
-    from collections import Counter, defaultdict
-
     tokens = list(tokens)
     ids = {t: i for i, t in enumerate(tokens)}
     words = [[ids[c] for c in w] for w in counts]
@@ -353,8 +370,6 @@ def learn_merges(counts, tokens, vocab_size, min_frequency, join):
 def bert_normalize(text, lowercase=True):
     """BERT's normalizer: control characters dropped, whitespace as spaces, CJK ideographs set apart by
     spaces, and (lowercase) accents stripped (NFD, marks removed) and text lowercased."""
-    import unicodedata
-
     out = []
     for ch in text:
         cp = ord(ch)
@@ -379,8 +394,6 @@ def _cjk(cp):
 
 
 def _punctuation(ch):
-    import unicodedata
-
     cp = ord(ch)
     return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch)[0] == "P"
 
@@ -401,9 +414,11 @@ def bert_words(text):
     return words
 
 
-class WordPiece:
+class WordPiece(SavedAsHF):
     """BERT's WordPiece encoder: normalize, split, then per word the longest vocabulary entry first, the
     rest as "##" pieces; a word with an unmatchable part, or over max_chars characters, is [UNK]."""
+
+    TYPE = "WordPiece"
 
     def __init__(self, vocab, unk="[UNK]", lowercase=True, max_chars=100, prefix="##"):
         self.vocab, self.unk, self.lowercase, self.max_chars, self.prefix = (
@@ -462,24 +477,15 @@ class WordPiece:
             model=model,
         )
 
-    def save(self, path):
-        _write_json(path, self.to_hf())
+    @classmethod
+    def from_hf(cls, spec):
+        model, lowercase = spec["model"], (spec.get("normalizer") or {}).get("lowercase", False)
+        return cls(model["vocab"], model["unk_token"], lowercase, model["max_input_chars_per_word"])
 
     @classmethod
     def from_vocab_txt(cls, path, lowercase=True):
         with open(path, encoding="utf-8") as f:
             return cls({line.rstrip("\n"): i for i, line in enumerate(f)}, lowercase=lowercase)
-
-
-def _write_json(path, obj):
-    """A tokenizer.json, written aside and then moved in: never half a file."""
-    import json
-    import os
-
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -494,8 +500,6 @@ def train_wordpiece(
     out of the words), plain and "##" forms; the vocabulary is the specials, the alphabet, then the merged
     tokens (HF orders its "##" characters by hash-map iteration, so its ids vary from run to run; ours
     sort them). -> WordPiece."""
-    from collections import Counter
-
     specials = list(special_tokens)
     if "[UNK]" not in specials:
         raise ValueError(f"special_tokens must hold [UNK] (the WordPiece encoder's unknown word), got {specials}")
@@ -524,15 +528,17 @@ def train_wordpiece(
     return WordPiece({t: i for i, t in enumerate(dict.fromkeys(tokens))}, lowercase=lowercase)
 
 
-class Unigram:
+class Unigram(SavedAsHF):
     """A unigram LM tokenizer's encoder (SentencePiece's, HF's `Unigram` model): text cut at spaces into
     words that carry "▁" in front (Metaspace), each word segmented by Viterbi: the pieces whose scores (log
     probabilities) add up highest; a character no piece covers is [unk] at the lowest score minus 10, and
     neighbouring unknown characters become one [unk]. pieces: [(piece, score)] in id order."""
 
-    def __init__(self, pieces, unk_id=0):
-        self.pieces = [(p, float(s)) for p, s in pieces]
-        self.vocab = {p: i for i, (p, _) in enumerate(self.pieces)}
+    TYPE = "Unigram"
+
+    def __init__(self, pieces, unk_id=0, special_tokens=()):
+        self.pieces, self.specials = [(p, float(s)) for p, s in pieces], list(special_tokens)
+        self.vocab = {p: i for i, (p, _) in enumerate(self.pieces) if p}  # "" (the trainer's unk) matches nothing
         self.unk_id, self.longest = unk_id, max(len(p) for p, _ in self.pieces)
         self.unk_score = min(s for _, s in self.pieces) - 10.0
         self.vocab_size, self.eot = len(self.pieces), None
@@ -546,28 +552,22 @@ class Unigram:
         starts = [i for i, ch in enumerate(text) if ch == "▁"] + [len(text)]
         return [text[a:b] for a, b in zip(starts, starts[1:], strict=False)]
 
-    def word(self, w):
-        """Viterbi over w: best[e] = the best score of w[:e]; ties keep the first found (the longest last piece)."""
-        n = len(w)
-        best, back = [0.0] + [float("-inf")] * n, [None] * (n + 1)
+    def lattice(self, w):
+        """The pieces w holds: per start b, [(end, id, score)]; [unk] for a character that no piece covers."""
+        n, rows = len(w), []
         for b in range(n):
-            if best[b] == float("-inf"):
-                continue
-            found = False
+            row = []
             for e in range(b + 1, min(n, b + self.longest) + 1):
                 i = self.vocab.get(w[b:e])
                 if i is not None:
-                    found |= e == b + 1
-                    if best[b] + self.pieces[i][1] > best[e]:
-                        best[e], back[e] = best[b] + self.pieces[i][1], (b, i)
-            if not found and best[b] + self.unk_score > best[b + 1]:  # an unknown character
-                best[b + 1], back[b + 1] = best[b] + self.unk_score, (b, self.unk_id)
-        ids, e = [], n
-        while e > 0:
-            b, i = back[e]
-            ids.append(i)
-            e = b
-        ids.reverse()
+                    row.append((e, i, self.pieces[i][1]))
+            if not row or row[0][0] != b + 1:
+                row.insert(0, (b + 1, self.unk_id, self.unk_score))
+            rows.append(row)
+        return rows
+
+    def word(self, w):
+        ids = viterbi(self.lattice(w))
         return [i for k, i in enumerate(ids) if not (i == self.unk_id and k and ids[k - 1] == self.unk_id)]
 
     def encode(self, text):
@@ -575,3 +575,208 @@ class Unigram:
 
     def decode(self, ids):
         return "".join(self.pieces[i][0] for i in ids).replace("▁", " ").removeprefix(" ")
+
+    def to_hf(self):
+        model = {"type": "Unigram", "unk_id": self.unk_id, "vocab": [list(p) for p in self.pieces]}
+        meta = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}
+        added = [
+            {"id": self.vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False}
+            | {"normalized": False, "special": True}
+            for t in self.specials
+        ]
+        head = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None}
+        return head | {"pre_tokenizer": meta, "post_processor": None, "decoder": meta, "model": model}
+
+    @classmethod
+    def from_hf(cls, spec):
+        model, specials = spec["model"], [t["content"] for t in spec.get("added_tokens") or []]
+        return cls([tuple(p) for p in model["vocab"]], model.get("unk_id") or 0, specials)
+
+
+def viterbi(rows, skip=None):
+    """The best path through a lattice (per start b: [(end, id, score)]) as ids, leaving out the edge
+    skip=(b, e); ties keep the first path found. None when no path is left."""
+    n = len(rows)
+    best, back = [0.0] + [float("-inf")] * n, [None] * (n + 1)
+    for b, row in enumerate(rows):
+        for e, i, s in row:
+            if best[b] + s > best[e] and (b, e) != skip:
+                best[e], back[e] = best[b] + s, (b, i)
+    ids, e = [], n
+    while e > 0:
+        if back[e] is None:
+            return None
+        e, i = back[e]
+        ids.append(i)
+    return ids[::-1]
+
+
+def _logsumexp(xs):
+
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def expected_counts(rows, count, expected):
+    """Forward-backward over a word's lattice: adds count * P(piece at b..e | word) to expected[id] for
+    every edge; returns count * log Z (the word's log likelihood)."""
+    n = len(rows)
+    alpha, into = [0.0] * (n + 1), [[] for _ in range(n + 1)]  # alpha[b]: log-sum of the paths up to b
+    for b, row in enumerate(rows):
+        alpha[b] = _logsumexp(into[b]) if b else 0.0
+        for e, _, s in row:
+            into[e].append(alpha[b] + s)
+    z, beta = _logsumexp(into[n]), [0.0] * (n + 1)  # beta[b]: log-sum of the paths from b to the end
+    for b in range(n - 1, -1, -1):
+        beta[b] = _logsumexp([s + beta[e] for e, _, s in rows[b]])
+    for b, row in enumerate(rows):
+        for e, i, s in row:
+            expected[i] += count * math.exp(alpha[b] + s + beta[e] - z)
+    return count * z
+
+
+def _digamma(x):  # SentencePiece's asymptotic series, as HF's trainer computes it
+
+    r = 0.0
+    while x < 7:
+        r, x = r - 1 / x, x + 1
+    x -= 0.5
+    xx2 = 1 / (x * x)
+    xx4 = xx2 * xx2
+    return r + math.log(x) + xx2 / 24 - 7 / 960 * xx4 + 31 / 8064 * xx4 * xx2 - 127 / 30720 * xx4 * xx4
+
+
+def seed_pieces(words, max_piece_length=16, seed_size=1_000_000):
+    """SentencePiece's seed vocabulary (HF's UnigramTrainer's): every character, scored by its count in the
+    corpus, then the substrings of 2..max_piece_length characters that are internal nodes of the suffix tree
+    of the distinct words joined by separators (they occur at least twice, followed by different
+    characters), scored by occurrences in that string times length; the highest seed_size in all, as
+    log probabilities. words: {word: count}. -> [(piece, log probability)]"""
+    chars, subs = Counter(), {}  # subs: substring -> [occurrences, the character after it or None: several]
+    for w, n in words.items():
+        for ch in w:
+            chars[ch] += n
+        for b in range(len(w)):
+            for e in range(b + 2, min(len(w), b + max_piece_length) + 1):
+                after, seen = w[e] if e < len(w) else "\0", subs.get(w[b:e])
+                if seen is None:
+                    subs[w[b:e]] = [1, after]
+                else:
+                    seen[0] += 1
+                    seen[1] = seen[1] if seen[1] == after else None
+    seeds = sorted(((n, c) for c, n in chars.items()), reverse=True)
+    nodes = sorted(((n * len(s), s) for s, (n, after) in subs.items() if after is None), reverse=True)
+    seeds = [(c, n) for n, c in seeds] + [(s, score) for score, s in nodes[: max(0, seed_size - len(seeds))]]
+    logsum = math.log(sum(score for _, score in seeds))
+    return [(p, math.log(score) - logsum) for p, score in seeds]
+
+
+def train_unigram(
+    texts,
+    vocab_size,
+    special_tokens=("<unk>",),
+    unk_token="<unk>",
+    max_piece_length=16,
+    seed_size=1_000_000,
+    shrinking_factor=0.75,
+    sub_iterations=2,
+    as_hf=False,
+):
+    """SentencePiece's unigram LM as HF's UnigramTrainer trains it on Metaspace words: seed pieces
+    (`seed_pieces`); then rounds of EM (sub_iterations E steps with forward-backward expected counts, each
+    followed by an M step that drops pieces expected fewer than 0.5 times and scores the rest
+    digamma(count) - digamma(total), a sparse prior) and pruning: each piece's loss is how much the corpus
+    likelihood falls when its Viterbi uses are re-segmented by its second-best segmentation, and the
+    pieces with the smallest loss go, keeping the larger of shrinking_factor of them and 1.1 x vocab_size,
+    until 1.1 x vocab_size remain. The vocabulary: the special tokens (score 0), every character, then the
+    pieces kept longest, vocab_size in all, by score. as_hf: HF's count in the loss (the total grows by the
+    piece's uses times the number of pieces, where SentencePiece, which fixed it, counts the alternative's
+    pieces): with it, our vocabulary is HF's. -> Unigram"""
+    specials = list(special_tokens)
+    if unk_token not in specials:
+        raise ValueError(f"special_tokens must hold unk_token {unk_token!r}, got {specials}")
+    words = Counter(w for text in texts for w in Unigram.words(text))
+    if not words:
+        raise ValueError("train_unigram: the corpus is empty")
+    if clash := sorted(t for t in specials if t in words or "▁" + t in words):
+        raise ValueError(f"special_tokens {clash} are also words of the corpus")
+    alphabet = sorted({ch for w in words for ch in w})
+    if vocab_size <= len(alphabet) + len(specials):
+        least = len(alphabet) + len(specials)
+        raise ValueError(f"vocab_size must exceed {least} (the corpus's characters and the specials), got {vocab_size}")
+    pieces = [("", 0.0), *seed_pieces(words, max_piece_length, seed_size)]  # id 0: the unknown, matches nothing
+    desired, total = vocab_size * 11 // 10, sum(words.values())
+    while True:
+        for _ in range(sub_iterations):
+            model, expected = Unigram(pieces), [0.0] * len(pieces)
+            for w, n in words.items():
+                expected_counts(model.lattice(w), n, expected)
+            kept = [(p, c) for (p, _), c in zip(pieces[1:], expected[1:], strict=True) if c >= 0.5]
+            logsum = _digamma(sum(c for _, c in kept))
+            pieces = [("", 0.0)] + [(p, _digamma(c) - logsum) for p, c in kept]
+        if len(pieces) <= desired:
+            break
+        model, freq = Unigram(pieces), [0.0] * len(pieces)
+        for w, n in words.items():
+            for i in viterbi(model.lattice(w)):
+                freq[i] += n
+        uses, keep, losses = sum(freq), [pieces[0]], []
+        for i, (p, _) in enumerate(pieces[1:], 1):
+            rows = model.lattice(p)
+            best = viterbi(rows)
+            alt = viterbi(rows, skip=(0, len(p))) if len(best) == 1 else None
+            if alt is None:  # kept: a piece with no other segmentation, or one its own isn't but Viterbi uses
+                if freq[i] or len(best) == 1:
+                    keep.append(pieces[i])
+            elif freq[i]:
+                moved = len(pieces if as_hf else alt) - 1  # its uses go to each alternative (HF: to each piece)
+                logprob_alt = sum(math.log(freq[a] + freq[i]) - math.log(uses + freq[i] * moved) for a in alt)
+                losses.append((freq[i] / total * (math.log(freq[i] / uses) - logprob_alt), i))
+        losses.sort(key=lambda x: -x[0])
+        size = max(desired, int(len(pieces) * shrinking_factor))
+        pieces = keep + [pieces[i] for _, i in losses[: max(0, size - len(keep))]]
+    model, final, penalty = Unigram(pieces), {}, 0.0
+    for ch in alphabet:  # every character, a dropped one just above the lowest score (as HF, in sorted order)
+        if ch in model.vocab:
+            final[ch] = model.pieces[model.vocab[ch]][1]
+        else:
+            final[ch], penalty = model.unk_score + 10.0 + penalty, penalty + 1e-4
+    for p, score in pieces[1:]:  # then the pieces in the order the last pruning kept them
+        if len(final) == vocab_size - len(specials):
+            break
+        final.setdefault(p, score)
+    ranked = sorted(final.items(), key=lambda x: -x[1])
+    return Unigram([(t, 0.0) for t in specials] + ranked, specials.index(unk_token), specials)
+
+
+EOT_TOKENS = ("<|endoftext|>", "</s>", "[SEP]")  # the first one a vocabulary holds ends each document
+
+
+def with_eot(tok):
+    tok.eot = next((tok.vocab[t] for t in EOT_TOKENS if t in tok.vocab), None)
+    return tok
+
+
+def train(kind, texts, vocab_size):
+    """One of our trainers by name, with the specials a language model needs: "bpe" (GPT-2's <|endoftext|>),
+    "wordpiece" (BERT's five), "unigram" (<unk>, </s>); eot set from EOT_TOKENS."""
+    if kind == "bpe":
+        return with_eot(train_bpe(texts, vocab_size, special_tokens=["<|endoftext|>"]))
+    if kind == "wordpiece":
+        return with_eot(train_wordpiece(texts, vocab_size))
+    if kind == "unigram":
+        return with_eot(train_unigram(texts, vocab_size, special_tokens=["<unk>", "</s>"]))
+    raise ValueError(f"kind must be bpe, wordpiece or unigram, got {kind!r}")
+
+
+def load(path):
+    """Our tokenizer from the tokenizer.json it saved (its model's type says which), eot set from EOT_TOKENS."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            kind = json.load(f)["model"]["type"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a tokenizer.json ({type(e).__name__}: {e})") from None
+    classes = {cls.TYPE: cls for cls in (ByteBPE, WordPiece, Unigram)}
+    if kind not in classes:
+        raise ValueError(f"{path}: a {kind} model; ours are {', '.join(classes)}")
+    return with_eot(classes[kind].load(path))

@@ -433,6 +433,24 @@ def test_unigram_tokenizer_has_t5s_ids_and_round_trips(tmp_path):
         data.HFUnigramTokenizer.train([text], 100)
 
 
+@pytest.mark.parametrize("kind", ["our-bpe300", "our-wordpiece200", "our-unigram200"])
+def test_our_trainers_feed_the_lm_pipeline(kind, tmp_path):
+    """data.py lm --tokenizer our-<kind><N>: our own trainer's tokenizer (subword.py) writes the ids, saves its
+    tokenizer.json and comes back from load_lm (the same class and ids), documents ending with its eot."""
+    text = "".join(
+        f"The {w} of line {i % 41} runs over the hills, slowly.\n" for i, w in enumerate(["cat", "dog"] * 300)
+    )
+    (tmp_path / "t.txt").write_text(text)
+    meta, tok, splits = data.load_lm(data.prepare_lm(str(tmp_path / "t.txt"), kind, tmp_path / "lm"))
+    trained = data.lm_tokenizer(kind, str(tmp_path / "t.txt"))
+    assert type(tok) is type(trained) and meta["vocab_size"] == tok.vocab_size == trained.vocab_size
+    assert tok.eot is not None and tok.eot == trained.eot
+    cut = int(len(text) * 0.9)
+    assert splits["val"].tolist() == trained.encode(text[cut:]) == tok.encode(text[cut:])
+    expected = text if "wordpiece" not in kind else None  # WordPiece's normalization is lossy (lowercase, spaces)
+    assert expected is None or tok.decode(splits["train"].tolist()) == text[:cut]
+
+
 def test_missing_lm_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="python data.py lm"):
         data.load_lm(tmp_path)

@@ -145,3 +145,93 @@ def test_unigram_viterbi_gives_hfs_ids_for_the_same_pieces_and_scores():
     for line in [*lines[20000:], "Ωmega ŋ zzz ✓✓ end", "  two  spaces", " lead", "trail ", ""]:
         assert ours.encode(line) == tok.encode(line).ids, line
     assert ours.decode(ours.encode("Thou art a villain")) == "Thou art a villain"
+
+
+@pytest.fixture(scope="module")
+def unigrams():
+    """Our Unigram trainer (HF's loss count and SentencePiece's) and HF's UnigramTrainer on the same lines."""
+    lines = corpus(10000)
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=600, special_tokens=["<unk>"], unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(lines[:8000], trainer)
+    as_hf, ours = (subword.train_unigram(lines[:8000], 600, as_hf=flag) for flag in (True, False))
+    return lines[8000:], tok, as_hf, ours
+
+
+def test_unigram_trainer_with_hfs_loss_count_is_hfs(unigrams, tmp_path):
+    """With HF's count in the pruning loss, our trainer's pieces and scores are HF's UnigramTrainer's (same
+    order), so are the ids on held-out lines; HF loads our saved file and encodes with our ids."""
+    held, tok, as_hf, _ = unigrams
+    theirs = [tuple(p) for p in json.loads(tok.to_str())["model"]["vocab"]]
+    tail = [k for k, (_, score) in enumerate(theirs) if score < theirs[-1][1] + 0.01]  # characters EM dropped:
+    assert len(tail) >= 2  # put back at the lowest score, 1e-4 apart, HF in hash order, ours sorted
+    assert sorted(p for p, _ in as_hf.pieces[tail[0] :]) == sorted(p for p, _ in theirs[tail[0] :])
+    assert [p for p, _ in as_hf.pieces[: tail[0]]] == [p for p, _ in theirs[: tail[0]]]
+    assert [s for _, s in as_hf.pieces[: tail[0]]] == pytest.approx([s for _, s in theirs[: tail[0]]], abs=1e-9)
+    as_hf.save(tmp_path / "tokenizer.json")
+    loaded, back = (
+        Tokenizer.from_file(str(tmp_path / "tokenizer.json")),
+        subword.Unigram.load(tmp_path / "tokenizer.json"),
+    )
+    for line in [*held, "Ωmega ŋ zzz", "  two  spaces", ""]:
+        ids = as_hf.encode(line)
+        assert [as_hf.pieces[i][0] for i in ids] == [theirs[i][0] for i in tok.encode(line).ids], line
+        assert ids == loaded.encode(line).ids == back.encode(line), line
+        assert as_hf.decode(ids) == loaded.decode(ids) == line or line not in held
+
+
+def test_unigram_trainer_with_sentencepieces_loss_is_within_reach_of_hfs(unigrams):
+    """SentencePiece's (fixed) loss count: >= 90% of HF's vocabulary, tokens per byte within 2%."""
+    held, tok, _, ours = unigrams
+    theirs = {p for p, _ in json.loads(tok.to_str())["model"]["vocab"]}
+    mine = {p for p, _ in ours.pieces}
+    assert len(mine) == len(theirs) == 600 and len(mine & theirs) / 600 >= 0.9
+    ratio = sum(len(ours.encode(x)) for x in held) / sum(len(tok.encode(x).ids) for x in held)
+    assert abs(ratio - 1) <= 0.02, ratio
+
+
+def test_unigram_seed_pieces_are_hfs_suffix_tree_nodes():
+    """HF's own unit test of its seeds: characters by count, then right-branching repeats by count x length
+    ("is " and "s " occur twice with different characters after them; "is" is always followed by " ")."""
+    seeds = subword.seed_pieces({"This is a": 1, "こんにちは友達": 1})
+    assert [p for p, _ in seeds] == [
+        "s",
+        "i",
+        " ",
+        "達",
+        "友",
+        "ん",
+        "は",
+        "に",
+        "ち",
+        "こ",
+        "h",
+        "a",
+        "T",
+        "is ",
+        "s ",
+    ]
+    assert [round(s, 4) for _, s in seeds[:4]] + [round(s, 4) for _, s in seeds[-2:]] == [
+        -2.5649, -2.5649, -2.5649, -3.2581, -1.4663, -1.8718
+    ]  # fmt: skip
+
+
+def test_unigram_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        subword.train_unigram([""], 100)
+    with pytest.raises(ValueError, match="unk_token"):
+        subword.train_unigram(["a b"], 100, special_tokens=["<pad>"])
+    with pytest.raises(ValueError, match="also words"):
+        subword.train_unigram(["the <pad> cat"], 100, special_tokens=["<unk>", "<pad>"])
+    with pytest.raises(ValueError, match="vocab_size must exceed 12"):
+        subword.train_unigram(["abcde fghij"], 12)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        subword.Unigram.load(tmp_path / "bad.json")
+    subword.train_wordpiece(["a b c ab"], 20).save(tmp_path / "wp.json")
+    with pytest.raises(ValueError, match="not a Unigram tokenizer.json .*a WordPiece model"):
+        subword.Unigram.load(tmp_path / "wp.json")
+    assert isinstance(subword.load(tmp_path / "wp.json"), subword.WordPiece)
+    with pytest.raises(ValueError, match="bad.json: not a tokenizer.json"):
+        subword.load(tmp_path / "bad.json")
