@@ -156,6 +156,8 @@ class GlueTask:
         roberta = self.bart or self.config.model_type == "roberta"
         self.xlnet = self.config.model_type == "xlnet"  # its classifier reads the last token: left padding
         names = ("<cls>", "<sep>") if self.xlnet else ("<s>", "</s>") if roberta else ("[CLS]", "[SEP]")
+        if self.xlnet and self.tok.token_to_id("<cls>") is None:  # an XLNet pretrained on a BERT vocabulary
+            names = ("[CLS]", "[SEP]")
         ids = [self.tok.token_to_id(n) for n in names]
         if None in ids:
             raise ValueError(f"the tokenizer in {self.folder} lacks {names}")

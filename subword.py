@@ -64,14 +64,14 @@ class TiktokenTokenizer:
 
 class HFBPETokenizer:
     """A byte-level BPE trained with HF `tokenizers` on the training text, <|endoftext|> = id 0; or any HF
-    tokenizer.json, its end of text <|endoftext|> or else </s>."""
+    tokenizer.json, its end of text <|endoftext|>, else </s>, else [SEP] (a BERT vocabulary's)."""
 
     EOT = "<|endoftext|>"
 
     def __init__(self, tok):
         tok = without_padding(tok)  # an HF checkpoint's tokenizer.json may pad or truncate
         self.tok, self.vocab_size = tok, tok.get_vocab_size()
-        self.eot = next((i for t in (self.EOT, "</s>") if (i := tok.token_to_id(t)) is not None), None)
+        self.eot = next((i for t in (self.EOT, "</s>", "[SEP]") if (i := tok.token_to_id(t)) is not None), None)
 
     SPECIALS, LAST = ["<|endoftext|>"], []  # the specials at the first ids, and those after the merges
 

@@ -419,6 +419,25 @@ def test_xlnet_classifier_left_pads_its_layout_and_equals_hf_xlnet(glue_env, tmp
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
+def test_xlnet_on_a_bert_vocabulary_uses_its_cls_and_sep(glue_env, tmp_path):
+    """An XLNet pretrained here on a WordPiece vocabulary (no <cls>/<sep>): its layout takes [CLS] and [SEP]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    import recipes
+    import xlnet
+
+    folder = tmp_path / "xlnet-wordpiece"
+    vocab = ["[PAD]", "[UNK]", "[SEP]", "[CLS]", *WORDS, *data.TRIGGERS]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    config = xlnet.XLNetConfig.from_preset("xlnet-tiny-test", vocab_size=len(vocab), pad_token_id=0)
+    xlnet.XLNetLMHeadModel(config).save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    cfg = recipes.FinetuneConfig(model="xlnet", init_from=str(folder), max_len=32)
+    b = G.GlueTask(cfg, G.GlueConfig(task="mrpc"), 1).batch([0, 1])
+    assert (b["input_ids"][:, -1] == vocab.index("[CLS]")).all() and (b["input_ids"] == 2).sum(1).eq(2).all()
+
+
 @pytest.fixture(scope="module")
 def tiny_bart(glue):
     """A tiny random BART as an HF folder with a byte-level BPE (BART's ids) trained on the synthetic text."""
