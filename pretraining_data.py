@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+import subword
 from data import (
     UNSAFE_CHARS,
     check_output,
@@ -70,9 +72,13 @@ def checkpoint_tokenizer(folder):
 def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, root=None):
     """A WordPiece tokenizer: loaded from `path` (a tokenizer.json or vocab.txt file, or a folder holding one, like an
     HF checkpoint; padding and truncation switched off, see without_padding), or trained on the corpus `source`
-    (see iter_documents), cached in $PREP_DIR/bert/ and reused."""
+    (see iter_documents), cached in $PREP_DIR/bert/ and reused: by HF's WordPieceTrainer, or with `path`
+    "our-wordpiece<N>" by ours (subword.train_wordpiece, N tokens; HF reads its file)."""
     from tokenizers.implementations import BertWordPieceTokenizer
 
+    ours = path is not None and re.fullmatch(r"our-wordpiece(\d+)", str(path))
+    if ours:
+        path, vocab_size = None, int(ours[1])
     if path is not None:
         path = Path(path)
         if path.is_dir():
@@ -86,11 +92,18 @@ def bert_tokenizer(path=None, source=None, vocab_size=30522, lowercase=True, roo
         raise ValueError("bert_tokenizer: give a tokenizer path or a corpus source to train one on")
     if vocab_size <= len(WORDPIECE_SPECIALS):
         raise ValueError(f"--vocab-size must exceed the {len(WORDPIECE_SPECIALS)} specials, got {vocab_size}")
-    name = f"wordpiece-{UNSAFE_CHARS.sub('_', source)}-{vocab_size}{'' if lowercase else '-cased'}"
+    name = (
+        f"{'our-' if ours else ''}wordpiece-{UNSAFE_CHARS.sub('_', source)}-{vocab_size}{'' if lowercase else '-cased'}"
+    )
     cached = prep_dir() / "bert" / f"{name}-{source_stamp(source, root)}.json"  # a corpus edited: trained again
     if cached.exists():
         return read_tokenizer(cached, "the cached tokenizer")
-    tok = train_wordpiece((s for doc in iter_documents(source, root) for s in doc), vocab_size, lowercase)
+    texts = (s for doc in iter_documents(source, root) for s in doc)
+    if ours:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        subword.train_wordpiece(texts, vocab_size, lowercase=lowercase).save(cached)  # written aside, moved in
+        return read_tokenizer(cached, "our tokenizer")
+    tok = train_wordpiece(texts, vocab_size, lowercase)
     atomic_write(cached, lambda tmp: tok.save(str(tmp)))
     return tok
 
@@ -505,7 +518,11 @@ def add_arguments(b):
 
     b.add_argument("--source", default="books+wiki", help="books, wiki, books+wiki, a .txt path, hf:<dataset>")
     b.add_argument("--out", required=True)
-    b.add_argument("--tokenizer", default=None, help="tokenizer.json / vocab.txt / HF folder; default: train one")
+    b.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer.json / vocab.txt / HF folder, or our-wordpiece<N> (ours); default: train HF's",
+    )
     b.add_argument("--vocab-size", type=int, default=30522)
     b.add_argument("--cased", action="store_true")
     b.add_argument("--formats", default="jsonl,bin")

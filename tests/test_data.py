@@ -433,6 +433,23 @@ def test_unigram_tokenizer_has_t5s_ids_and_round_trips(tmp_path):
         data.HFUnigramTokenizer.train([text], 100)
 
 
+def test_bert_pipeline_trains_our_wordpiece(tmp_path, monkeypatch):
+    """data.py bert --tokenizer our-wordpiece<N>: our trainer's vocabulary, cached, read back through HF."""
+    import subword
+
+    monkeypatch.setenv("PREP_DIR", str(tmp_path / "prep"))
+    text = tmp_path / "corpus.txt"
+    text.write_text(
+        "".join(f"The {w} of line {i % 17} runs over the hills.\n" for i, w in enumerate(["cat", "dog"] * 50))
+    )
+    tok = pretraining_data.bert_tokenizer("our-wordpiece80", source=str(text))
+    ours = subword.train_wordpiece([text.read_text()], 80)
+    assert tok.get_vocab() == ours.vocab and len(list((tmp_path / "prep/bert").glob("our-wordpiece-*.json"))) == 1
+    line = "the dog of line 3 runs over the hills ."
+    assert tok.encode(line, add_special_tokens=False).ids == ours.encode(line)
+    assert pretraining_data.bert_tokenizer("our-wordpiece80", source=str(text)).to_str() == tok.to_str()  # cached
+
+
 @pytest.mark.parametrize("kind", ["our-bpe300", "our-wordpiece200", "our-unigram200"])
 def test_our_trainers_feed_the_lm_pipeline(kind, tmp_path):
     """data.py lm --tokenizer our-<kind><N>: our own trainer's tokenizer (subword.py) writes the ids, saves its
