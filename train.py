@@ -85,7 +85,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--export-hf",
         metavar="DIR",
-        help="write a pretraining run's (bert, gpt, t5, bart) last checkpoint as an HF folder",
+        help="write a run's last checkpoint as an HF folder with its tokenizer.json (every family; translators"
+        " of t5-translate, bart-translate, unilm-translate too; not the paper's transformer)",
     )
     p.add_argument("--sample", metavar="PROMPT", help="print text a GPT run (or --init-from an HF GPT) writes")
     p.add_argument("--max-new-tokens", type=int, default=500, help="with --sample (default 500)")

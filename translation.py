@@ -160,6 +160,12 @@ class TranslationTask:
         (out_dir / f"{split}_results_lp{c.length_penalty}.json").write_text(json.dumps(results, indent=1))
         return results
 
+    def export(self, model, folder):
+        """--export-hf (T5, BART and UniLM translators; the paper's model has no HF twin): the model's HF
+        folder and the translation vocabulary's tokenizer.json beside it."""
+        model.save_pretrained(folder)
+        self.tok.save(str(Path(folder) / "tokenizer.json"))
+
     def translate(self, model, sentences, beam=4, length_penalty=0.6, progress=None):
         device = device_of(model.eval())
         generate = lambda src: model.generate(src.to(device), beam_size=beam, length_penalty=length_penalty)  # noqa: E731

@@ -14,6 +14,7 @@ import pytest
 import torch
 import transformers
 from conftest import lacks, require
+from tokenizers import Tokenizer
 
 import bert
 import data
@@ -488,6 +489,15 @@ def test_t5_translate_trains_validates_and_scores_bleu(tmp_path, monkeypatch):
     sentences = [s for s, _ in task.valid_text[:6]]  # --evaluate's decoding (the whole test set, so not here)
     greedy, beam = task.translate(model, sentences, beam=1), task.translate(model, sentences, beam=2)
     assert len(greedy) == len(beam) == 6 and all(isinstance(h, str) for h in greedy + beam)
+    train.main(["--out-dir", str(out), "--export-hf", str(tmp_path / "hf")])  # the translator, HF's way
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    assert Tokenizer.from_file(str(tmp_path / "hf/tokenizer.json")).to_str() == task.tok.to_str()
+    with torch.no_grad():
+        ids = batch["input_ids"][:1, : len(task.prefix) + 4]
+        torch.testing.assert_close(
+            hf.generate(ids, max_new_tokens=8, do_sample=False, num_beams=1),
+            model.eval().generate(ids, max_new_tokens=8),  # HF's layout: the start token, then up to eos
+        )
     assert greedy[0] == task.translate(model, sentences[:1], beam=1)[0]  # batching does not change a translation
     read = data.read_parallel
     monkeypatch.setattr(data, "read_parallel", lambda *a: read(*a)[:4])  # a test set of 4 pairs
