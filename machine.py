@@ -32,6 +32,15 @@ def matmul_peak(device, dtype, n=None, repeats=10):
     return 2 * n**3 / min(times)
 
 
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo on Linux; else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def environment(device):
     """What a measurement ran on: code version, library versions, device (train.py's run logs too)."""
     try:
@@ -39,7 +48,7 @@ def environment(device):
         commit = subprocess.run(git, capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     env = {"commit": commit, "python": platform.python_version(), "torch": torch.__version__}
     for module in ("transformers", "tokenizers", "numpy"):
         try:

@@ -25,7 +25,6 @@ import hashlib
 import importlib
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -136,15 +135,11 @@ def metrics(folder):
 
 def machine():
     """The CPU model, the cores this process may use of all, and OMP_NUM_THREADS when set."""
-    name = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
-    except OSError:
-        pass
+    from machine import cpu_name  # (machine.py imports torch: only when a row is written)
+
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = os.environ.get("OMP_NUM_THREADS")
-    return f"{name}, {usable} of {os.cpu_count()} CPUs" + (f", OMP_NUM_THREADS={threads}" if threads else "")
+    return f"{cpu_name()}, {usable} of {os.cpu_count()} CPUs" + (f", OMP_NUM_THREADS={threads}" if threads else "")
 
 
 def commit():
