@@ -35,7 +35,7 @@ from contract import (
 )
 from decoding import KVCache, beam_search, check_generation, check_prompt, constrain, greedy_search, next_token
 from hf_checkpoint import HFCheckpoint, config_fields, config_json
-from layers import ACTIVATIONS, pack_tokens, unpack_tokens
+from layers import ACTIVATIONS, linear, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
 
@@ -369,7 +369,7 @@ class BartForConditionalGeneration(BartModel):
         self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
 
     def logits(self, x):  # (B, T, d) -> (B, T, V)
-        return F.linear(x, self.model.shared.weight) + self.final_logits_bias
+        return linear(x, self.model.shared.weight) + self.final_logits_bias
 
     def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None, labels=None):
         if labels is not None:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from contract import Sums, check_ids
 from decoding import KVCache, check_prompt, check_sampling, next_token
 from hf_checkpoint import HFCheckpoint, HFKey, config_fields
-from layers import ACTIVATIONS
+from layers import ACTIVATIONS, Linear, linear
 
 # ----------------------------------------------------------------------------------- config
 
@@ -337,30 +337,6 @@ HF_BLOCK_KEYS = {  # ours h.{i}.* -> (HF transformer.h.{i}.*, transposed: HF's C
     "mlp.c_proj.weight": ("mlp.c_proj.weight", True),
     "mlp.c_proj.bias": ("mlp.c_proj.bias", False),
 }
-
-
-def linear(x, weight, bias=None):
-    """F.linear(x, weight, bias): (..., in) -> (..., out). With at most 16 rows on the CPU
-    (decoding) and a weight of 1 MB or more, it is computed as weight @ x^T over at least 2
-    rows: on this project's CPU, MKL reads the weights 2-3x slower in F.linear's orientation,
-    or for a single row whatever the orientation (timings in docs/results.md; the same numbers
-    up to fp32 rounding). Smaller weights stay in cache, where the detour only adds overhead.
-    The training forward's head on the CPU takes this orientation too (_ClassMajorCrossEntropy)."""
-    rows = x.reshape(-1, x.shape[-1])
-    n = rows.shape[0]
-    if x.device.type != "cpu" or not 0 < n <= 16 or weight.numel() < 1 << 18:
-        return F.linear(x, weight, bias)
-    if n == 1:
-        rows = rows.expand(2, -1).contiguous()
-    y = torch.mm(weight, rows.t()) if bias is None else torch.addmm(bias[:, None], weight, rows.t())  # (out, n)
-    return y[:, :n].t().contiguous().view(*x.shape[:-1], -1)
-
-
-class Linear(nn.Linear):
-    """nn.Linear (same parameters and keys) computed by `linear` (fast decoding on the CPU)."""
-
-    def forward(self, x):
-        return linear(x, self.weight, self.bias)
 
 
 def lm_sums(logits, targets):

@@ -1,10 +1,13 @@
 """Small building blocks that several families share: activations by the names HF configs use,
 token packing (the real tokens of a padded batch as one (N, C) matrix, so that position-wise
 layers skip the padding), BERT's post-LN encoder layer (BERT and ALBERT; its self-attention on
-fused q, k, v projections) and BERT's initialization. Imports only torch."""
+fused q, k, v projections), BERT's initialization, and the decoders' linear layer whose orientation
+is measured on the CPU at hand. Imports only torch."""
 
+import time
 from functools import partial
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -90,3 +93,46 @@ class PostLNLayer(nn.Module):
         x = self.attn_norm(x + self.dropout(self.attn_out(y)))
         x = self.ff_norm(x + self.ff_dropout(self.ff_out(self.act(self.ff_in(x)))))
         return (x, s) if scores else x
+
+
+_WEIGHT_MAJOR = {}  # (weight shape, rows, dtype, bias?) -> whether weight @ x^T measured faster here
+
+
+def linear(x, weight, bias=None):
+    """F.linear(x, weight, bias): (..., in) -> (..., out). With at most 16 rows on the CPU (decoding) and
+    a weight of 1 MB or more, computed in whichever orientation measured faster for this shape and row
+    count on this CPU, F.linear's or weight @ x^T over at least 2 rows: MKL reads a large weight 2-3x
+    slower in one of them on one CPU and in the other on another (docs/results.md), so each process
+    times both once per shape (a few calls, interleaved) and keeps the faster. The numbers agree up to
+    fp32 rounding. Smaller weights stay in cache, where the choice does not matter."""
+    rows = x.reshape(-1, x.shape[-1])
+    n = rows.shape[0]
+    if x.device.type != "cpu" or not 0 < n <= 16 or weight.numel() < 1 << 18:
+        return F.linear(x, weight, bias)
+    key = (tuple(weight.shape), n, weight.dtype, bias is None)
+    if key not in _WEIGHT_MAJOR:
+        times = {False: [], True: []}
+        with torch.no_grad():
+            for flip in (False, True) * 4:
+                t = time.perf_counter()
+                _linear(rows, weight, bias, flip)
+                times[flip].append(time.perf_counter() - t)
+        _WEIGHT_MAJOR[key] = min(times[True]) < min(times[False])
+    return _linear(rows, weight, bias, _WEIGHT_MAJOR[key]).view(*x.shape[:-1], -1)
+
+
+def _linear(rows, weight, bias, weight_major):  # (n, in) -> (n, out)
+    if not weight_major:
+        return F.linear(rows, weight, bias)
+    n = rows.shape[0]
+    if n == 1:
+        rows = rows.expand(2, -1).contiguous()
+    y = torch.mm(weight, rows.t()) if bias is None else torch.addmm(bias[:, None], weight, rows.t())  # (out, n)
+    return y[:, :n].t().contiguous()
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters and keys) computed by `linear` (fast decoding on the CPU)."""
+
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)

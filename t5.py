@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from contract import Sums, check_ids, check_labels, check_mask, seq2seq_counts, seq2seq_sums, shift_right
 from decoding import KVCache, beam_search, check_generation, check_prompt, constrain, greedy_search, next_token
 from hf_checkpoint import HFCheckpoint, config_fields, read_hf_weights, read_json, resolve_checkpoint
-from layers import ACTIVATIONS, pack_tokens, unpack_tokens
+from layers import ACTIVATIONS, linear, pack_tokens, unpack_tokens
 
 # ----------------------------------------------------------------------------------- config
 
@@ -409,7 +409,7 @@ class T5ForConditionalGeneration(T5Model):
     def logits(self, x):  # (B, T, d) -> (B, T, V)
         if self.config.scale_decoder_outputs:
             x = x * self.config.d_model**-0.5
-        return F.linear(x, self.shared.weight if self.config.tie_word_embeddings else self.lm_head.weight)
+        return linear(x, self.shared.weight if self.config.tie_word_embeddings else self.lm_head.weight)
 
     def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None, labels=None):
         if labels is not None:

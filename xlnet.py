@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from contract import ClassifierOutput, Sums, check_ids, classifier_sums, sequence_counts
 from hf_checkpoint import HFCheckpoint, config_fields, config_json
-from layers import ACTIVATIONS
+from layers import ACTIVATIONS, linear
 
 # ----------------------------------------------------------------------------------- config
 
@@ -414,7 +414,7 @@ class XLNetLMHeadModel(_HFCheckpoint, nn.Module):
             with torch.no_grad():
                 mems = self.transformer(mem_ids, use_mems=True).mems
         out = self.transformer(input_ids, attention_mask, mems, perm_mask, target_mapping, token_type_ids, use_mems)
-        logits = F.linear(out.last_hidden_state, self.transformer.word_embedding.weight, self.lm_bias)
+        logits = linear(out.last_hidden_state, self.transformer.word_embedding.weight, self.lm_bias)
         if labels is None:
             return LMOutput(logits, out.mems)
         sums = lm_sums(logits, labels, dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels))

@@ -98,25 +98,33 @@ def test_cached_step_logits_equal_full_forward():
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
 
 
-def test_few_row_head_and_logits_to_keep():
-    """linear's decoding path (few rows, weight @ x^T) equals F.linear; logits_to_keep=k gives
+def test_few_row_head_and_logits_to_keep(monkeypatch):
+    """layers.linear's decoding path (few rows) equals F.linear in both orientations (F.linear's and
+    weight @ x^T), with the faster one measured once per shape and row count; logits_to_keep=k gives
     the last k positions of the full logits, and refuses labels."""
+    import layers
+
     torch.manual_seed(0)
     weight, bias = torch.randn(4099, 64), torch.randn(4099)  # 1 MB: the decoding path
-    for rows in (1, 2, 3, 16, 17):
-        x = torch.randn(1, rows, 64)
-        # fp32 rounding: the two orientations sum the 64 products in another order (|y| reaches ~30)
-        torch.testing.assert_close(G.linear(x, weight), torch.nn.functional.linear(x, weight), atol=1e-5, rtol=1e-6)
-        want = torch.nn.functional.linear(x, weight, bias)
-        torch.testing.assert_close(G.linear(x, weight, bias), want, atol=1e-5, rtol=1e-6)
-    for rows in (1, 3):  # gradients through the decoding path too
-        x = torch.randn(1, rows, 64, requires_grad=True)
-        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
-        g = torch.randn(1, rows, 4099)
-        ours = torch.autograd.grad((G.linear(x, w, b) * g).sum(), (x, w, b))
-        ref = torch.autograd.grad((torch.nn.functional.linear(x, w, b) * g).sum(), (x, w, b))
-        for a, r in zip(ours, ref, strict=True):
-            torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-5)
+    for flip in (False, True):
+        monkeypatch.setattr(layers, "_WEIGHT_MAJOR", {})
+        monkeypatch.setattr(layers, "_linear", lambda r, w, b, _, f=layers._linear, flip=flip: f(r, w, b, flip))
+        for rows in (1, 2, 3, 16, 17):
+            x = torch.randn(1, rows, 64)
+            # fp32 rounding: the two orientations sum the 64 products in another order (|y| reaches ~30)
+            want = torch.nn.functional.linear(x, weight)
+            torch.testing.assert_close(G.linear(x, weight), want, atol=1e-5, rtol=1e-6)
+            want = torch.nn.functional.linear(x, weight, bias)
+            torch.testing.assert_close(G.linear(x, weight, bias), want, atol=1e-5, rtol=1e-6)
+        assert set(layers._WEIGHT_MAJOR) == {((4099, 64), n, torch.float32, b) for n in (1, 2, 3, 16) for b in (0, 1)}
+        for rows in (1, 3):  # gradients through the decoding path too
+            x = torch.randn(1, rows, 64, requires_grad=True)
+            w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+            g = torch.randn(1, rows, 4099)
+            ours = torch.autograd.grad((G.linear(x, w, b) * g).sum(), (x, w, b))
+            ref = torch.autograd.grad((torch.nn.functional.linear(x, w, b) * g).sum(), (x, w, b))
+            for a, r in zip(ours, ref, strict=True):
+                torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-5)
     model = G.GPT(G.GPTConfig(**SMALL)).eval()
     ids = torch.randint(0, 101, (2, 11))
     with torch.no_grad():
