@@ -279,7 +279,9 @@ class XLNetModel(_HFCheckpoint, nn.Module):
         if token_type_ids is not None:  # the memory counts as segment 0
             keys = torch.cat([token_type_ids.new_zeros(B, M), token_type_ids], 1)
             diff = token_type_ids[:, :, None] != keys[:, None, :]  # (B, T, K)
-        r = self.dropout(self.relative_positions(T, K, B, device).to(dtype))
+        r = self.relative_positions(T, K, B, device).to(dtype)  # (1 or B, R, C)
+        if self.training and c.dropout > 0:  # a mask per sequence, as HF's (R, B, C) gets: projected per row
+            r = self.dropout(r.expand(B, -1, -1))
         new_mems = []
         for i, layer in enumerate(self.layer):
             if use_mems:
@@ -298,7 +300,8 @@ class XLNetModel(_HFCheckpoint, nn.Module):
 
     def relative_positions(self, T, K, B, device):
         """Sinusoids of the distances K, K - 1, .., -T + 1 ("bi"; "uni": down to 1), clamped at clamp_len;
-        with bi_data, the second half of the batch gets the distances negated. -> (B, R, C)."""
+        with bi_data, the second half of the batch gets the distances negated. -> (B, R, C), or (1, R, C)
+        without bi_data: the same for every sequence, projected once (unless dropout makes them differ)."""
         c = self.config
         inv_freq = 1 / torch.pow(10000, torch.arange(0, c.d_model, 2.0, device=device) / c.d_model)
         end = -T if c.attn_type == "bi" else -1
@@ -311,7 +314,7 @@ class XLNetModel(_HFCheckpoint, nn.Module):
             return torch.cat([x.sin(), x.cos()], -1)
 
         if not c.bi_data:
-            return table(pos)[None].expand(B, -1, -1)
+            return table(pos)[None]
         if B % 2:
             raise ValueError(f"bi_data needs an even batch size, got {B}")
         return torch.cat([table(pos)[None].expand(B // 2, -1, -1), table(-pos)[None].expand(B // 2, -1, -1)])
