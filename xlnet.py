@@ -157,11 +157,18 @@ class RelativeAttention(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.scale = c.d_head**-0.5
 
-    def core(self, q, k, v, kr, diff, mask):
+    def core(self, q, k, v, kr, diff, mask, at=None):
         """q (B, I, H, D) against keys k, v (B, J, H, D) and relative positions kr (B, R, H, D); diff (B, I, J)
-        bool: another segment; mask (B, I, J) float, 1 = may not see (HF subtracts 1e30). -> (B, I, H, D)."""
+        bool: another segment; mask (B, I, J) float, 1 = may not see (HF subtracts 1e30); at (B, I): the
+        queries' positions when they are not 0 .. T - 1 (the query stream's predictions). -> (B, I, H, D)."""
         ac = torch.einsum("bihd,bjhd->bhij", q + self.r_w_bias, k)
-        bd = rel_shift(torch.einsum("bihd,brhd->bhir", q + self.r_r_bias, kr), ac.shape[3])
+        bd = torch.einsum("bihd,brhd->bhir", q + self.r_r_bias, kr)  # (B, H, I, R): distances K .. -T + 1
+        if at is None:
+            bd = rel_shift(bd, ac.shape[3])
+        else:  # query at position i, key j: distance i + M - j, column T - i + j (rel_shift's, row by row)
+            T, K = kr.shape[1] - ac.shape[3], ac.shape[3]
+            col = (T - at)[:, None, :, None] + torch.arange(K, device=q.device)  # (B, 1, I, K)
+            bd = bd.gather(3, col.clamp(max=bd.shape[3] - 1).expand(-1, bd.shape[1], -1, -1))  # "uni": past the end
         score = ac + bd
         if diff is not None:
             ef = torch.einsum("bihd,shd->bhis", q + self.r_s_bias, self.seg_embed)  # (B, H, I, 2): same, other
@@ -183,12 +190,14 @@ class RelativeAttention(nn.Module):
         if g is None:
             return h_out, None
         q = torch.einsum("bmc,chd->bmhd", g, self.q)  # (B, P, H, D)
-        if target_mapping is not None:  # each prediction's query at its position, and back
-            q = torch.einsum("bmhd,bml->blhd", q, target_mapping)
-            vec = torch.einsum("blhd,bml->bmhd", self.core(q, k, v, kr, diff, mask_g), target_mapping)
-        else:
-            vec = self.core(q, k, v, kr, diff, mask_g)
-        return h_out, self.post(g, vec)
+        if target_mapping is None:
+            return h_out, self.post(g, self.core(q, k, v, kr, diff, mask_g))
+        # each prediction attends from its position (HF maps the queries onto all T positions and back:
+        # the same numbers, for the P queries only); a padding row (all zeros) gets HF's 0
+        at = target_mapping.argmax(-1)  # (B, P)
+        rows = lambda x: None if x is None else x.gather(1, at[..., None].expand(-1, -1, x.shape[2]))  # noqa: E731
+        vec = self.core(q, k, v, kr, rows(diff), rows(mask_g), at)
+        return h_out, self.post(g, vec * target_mapping.sum(-1).to(vec.dtype)[..., None, None])
 
 
 def rel_shift(x, klen):
@@ -335,8 +344,11 @@ def check_inputs(c, input_ids, attention_mask, mems, perm_mask, target_mapping, 
         if target_mapping.dim() != 3 or target_mapping.shape[0] != B or target_mapping.shape[2] != T:
             raise ValueError(f"target_mapping must be (B, P, T) = ({B}, P, {T}), got {tuple(target_mapping.shape)}")
         rows = target_mapping.float()
-        if not ((rows == 0) | (rows == 1)).all() or not (rows.sum(-1) <= 1).all():
-            raise ValueError("target_mapping: every row must be one-hot (one predicted position), or zero (padding)")
+        if not ((rows == 0) | (rows == 1)).all() or not (rows.sum(-1) <= 1).all() or not (rows.sum(1) <= 1).all():
+            raise ValueError(
+                "target_mapping: every row must be one-hot (one predicted position), or zero (padding), and no"
+                " position predicted twice"
+            )
     if mems is not None and (len(mems) != c.n_layer or any(m.shape[0] != B or m.shape[2] != c.d_model for m in mems)):
         shapes = [tuple(m.shape) for m in mems[:2]]
         raise ValueError(f"mems must be {c.n_layer} tensors of (B={B}, M, {c.d_model}), got {shapes}...")

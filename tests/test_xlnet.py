@@ -74,6 +74,21 @@ def test_query_stream_logits_and_gradients_match_hf(kw):
         torch.testing.assert_close(mine, theirs, atol=ATOL, rtol=0, msg=ours_key)
 
 
+def test_padding_rows_of_target_mapping_match_hf():
+    """A prediction row of zeros (padding, fewer targets than P) gives HF's output for it (the query stream
+    attends from each prediction's own position; HF maps the queries onto all positions and back)."""
+    ours, hf = twin(X.XLNetModel, transformers.XLNetModel)
+    x = batch()
+    x["target_mapping"][0, 2] = 0
+    x["target_mapping"][3, 0] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**x).last_hidden_state, hf(**x).last_hidden_state, atol=ATOL, rtol=0)
+    twice = x["target_mapping"].clone()
+    twice[1, 1] = twice[1, 0]
+    with pytest.raises(ValueError, match="predicted twice"):
+        ours(**{**x, "target_mapping": twice})
+
+
 def test_a_prediction_depends_only_on_tokens_before_it_in_the_order():
     """By gradients through the word embeddings: the query stream at a position depends on every token
     earlier in the factorization order, on none later, and not on its own token."""
