@@ -3,7 +3,8 @@ beside its reference with the same settings (HF `tokenizers`' BpeTrainer, WordPi
 the sentencepiece package for Unigram too), compared on every line of WikiText-2 test
 (studies/_tokenizer_parity.py). The targets: BPE's vocabulary, merges and ids equal to HF's, training in
 <= 3 minutes; WordPiece's token set within 2% of HF's; Unigram's vocabulary >= 90% HF's and
-sentencepiece's, tokens per byte within 2%. docs/tokenizers.md."""
+sentencepiece's, tokens per byte within 2%. docs/tokenizers.md. (Not named tokenizers.py: a script in
+studies/ would import it in place of HF's package.)"""
 
 from study import Run
 
