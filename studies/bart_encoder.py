@@ -20,6 +20,41 @@ RECIPES = {  # name -> (what it tries, its flags)
         "text infilling, lr 1e-3, warmup 90",
         ["--noising", "infill", "--lr", "1e-3", "--warmup", "90", "--decay-steps", "900"],
     ),
+    # longer runs: does the encoder come into use once the lr has warmed up slowly? (~18 and ~30 min)
+    "lr3e-4-w300-900steps": (
+        "lr 3e-4, warmup 300, 900 steps",
+        [
+            "--lr",
+            "3e-4",
+            "--warmup",
+            "300",
+            "--decay-steps",
+            "3000",
+            "--max-steps",
+            "900",
+            "--eval-every",
+            "100",
+            "--save-every",
+            "100",
+        ],
+    ),
+    "lr5e-4-w1000-1500steps": (
+        "lr 5e-4, warmup 1,000 (the translation recipes' slow start), 1,500 steps",
+        [
+            "--lr",
+            "5e-4",
+            "--warmup",
+            "1000",
+            "--decay-steps",
+            "3000",
+            "--max-steps",
+            "1500",
+            "--eval-every",
+            "100",
+            "--save-every",
+            "100",
+        ],
+    ),
 }
 MODELS = {"lr1e-3": ("bart", "hf-bart")}  # the failing recipe: ours and HF's; the candidates: ours
 
@@ -27,7 +62,10 @@ MODELS = {"lr1e-3": ("bart", "hf-bart")}  # the failing recipe: ours and HF's; t
 def denoise(recipe, model):
     flags = RECIPES[recipe][1] + (["--dropout", "0.0"] if recipe.endswith("nodrop") else [])
     name = f"{recipe}-{'hf' if model == 'hf-bart' else 'ours'}"
-    return Run(name, [*DENOISE, *flags, "--model", model], needs=["prep"], minutes=14, metric="val_loss_other_source")
+    minutes = 4 if "steps" not in recipe else 18 if "900" in recipe else 30
+    return Run(
+        name, [*DENOISE, *flags, "--model", model], needs=["prep"], minutes=minutes, metric="val_loss_other_source"
+    )
 
 
 RUNS = [
