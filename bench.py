@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import transformer as T
-from machine import environment, matmul_peak, sync
+from machine import environment, matmul_peak, memory_bandwidth, sync
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Case:
     output: Callable = lambda out: out  # the tensor to compare, from a forward's result
     quick: bool = False  # in the default table (one row per family); --all runs every row
     compare: bool = True  # False: two different models (a student and its teacher), timed, not compared
+    floor_bytes: float | None = None  # generation: the bytes it must read at least (decoding_bytes)
 
 
 # ------------------------------------------------------------------------------------ cases
@@ -54,6 +55,20 @@ def padding_mask(batch, length, min_len, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(min_len, length + 1, (batch,), generator=g)
     return (torch.arange(length)[None, :] >= lengths[:, None]).to(device)
+
+
+def nbytes(*parts):
+    """Bytes of the parameters and buffers of modules, a tensor shared between them counted once."""
+    seen = {id(t): t.numel() * t.element_size() for m in parts for t in [*m.parameters(), *m.buffers()]}
+    return sum(seen.values())
+
+
+def decoding_bytes(weights, steps, start, kv_per_position, memory=0):
+    """The bytes a cached decoding of `steps` tokens must read at least (the floor's numerator): at each step
+    the weights it uses (`weights` bytes: the decoder and its output layer), the keys and values cached so
+    far (start + t positions of kv_per_position bytes: all layers and rows) and, for an encoder-decoder,
+    the encoder's keys and values (`memory` bytes per step). The prompt's own pass is left out."""
+    return sum(weights + memory + (start + t) * kv_per_position for t in range(steps))
 
 
 def transformer_cases(device, dtype, args):
@@ -254,6 +269,7 @@ def unilm_cases(device, dtype, args):
     src[:, 0], src[:, -1] = 101, 102  # [CLS] ... [SEP]
     decode = lambda cache: lambda model, x: model.generate(x, None, 103, None, n, use_cache=cache)  # noqa: E731
     tag = f"4x{S} -> {n} tokens"
+    kv = 2 * m.config.num_hidden_layers * m.config.hidden_size * next(m.parameters()).element_size() * 4  # 4 rows
     return [
         Case(
             f"UniLM (4L d256) greedy generation, cache vs none, {tag}",
@@ -261,6 +277,7 @@ def unilm_cases(device, dtype, args):
             Generate(m, decode(False)),
             {"input_ids": src},
             False,
+            floor_bytes=decoding_bytes(nbytes(m), n, S, kv),  # the source's keys and values are the cache's start
         ),
         Case(
             f"UniLM (4L d256) vs transformer.py (2+2L d256) greedy generation, cache, {tag}",
@@ -361,6 +378,11 @@ def gpt_cases(device, dtype, args):
     m = min(n, small.n_positions - 8)
     small_prompt = torch.randint(0, small.vocab_size, (1, 8), generator=g).to(device)
     tag = f"{L}L d{d}"
+
+    def floor(model, c, start, steps):  # blocks and the tied head each step; one row's keys and values
+        kv = 2 * c.n_layer * c.n_embd * model.wte.weight.element_size()
+        return decoding_bytes(nbytes(*model.h, model.wte, *([model.ln_f] if model.ln_f else [])), steps, start, kv)
+
     return [
         Case(
             f"GPT (Shakespeare 4L d128) greedy generation, cache, 8+{m} tokens",
@@ -368,6 +390,7 @@ def gpt_cases(device, dtype, args):
             Generate(hf_small, lambda model, x: model.generate(x, max_new_tokens=m, do_sample=False, pad_token_id=0)),
             {"input_ids": small_prompt},
             False,
+            floor_bytes=floor(ours_small, small, 8, m),
         ),
         Case(
             f"GPT-2 {tag} {args.gpt_batch}x{args.gpt_seq} train step",
@@ -378,14 +401,22 @@ def gpt_cases(device, dtype, args):
             output=lambda out: out.loss,
             quick=True,
         ),
-        Case(f"GPT-2 {tag} greedy generation, cache, 16+{n} tokens", ours_gen, hf_gen, {"input_ids": prompt}, False),
+        Case(
+            f"GPT-2 {tag} greedy generation, cache, 16+{n} tokens",
+            ours_gen,
+            hf_gen,
+            {"input_ids": prompt},
+            False,
+            floor_bytes=floor(ours, config, 16, n),
+        ),
     ]
 
 
-def seq2seq_cases(family, ours, hf, vocab_size, device, args, hf_kw=None):
+def seq2seq_cases(family, ours, hf, vocab_size, device, args, decoder, hf_kw=None):
     """An encoder-decoder pair with the same weights: a training step on padded inputs (lengths
     uniform in [S/2, S]), cached greedy and beam-4 generation from 4 prompts (HF's generate with
-    hf_kw too: the settings that make it do what ours does)."""
+    hf_kw too: the settings that make it do what ours does). decoder: (the bytes of the decoder and
+    output layer, its layers, the width of its keys and values) for the generation rows' floor."""
     g = torch.Generator().manual_seed(0)
     B, S, T = args.batch, args.seq * 2, args.seq // 2  # inputs 128, targets 32 by default
     ids = torch.randint(3, vocab_size, (B, S), generator=g).to(device)
@@ -402,13 +433,26 @@ def seq2seq_cases(family, ours, hf, vocab_size, device, args, hf_kw=None):
         )
 
     inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    weights, layers, width = decoder
+    kv = 2 * layers * width * next(ours.parameters()).element_size()  # one row's keys and values, a position
+    memory = kv * 4 * S  # the 4 sources' encoder keys and values, read at every step (shared by the beams)
     return [
         Case(
             f"{family}, {B}x{S} -> {T} train step, padded", ours, hf, inputs, True, output=lambda o: o.loss, quick=True
         ),
-        Case(f"{family} greedy generation, cache, 4x{S} -> {n} tokens", *pair(), {"input_ids": prompt}, False),
         Case(
-            f"{family} beam-4 generation, cache, 4x{S} -> {n} tokens", *pair(num_beams=4), {"input_ids": prompt}, False
+            f"{family} greedy generation, cache, 4x{S} -> {n} tokens",
+            *pair(),
+            {"input_ids": prompt},
+            False,
+            floor_bytes=decoding_bytes(weights, n, 1, 4 * kv, memory),
+        ),
+        Case(
+            f"{family} beam-4 generation, cache, 4x{S} -> {n} tokens",
+            *pair(num_beams=4),
+            {"input_ids": prompt},
+            False,
+            floor_bytes=decoding_bytes(weights, n, 1, 16 * kv, memory),
         ),
     ]
 
@@ -427,7 +471,9 @@ def t5_cases(device, dtype, args):
     hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**config.to_hf())).to(device, dtype)
     hf.loss_type = "ForMaskedLM"  # its default (a plain cross-entropy), named: HF otherwise notes None
     hf.load_state_dict(ours.hf_state_dict(), strict=False)  # the tied head and embed_tokens are shared.weight
-    return seq2seq_cases(f"T5 ({name} {L}L)", ours, hf, config.vocab_size, device, args)
+    head = [ours.shared] if config.tie_word_embeddings else [ours.lm_head]
+    decoder = (nbytes(ours.decoder, *head), L, config.num_heads * config.d_kv)
+    return seq2seq_cases(f"T5 ({name} {L}L)", ours, hf, config.vocab_size, device, args, decoder)
 
 
 def bart_cases(device, dtype, args):
@@ -448,7 +494,8 @@ def bart_cases(device, dtype, args):
     hf.load_state_dict(ours.hf_state_dict(), strict=False)  # the tied head and embed_tokens are shared.weight
     for k in ("forced_bos_token_id", "forced_eos_token_id"):  # HF's generation config does not read them
         setattr(hf.generation_config, k, getattr(config, k))
-    return seq2seq_cases(f"BART ({name} {L}+{L}L)", ours, hf, config.vocab_size, device, args)
+    decoder = (nbytes(ours.model.decoder, ours.model.shared) + 4 * config.vocab_size, L, config.d_model)
+    return seq2seq_cases(f"BART ({name} {L}+{L}L)", ours, hf, config.vocab_size, device, args, decoder)
 
 
 CASES = [
@@ -566,6 +613,9 @@ def run_case(case, device, dtype, args, peak):
     t_ours, t_ref = time_interleaved([step_ours, step_ref], device, args.repeats)
     flops = count_flops(step_ours)
     mem_ours, mem_ref = peak_memory(step_ours, device, case.ours), peak_memory(step_ref, device, case.ref)
+    floor = None  # generation: the bytes it must read at the measured bandwidth, or its FLOPs at the peak
+    if case.floor_bytes:
+        floor = max(case.floor_bytes / memory_bandwidth(device), flops / peak)
     return {
         "case": case.name,
         "dtype": str(dtype).replace("torch.", ""),
@@ -578,13 +628,16 @@ def run_case(case, device, dtype, args, peak):
         "mem_ours_mib": mem_ours / 2**20,
         "mem_ref_mib": mem_ref / 2**20,
         "mem_ratio": mem_ours / max(mem_ref, 1),
+        "floor_ms": floor and 1e3 * floor,
+        "ours_floor": floor and t_ours / floor,
+        "ref_floor": floor and t_ref / floor,
     }
 
 
-def markdown(rows, peaks):
+def markdown(rows, peaks, bandwidth=None):
     head = (
         "| case | dtype | max abs diff | ours ms | ref ms | ours/ref | GFLOP/s ours | % of peak "
-        "| peak MiB ours | ref | mem ours/ref |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| peak MiB ours | ref | mem ours/ref | floor ms: ours x, ref x |\n" + "|---" * 12 + "|"
     )
     lines = [head]
     for r in rows:
@@ -595,10 +648,17 @@ def markdown(rows, peaks):
             f"| {r['case']} | {r['dtype']} | {'-' if r['max_abs_diff'] is None else format(r['max_abs_diff'], '.1e')} "
             f"| {r['ours_ms']:.1f} | {r['ref_ms']:.1f} "
             f"| **{r['time_ratio']:.2f}** | {r['gflops_ours']:.1f} | {100 * r['peak_fraction']:.0f}% "
-            f"| {r['mem_ours_mib']:.1f} | {r['mem_ref_mib']:.1f} | {r['mem_ratio']:.2f} |"
+            f"| {r['mem_ours_mib']:.1f} | {r['mem_ref_mib']:.1f} | {r['mem_ratio']:.2f} "
+            + (
+                f"| {r['floor_ms']:.1f}: {r['ours_floor']:.2f}x, {r['ref_floor']:.2f}x |"
+                if r.get("floor_ms")
+                else "| - |"
+            )
         )
     lines.append("")
     lines += [f"matmul peak ({k}): {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()]
+    if any(r.get("floor_ms") for r in rows):
+        lines.append(f"memory bandwidth (a 256 MiB matrix-vector product): {bandwidth / 1e9:.1f} GB/s")
     return "\n".join(lines)
 
 
@@ -654,10 +714,12 @@ def main(argv=None):
                     rows.append({"case": case.name, "dtype": str(dtype).replace("torch.", ""), "error": error})
                     print(f"  {case.name}: FAILED {error}", flush=True)
     print()
-    print(markdown(rows, peaks))
+    bandwidth = memory_bandwidth(device) if any(r.get("floor_ms") for r in rows) else None
+    print(markdown(rows, peaks, bandwidth))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"env": env, "args": vars(args), "matmul_peak_flops": peaks, "rows": rows}, f, indent=1)
+            saved = {"env": env, "args": vars(args), "matmul_peak_flops": peaks, "memory_bandwidth": bandwidth}
+            json.dump(saved | {"rows": rows}, f, indent=1)
     return rows
 
 

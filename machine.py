@@ -32,6 +32,23 @@ def matmul_peak(device, dtype, n=None, repeats=10):
     return 2 * n**3 / min(times)
 
 
+@functools.cache
+def memory_bandwidth(device, mib=256, repeats=5):
+    """Bytes/s of the fastest of several matrix-vector products over a float32 weight larger than any
+    cache: the rate at which decoding can read its weights (measured once per process: ~1 s on a CPU)."""
+    n = 4096
+    w = torch.full((mib * 2**20 // (4 * n), n), 0.5, device=device)
+    x = torch.full((n,), 0.5, device=device)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        w @ x
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return w.numel() * w.element_size() / min(times)
+
+
 def cpu_name():
     """The CPU's model name (/proc/cpuinfo on Linux; else what platform knows)."""
     try:

@@ -70,8 +70,17 @@ def test_bench_rows_and_json(tmp_path):
         assert r["max_abs_diff"] is None if other else r["max_abs_diff"] < 1e-4, r
         assert r["ours_ms"] > 0 and r["ref_ms"] > 0 and r["time_ratio"] > 0
         assert r["mem_ours_mib"] > 0 and r["mem_ref_mib"] > 0
+        floored = "generation" in r["case"] and not ("XLNet" in r["case"] or "vs transformer.py" in r["case"])
+        assert (r["floor_ms"] > 0 and r["ours_floor"] > 0 and r["ref_floor"] > 0) if floored else r["floor_ms"] is None
     saved = json.loads(out.read_text())
-    assert saved["rows"] == rows and saved["matmul_peak_flops"]["float32"] > 0
+    assert saved["rows"] == rows and saved["matmul_peak_flops"]["float32"] > 0 and saved["memory_bandwidth"] > 1e8
+
+
+def test_decoding_bytes_counts_weights_cache_and_memory_per_step():
+    """The floor's bytes: per step the weights, the encoder's keys/values, and the cache so far."""
+    assert bench.decoding_bytes(100, 3, 2, 10, memory=7) == 3 * (100 + 7) + (2 + 3 + 4) * 10
+    shared = torch.nn.Linear(4, 4, bias=False)
+    assert bench.nbytes(shared, torch.nn.Sequential(shared)) == 4 * 4 * 4  # a shared weight counted once
 
 
 def test_peak_memory_sees_a_known_allocation():
