@@ -658,7 +658,9 @@ def markdown(rows, peaks, bandwidth=None):
     lines.append("")
     lines += [f"matmul peak ({k}): {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()]
     if any(r.get("floor_ms") for r in rows):
-        lines.append(f"memory bandwidth (a 256 MiB matrix-vector product): {bandwidth / 1e9:.1f} GB/s")
+        lines.append(
+            f"memory bandwidth (reading 256 MiB: a matrix-vector product or a sum): {bandwidth / 1e9:.1f} GB/s"
+        )
     return "\n".join(lines)
 
 
