@@ -107,6 +107,7 @@ def main(folder, kind, vocab=8000):
             pieces = {sp.id_to_piece(i) for i in range(sp.get_piece_size())}
             spm_ids = [sp.encode(x) for x in lines]
             out |= {"spm_train_s": t_spm, "overlap_spm": round(len(mine & pieces) / len(pieces), 4)}
+            out["hf_overlap_spm"] = round(len(theirs & pieces) / len(pieces), 4)  # the two references apart
             out["spm_tokens_per_byte"] = sum(map(len, spm_ids)) / nbytes
     (folder / "results.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
