@@ -159,14 +159,15 @@ class RelativeAttention(nn.Module):
 
     def core(self, q, k, v, kr, diff, mask, at=None):
         """q (B, I, H, D) against keys k, v (B, J, H, D) and relative positions kr (B, R, H, D); diff (B, I, J)
-        bool: another segment; mask (B, I, J) float, 1 = may not see (HF subtracts 1e30); at (B, I): the
-        queries' positions when they are not 0 .. T - 1 (the query stream's predictions). -> (B, I, H, D)."""
+        bool: another segment; mask (B, I, J) float, 1 = may not see (HF subtracts 1e30); at: (positions
+        (B, I), T) when the queries are not the T positions in order (the query stream's predictions).
+        -> (B, I, H, D)."""
         ac = torch.einsum("bihd,bjhd->bhij", q + self.r_w_bias, k)
         bd = torch.einsum("bihd,brhd->bhir", q + self.r_r_bias, kr)  # (B, H, I, R): distances K .. -T + 1
         if at is None:
             bd = rel_shift(bd, ac.shape[3])
         else:  # query at position i, key j: distance i + M - j, column T - i + j (rel_shift's, row by row)
-            T, K = kr.shape[1] - ac.shape[3], ac.shape[3]
+            (at, T), K = at, ac.shape[3]
             col = (T - at)[:, None, :, None] + torch.arange(K, device=q.device)  # (B, 1, I, K)
             bd = bd.gather(3, col.clamp(max=bd.shape[3] - 1).expand(-1, bd.shape[1], -1, -1))  # "uni": past the end
         score = ac + bd
@@ -196,7 +197,7 @@ class RelativeAttention(nn.Module):
         # the same numbers, for the P queries only); a padding row (all zeros) gets HF's 0
         at = target_mapping.argmax(-1)  # (B, P)
         rows = lambda x: None if x is None else x.gather(1, at[..., None].expand(-1, -1, x.shape[2]))  # noqa: E731
-        vec = self.core(q, k, v, kr, rows(diff), rows(mask_g), at)
+        vec = self.core(q, k, v, kr, rows(diff), rows(mask_g), (at, h.shape[1]))
         return h_out, self.post(g, vec * target_mapping.sum(-1).to(vec.dtype)[..., None, None])
 
 

@@ -89,6 +89,33 @@ def test_padding_rows_of_target_mapping_match_hf():
         ours(**{**x, "target_mapping": twice})
 
 
+@pytest.mark.parametrize("attn_type", ["bi", "uni"])
+def test_query_stream_from_its_own_positions_equals_mapping_onto_all_positions(attn_type, monkeypatch):
+    """The query stream's gathered rows and relative-position columns give what mapping the P queries onto
+    all T positions and back gives (HF's formulation; "uni" too, which HF cannot run with a permutation)."""
+    torch.manual_seed(0)
+    m = X.XLNetModel(X.XLNetConfig.from_preset("xlnet-tiny-test", attn_type=attn_type, dropout=0.0)).eval()
+    x = batch()
+    ids, mapping = x["input_ids"], x["target_mapping"]
+    perm = torch.zeros(4, 9, 9)
+    perm[torch.arange(4)[:, None], :, mapping.argmax(-1)] = 1  # the targets hidden from every content token
+    with torch.no_grad():
+        ours = m(ids, perm_mask=perm, target_mapping=mapping).last_hidden_state
+    original = X.RelativeAttention.forward
+
+    def mapped(self, h, g, mask_h, mask_g, r, diff, mem=None, target_mapping=None):
+        h_out, _ = original(self, h, None, mask_h, mask_g, r, diff, mem, None)
+        k, v = (torch.einsum("bjc,chd->bjhd", h, w) for w in (self.k, self.v))
+        kr = torch.einsum("brc,chd->brhd", r, self.r)
+        q = torch.einsum("bmhd,bml->blhd", torch.einsum("bmc,chd->bmhd", g, self.q), target_mapping)
+        return h_out, self.post(g, torch.einsum("blhd,bml->bmhd", self.core(q, k, v, kr, diff, mask_g), target_mapping))
+
+    monkeypatch.setattr(X.RelativeAttention, "forward", mapped)
+    with torch.no_grad():
+        theirs = m(ids, perm_mask=perm, target_mapping=mapping).last_hidden_state
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
 def test_a_prediction_depends_only_on_tokens_before_it_in_the_order():
     """By gradients through the word embeddings: the query stream at a position depends on every token
     earlier in the factorization order, on none later, and not on its own token."""
