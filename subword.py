@@ -173,6 +173,11 @@ class SavedAsHF:
             f.write(json.dumps(self.to_hf(), ensure_ascii=False))
         os.replace(tmp, path)
 
+    def added_tokens(self, tokens):
+        """tokenizer.json's added_tokens: these tokens as special, matched before normalization."""
+        flags = dict(single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+        return [dict(id=self.vocab[t], content=t, **flags) for t in tokens]
+
     @classmethod
     def load(cls, path):
         try:
@@ -222,16 +227,7 @@ class ByteBPE(SavedAsHF):
             best, i = min(pairs)
             if best == len(self.rank):
                 break
-            a, b = parts[i], parts[i + 1]
-            merged, k = [], 0
-            while k < len(parts):  # every occurrence of this pair, left to right
-                if k + 1 < len(parts) and parts[k] == a and parts[k + 1] == b:
-                    merged.append(a + b)
-                    k += 2
-                else:
-                    merged.append(parts[k])
-                    k += 1
-            parts = merged
+            parts = merge_pair(parts, parts[i], parts[i + 1], parts[i] + parts[i + 1])
         self.cache[piece] = ids = [self.vocab[p] for p in parts]
         return ids
 
@@ -245,18 +241,7 @@ class ByteBPE(SavedAsHF):
 
     def to_hf(self):
         """The HF tokenizer.json dict: the same vocabulary, merges, pre-tokenizer and decoder."""
-        added = [
-            dict(
-                id=self.vocab[t],
-                content=t,
-                single_word=False,
-                lstrip=False,
-                rstrip=False,
-                normalized=False,
-                special=True,
-            )
-            for t in self.specials
-        ]
+        added = self.added_tokens(self.specials)
         level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
         model = dict(type="BPE", dropout=None, unk_token=None, continuing_subword_prefix=None, end_of_word_suffix=None)
         model |= dict(
@@ -292,15 +277,14 @@ def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
     Pair counts are updated incrementally where a merge changes a word, never recounted. -> ByteBPE."""
     import regex
 
-    alphabet = sorted(byte_alphabet().values())
-    specials = list(special_tokens)
+    byte_char = byte_alphabet()
+    alphabet, specials = sorted(byte_char.values()), list(special_tokens)
     if vocab_size < len(alphabet) + len(specials):
         least = len(alphabet) + len(specials)
         raise ValueError(f"vocab_size must be at least {least} (the 256 bytes and the specials), got {vocab_size}")
     if len(set(specials)) < len(specials) or set(specials) & set(alphabet):
         raise ValueError(f"special_tokens must be distinct and not byte characters, got {specials}")
-    split, byte_char = regex.compile(GPT2_SPLIT), byte_alphabet()
-    counts = Counter()
+    split, counts = regex.compile(GPT2_SPLIT), Counter()
     for text in texts:
         counts.update(tuple(byte_char[b] for b in piece.encode("utf-8")) for piece in split.findall(text))
     if not counts:
@@ -310,6 +294,19 @@ def train_bpe(texts, vocab_size, min_frequency=2, special_tokens=()):
         raise ValueError(f"special_tokens {clash} are also words of the corpus: choose specials the text never holds")
     tokens, merges = learn_merges(counts, [*specials, *alphabet], vocab_size, min_frequency, lambda a, b: a + b)
     return ByteBPE({t: i for i, t in enumerate(tokens)}, merges, specials)
+
+
+def merge_pair(symbols, a, b, merged):
+    """symbols with every occurrence of the pair (a, b), left to right, replaced by merged."""
+    out, k = [], 0
+    while k < len(symbols):
+        if k + 1 < len(symbols) and symbols[k] == a and symbols[k + 1] == b:
+            out.append(merged)
+            k += 2
+        else:
+            out.append(symbols[k])
+            k += 1
+    return out
 
 
 def learn_merges(counts, tokens, vocab_size, min_frequency, join):
@@ -344,14 +341,8 @@ def learn_merges(counts, tokens, vocab_size, min_frequency, join):
         merges.append((tokens[a], tokens[b]))
         changed = set()
         for w in where.pop(pair, ()):
-            word, k, out = words[w], 0, []
-            while k < len(word):
-                if k + 1 < len(word) and word[k] == a and word[k + 1] == b:
-                    out.append(new)
-                    k += 2
-                else:
-                    out.append(word[k])
-                    k += 1
+            word = words[w]
+            out = merge_pair(word, a, b, new)
             if len(out) == len(word):
                 continue
             for p in zip(word, word[1:], strict=False):  # the word's pairs before and after, by its count
@@ -458,9 +449,7 @@ class WordPiece(SavedAsHF):
 
     def to_hf(self):
         """The HF tokenizer.json dict: BERT's normalizer and pre-tokenizer, the WordPiece model."""
-        specials = [t for t in self.vocab if t.startswith("[") and t.endswith("]")]
-        added = [dict(id=self.vocab[t], content=t, single_word=False, lstrip=False, rstrip=False) for t in specials]
-        added = [dict(a, normalized=False, special=True) for a in added]
+        added = self.added_tokens(t for t in self.vocab if t.startswith("[") and t.endswith("]"))
         norm = dict(type="BertNormalizer", clean_text=True, handle_chinese_chars=True, strip_accents=None)
         model = dict(type="WordPiece", unk_token=self.unk, continuing_subword_prefix=self.prefix)
         model |= dict(max_input_chars_per_word=self.max_chars, vocab=self.vocab)
@@ -579,12 +568,8 @@ class Unigram(SavedAsHF):
     def to_hf(self):
         model = {"type": "Unigram", "unk_id": self.unk_id, "vocab": [list(p) for p in self.pieces]}
         meta = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}
-        added = [
-            {"id": self.vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False}
-            | {"normalized": False, "special": True}
-            for t in self.specials
-        ]
-        head = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None}
+        head = {"version": "1.0", "truncation": None, "padding": None, "normalizer": None}
+        head["added_tokens"] = self.added_tokens(self.specials)
         return head | {"pre_tokenizer": meta, "post_processor": None, "decoder": meta, "model": model}
 
     @classmethod
