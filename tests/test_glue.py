@@ -378,24 +378,33 @@ def test_albert_sequence_classification_equals_hf_albert(glue_env, tmp_path):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
+def tiny_xlnet(folder, specials):
+    """A random xlnet-tiny-test LM as an HF folder with a word-level tokenizer: specials (pad, unk, sep,
+    cls), then the synthetic GLUE words. -> (folder, vocabulary, tokenizer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    import xlnet
+
+    vocab = [*specials, *WORDS, *data.TRIGGERS]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=specials[1]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    torch.manual_seed(0)
+    config = xlnet.XLNetConfig.from_preset("xlnet-tiny-test", vocab_size=len(vocab), pad_token_id=0)
+    xlnet.XLNetLMHeadModel(config).save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder, vocab, tok
+
+
 @pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
 def test_xlnet_classifier_left_pads_its_layout_and_equals_hf_xlnet(glue_env, tmp_path):
     """--model xlnet from an XLNet LM folder: A <sep> (B <sep>) <cls> with types 0, 1, 2, padded on the left
     (the summary reads the last token); the same losses as HF's XLNetForSequenceClassification through the
     loop (no dropout); hf/ loads in transformers."""
     import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers
 
     import xlnet
 
-    folder = tmp_path / "tiny-xlnet"
-    vocab = ["<pad>", "<unk>", "<sep>", "<cls>", *WORDS, *data.TRIGGERS]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    torch.manual_seed(0)
-    config = xlnet.XLNetConfig.from_preset("xlnet-tiny-test", vocab_size=len(vocab), pad_token_id=0)
-    xlnet.XLNetLMHeadModel(config).save_pretrained(folder)
-    tok.save(str(folder / "tokenizer.json"))
+    folder, vocab, tok = tiny_xlnet(tmp_path / "tiny-xlnet", ["<pad>", "<unk>", "<sep>", "<cls>"])
     common = ["--task", "mrpc", "--epochs", "1", "--batch-size", "16", "--dropout", "0", "--no-submission"]
     common += ["--lr", "1e-3", "--init-from", str(folder), "--max-len", "32", "--log-every", "1"]
     with pytest.warns(UserWarning, match="summary"):
@@ -421,18 +430,10 @@ def test_xlnet_classifier_left_pads_its_layout_and_equals_hf_xlnet(glue_env, tmp
 
 def test_xlnet_on_a_bert_vocabulary_uses_its_cls_and_sep(glue_env, tmp_path):
     """An XLNet pretrained here on a WordPiece vocabulary (no <cls>/<sep>): its layout takes [CLS] and [SEP]."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
 
     import recipes
-    import xlnet
 
-    folder = tmp_path / "xlnet-wordpiece"
-    vocab = ["[PAD]", "[UNK]", "[SEP]", "[CLS]", *WORDS, *data.TRIGGERS]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    config = xlnet.XLNetConfig.from_preset("xlnet-tiny-test", vocab_size=len(vocab), pad_token_id=0)
-    xlnet.XLNetLMHeadModel(config).save_pretrained(folder)
-    tok.save(str(folder / "tokenizer.json"))
+    folder, vocab, _ = tiny_xlnet(tmp_path / "xlnet-wordpiece", ["[PAD]", "[UNK]", "[SEP]", "[CLS]"])
     cfg = recipes.FinetuneConfig(model="xlnet", init_from=str(folder), max_len=32)
     b = G.GlueTask(cfg, G.GlueConfig(task="mrpc"), 1).batch([0, 1])
     assert (b["input_ids"][:, -1] == vocab.index("[CLS]")).all() and (b["input_ids"] == 2).sum(1).eq(2).all()
