@@ -22,14 +22,7 @@ def matmul_peak(device, dtype, n=None, repeats=10):
     (measured once per process: ~1.6 s on this 2-core CPU)."""
     n = n or (8192 if device.type == "cuda" else 2048)
     a = b = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no random draws: callers' RNG state is kept
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(times)
+    return 2 * n**3 / fastest([lambda: a @ b], device, repeats)
 
 
 @functools.cache
@@ -40,15 +33,20 @@ def memory_bandwidth(device, mib=256, repeats=5):
     n = 4096
     w = torch.full((mib * 2**20 // (4 * n), n), 0.5, device=device)
     x = torch.full((n,), 0.5, device=device)
+    return w.numel() * w.element_size() / fastest([lambda: w @ x, w.sum], device, repeats)
+
+
+def fastest(calls, device, repeats):
+    """The shortest time, in seconds, of any of the calls, each run `repeats` times (interleaved)."""
     times = []
     for _ in range(repeats):
-        for read in (lambda: w @ x, w.sum):
+        for call in calls:
             sync(device)
             t0 = time.perf_counter()
-            read()
+            call()
             sync(device)
             times.append(time.perf_counter() - t0)
-    return w.numel() * w.element_size() / min(times)
+    return min(times)
 
 
 def cpu_name():
