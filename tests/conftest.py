@@ -4,8 +4,13 @@ import os
 import tempfile
 
 import pytest
+import torch
 
 import data
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: N processes share the cores, one thread each
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and the processes they start
 
 
 @pytest.fixture(scope="session", autouse=True)

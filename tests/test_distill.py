@@ -15,6 +15,7 @@ import distill
 import finetune_glue as G
 
 FAST = ["--batch-size", "16", "--max-len", "32", "--log-every", "1"]
+SMALL = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48)  # the student's shape
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,7 @@ def teacher_and_student(glue, tmp_path_factory):  # noqa: F811
     mp.undo()
     student = root / "student"  # 2 layers, 24 wide (the teacher: 3, 32), the same 2 heads and vocabulary
     torch.manual_seed(1)
-    shape = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48)
-    bert.BertModel(bert.BertConfig(vocab_size=len(WORDS) + 10, max_position_embeddings=64, **shape)).save_pretrained(
+    bert.BertModel(bert.BertConfig(vocab_size=len(WORDS) + 10, max_position_embeddings=64, **SMALL)).save_pretrained(
         student
     )
     shutil.copy(f"{glue['model']}/vocab.txt", student / "vocab.txt")
@@ -79,7 +79,7 @@ def test_bad_teachers_and_arguments_are_refused_before_any_run(glue_env, tmp_pat
         folder = tmp_path / name
         torch.manual_seed(0)
         config = bert.BertConfig(
-            vocab_size=len(WORDS) + 10 + len(words), max_position_embeddings=64, num_labels=num_labels
+            vocab_size=len(WORDS) + 10 + len(words), max_position_embeddings=64, num_labels=num_labels, **SMALL
         )
         bert.BertForSequenceClassification(config).save_pretrained(folder)
         (folder / "vocab.txt").write_text(

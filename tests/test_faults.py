@@ -127,6 +127,7 @@ def test_nothing_is_replaced_before_the_new_run_is_known_to_start(lm_folder, tmp
     assert (out / "hf" / "model.safetensors").exists() and len(rows(out)) == 2
 
 
+@pytest.mark.slow  # two real training processes: `pytest -m 'not slow'` skips it (test_a_live_lock_refuses_...)
 def test_two_runs_started_at_once_into_one_folder_one_is_refused(lm_folder, tmp_path):
     """Two real processes into the same new folder: one runs, the other is refused by its run.lock
     (exit 2, naming the process); the lock goes with its run, and a dead process's lock is taken over."""
@@ -159,6 +160,22 @@ def test_two_runs_started_at_once_into_one_folder_one_is_refused(lm_folder, tmp_
     (out / "run.lock").write_text(str(killed.pid))
     train.main([*GPT, "--dataset", lm_folder, "--max-steps", "3", "--out-dir", str(out), "--overwrite"])
     assert len(rows(out)) == 3 and killed.wait() == -signal.SIGKILL
+
+
+def test_a_live_processs_lock_refuses_the_folder_a_dead_ones_is_taken_over(lm_folder, tmp_path):
+    """The run.lock rules in this process: a live holder refuses the folder (its pid named, nothing
+    written), a dead one's lock is taken over, and the run's own lock goes when the run ends."""
+    out = tmp_path / "run"
+    out.mkdir()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    (out / "run.lock").write_text(str(alive.pid))
+    with pytest.raises(ValueError, match=f"is in use: process {alive.pid}"):
+        train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["run.lock"]
+    alive.kill()
+    alive.wait()  # reaped: its pid is free
+    train.main([*GPT, "--dataset", lm_folder, "--max-steps", "2", "--out-dir", str(out)])
+    assert len(rows(out)) == 2 and not (out / "run.lock").exists()
 
 
 # 3 ------------------------------------------------------------------------ resume semantics

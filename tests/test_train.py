@@ -377,13 +377,13 @@ def test_xlnet_permutation_lm_matches_hf_xlnet_through_the_loop(lm_data, tmp_pat
     assert b["mem_ids"][1].tolist() == tokens[40:48].tolist() and b["input_ids"][1].tolist() == tokens[48:64].tolist()
 
 
-def test_time_limit_and_sigterm_stop_at_a_checkpoint_and_resume_exactly(lm_data, tmp_path):
-    """--time-limit (here: reached after the first step) and SIGTERM (sent mid-run) each stop the
-    run after a whole step, with a checkpoint at that step and exit code 75; --resume then gives
-    the losses and weights of the uninterrupted run (dropout on)."""
+def test_time_limit_stops_at_a_checkpoint_and_resumes_exactly(lm_data, tmp_path):
+    """--time-limit (here: reached after the first step) stops the run after a whole step, with a
+    checkpoint at that step; --resume then gives the losses and weights of the uninterrupted run
+    (dropout on). SIGTERM takes the same way out (test_sigterm_stops_at_a_checkpoint)."""
     common = [*GPT, "--dataset", lm_data, "--dropout", "0.1", "--save-every", "1000", "--decay-steps", "12"]
     common += ["--batch-size", "8", "--eval-every", "3"]
-    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    a, b = tmp_path / "a", tmp_path / "b"
     train.main([*common, "--out-dir", str(a), "--max-steps", "4"])
     run = train.main([*common, "--out-dir", str(b), "--max-steps", "4", "--time-limit", "1e-9"])
     assert run.stopped.startswith("time limit") and run.step == 1
@@ -394,7 +394,13 @@ def test_time_limit_and_sigterm_stop_at_a_checkpoint_and_resume_exactly(lm_data,
     wa, wb = weights(a), weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
-    # SIGTERM takes the same way out (the loop returns, the state is saved), from another process
+
+@pytest.mark.slow  # another process (its start alone takes seconds): `pytest -m 'not slow'` skips it
+def test_sigterm_stops_at_a_checkpoint(lm_data, tmp_path):
+    """SIGTERM takes --time-limit's way out (the loop returns, the state is saved), sent from another process."""
+    common = [*GPT, "--dataset", lm_data, "--dropout", "0.1", "--save-every", "1000", "--decay-steps", "12"]
+    common += ["--batch-size", "8", "--eval-every", "3"]
+    c = tmp_path / "c"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "train.py", *common, "--out-dir", str(c), "--max-steps", "100000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
