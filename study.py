@@ -16,7 +16,8 @@ may say {out} (the run's folder), {runs} (the study's folder of run folders) and
 Each finished run appends one row (its key, command, metrics, wall time, commit, machine) to
 results/<study>.jsonl, which is committed; run folders (checkpoints) are not. A run is finished
 when a row with its key exists: the key hashes its command and the keys of the runs it needs,
-so a changed command runs again and so does everything after it. An interrupted train.py run
+so a changed command runs again and so does everything after it; a finished run whose folder is
+gone (a fresh clone) runs again when a run still to do needs it. An interrupted train.py run
 (killed, or stopped by --hours) continues with --resume; train.py exits with code 75 when it
 stopped at a checkpoint (train.STOPPED)."""
 
@@ -204,6 +205,19 @@ def draw(module, results, path):
         print(f"figure: {plots.bars(path, *spec)}")
 
 
+def gone(pending, runs, finished, out_root, data_dir):
+    """The finished runs to run again: those whose folder (a fresh clone has none: run folders are not
+    committed) a pending run reads, directly or through another such run."""
+    redo, stack = set(), list(pending)
+    while stack:
+        for n in runs[stack.pop()].needs:
+            argv = command_line(runs[n], out_root, data_dir)
+            if n not in redo and finished(n) and not results_folder(argv, out_root / n).exists():
+                redo.add(n)
+                stack.append(n)
+    return redo
+
+
 def claim(out_root, name):
     """A study folder belongs to one study (study.json names it)."""
     mark = out_root / "study.json"
@@ -236,8 +250,8 @@ def main(argv=None):
     if unknown:
         raise ValueError(f"--only: study {a.study} has no run {unknown}: choose from {', '.join(runs)}")
     key, results_path = keys(runs), Path(a.results) / f"{a.study}.jsonl"
-    done = read_results(results_path)
-    finished = lambda name: key[name] in done  # noqa: E731
+    done, redo = read_results(results_path), set()  # redo: finished runs whose folders a later run reads are gone
+    finished = lambda name: key[name] in done and name not in redo  # noqa: E731
     if a.table:
         print(module.table({n: done[key[n]] for n in runs if finished(n)}))
         draw(module, {n: done[key[n]] for n in runs if finished(n)}, Path(a.results) / f"{a.study}.png")
@@ -245,9 +259,10 @@ def main(argv=None):
     out_root = Path(a.out or ROOT / "out" / "studies" / a.study)
     data_dir = Path(os.environ.get("DATA_DIR", "data")).resolve()
     plan = order(runs, a.only or list(runs), a.study)
+    redo |= gone([n for n in plan if not finished(n)], runs, finished, out_root, data_dir)
     if a.dry_run:
         for name in plan:
-            state = "finished" if finished(name) else "to run"
+            state = "finished" if finished(name) else "to redo" if name in redo else "to run"
             print(f"{name:20s} {state:9s} {' '.join(command_line(runs[name], out_root, data_dir)[1:])}")
         return 0
     claim(out_root, a.study)
@@ -274,8 +289,9 @@ def main(argv=None):
                     stopped = True
                     break
                 left = sum(runs[n].minutes for n in plan if not finished(n) and n not in failed)
+                again = " again (its folder, which a later run reads, is gone)" if name in redo else ""
                 print(
-                    f"[{a.study}] {name}: started; {left * speed():.1f} min of runs left at the measured speed",
+                    f"[{a.study}] {name}: started{again}; {left * speed():.1f} min of runs left at the measured speed",
                     flush=True,
                 )
                 argv = command_line(run, out_root, data_dir)
@@ -303,6 +319,7 @@ def main(argv=None):
             row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
             append_result(results_path, row)
             done[key[name]] = row
+            redo.discard(name)
             shown = row["metrics"].get(run.metric)
             print(
                 f"[{a.study}] {name}: finished in {wall:.0f} s"

@@ -148,6 +148,42 @@ def test_a_failed_run_is_reported_and_does_not_block_independent_runs(monkeypatc
     assert [json.loads(r)["run"] for r in (tmp_path / "results" / "smoke.jsonl").read_text().splitlines()] == ["prep"]
 
 
+def rows_for(tmp, names):  # results/smoke.jsonl with these runs finished (a clone's: no run folders)
+    _, runs = study.load("smoke")
+    key = study.keys(runs)
+    for name in names:
+        study.append_result(tmp / "results" / "smoke.jsonl", {"key": key[name], "run": name, "metrics": {}})
+
+
+def test_a_fresh_clone_redoes_the_finished_runs_whose_folders_a_run_to_do_reads(tmp_path, capsys):
+    """Run folders are not committed: a clone with prep and dropout-0 finished (their rows) but no
+    folders plans prep again (dropout-0.1 reads its folder), and not dropout-0 (nothing reads it)."""
+    rows_for(tmp_path, ["prep", "dropout-0"])
+    states = lambda: [re.search("finished|to redo|to run", x).group() for x in capsys.readouterr().out.splitlines()]  # noqa: E731
+    smoke(tmp_path, "--dry-run")
+    assert states() == ["to redo", "finished", "to run"]
+    (tmp_path / "runs" / "prep").mkdir(parents=True)  # its folder back: nothing to redo
+    smoke(tmp_path, "--dry-run")
+    assert states() == ["finished", "finished", "to run"]
+    rows_for(tmp_path, ["dropout-0.1"])  # everything finished: no folder is needed, nothing is redone
+    (tmp_path / "runs" / "prep").rmdir()
+    smoke(tmp_path, "--dry-run")
+    assert states() == ["finished"] * 3
+
+
+@pytest.mark.slow  # a training run or several: `pytest -m 'not slow'` skips it
+def test_a_fresh_clone_finishes_the_study(uninterrupted, tmp_path, capsys):
+    """The committed rows of prep and dropout-0 and no run folders: prep runs again, then dropout-0.1,
+    and the table is the uninterrupted study's (prep's data are the same)."""
+    lines = (uninterrupted[0] / "results" / "smoke.jsonl").read_text().splitlines()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "smoke.jsonl").write_text("".join(x + "\n" for x in lines if '"dropout-0.1"' not in x))
+    assert smoke(tmp_path) == 0 and table(tmp_path) == uninterrupted[1]
+    out = capsys.readouterr().out
+    assert "[smoke] prep: started again (its folder, which a later run reads, is gone)" in out
+    assert "dropout-0:" not in out and "[smoke] dropout-0.1: finished" in out
+
+
 def test_bad_input_is_named_before_anything_runs(monkeypatch, tmp_path):
     import studies.smoke as S
 
