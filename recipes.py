@@ -117,7 +117,7 @@ class PretrainingConfig(TrainConfig):
     batch_size: int = 256  # sequences per optimizer step
     mask_prob: float = 0.0  # bert: re-mask training samples at load time at this rate (0: as prepared)
     max_predictions: int = 0  # with mask_prob: masked tokens per sample at most (0: all the rate gives)
-    pos_init: str = "normal"  # bert from scratch: normal | sinusoidal (positions start as sinusoids)
+    pos_init: str = "normal"  # bert, bart from scratch: normal | sinusoidal (learned positions start as sinusoids)
 
 
 @dataclass
@@ -154,6 +154,7 @@ class DenoisingConfig(LMConfig):
     """--model bart, hf-bart: BART's denoising."""
 
     noising: str = "infill+permute"  # bart: mask, delete, infill, permute, rotate or infill+permute (BART-large's)
+    pos_init: str = "normal"  # from scratch: normal | sinusoidal (both position tables start as the same sinusoids)
 
 
 @dataclass

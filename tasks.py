@@ -13,6 +13,7 @@ hf-bert`, `hf-gpt2`) is HF's model with our initial weights, wrapped by `HFTwin`
 answers the same contract. docs/architecture.md shows a toy task end to end.
 """
 
+import math
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,14 @@ import recipes
 import transformer as T
 from contract import hf_twin, objective_means, seq2seq_sums, shift_right
 from hf_checkpoint import resolve_checkpoint
+
+
+def sinusoidal_(table, std):
+    """A learned position table (P, d) starts from sinusoids (transformer.PositionalEncoding's) scaled to the
+    init's std: positions that a dot product can compare from the first step (--pos-init sinusoidal)."""
+    pe = T.PositionalEncoding(table.shape[1], table.shape[0]).pe
+    with torch.no_grad():
+        table.copy_(pe * (std / pe.std()))
 
 
 def micro_size(cfg, world, field):
@@ -120,11 +129,8 @@ class PretrainingTask:
                 max_position_embeddings=max(512, self.spec.max_seq_length),
             )
             ours = bert.BertForPreTraining(config)
-            if c.pos_init == "sinusoidal":  # the learned table starts from sinusoids at the init's scale
-                table = ours.bert.embeddings.position.weight  # (P, d)
-                pe = T.PositionalEncoding(table.shape[1], table.shape[0]).pe
-                with torch.no_grad():
-                    table.copy_(pe * (config.initializer_range / pe.std()))
+            if c.pos_init == "sinusoidal":
+                sinusoidal_(ours.bert.embeddings.position.weight, config.initializer_range)
         return ours, bert.pretraining_sums, "seq_relationship_logits"
 
     def check_vocabulary(self, folder):
@@ -292,6 +298,7 @@ class LMTask:
 
     Config = recipes.LMConfig
     continues_text = True  # train.py --sample (T5, BART: their model's generate)
+    next_token_loss = True  # the loss is the text's own cost: also reported in bits per byte (val_bpb)
 
     def __init__(self, cfg, world):
         import gpt
@@ -345,11 +352,14 @@ class LMTask:
         return {"input_ids": x, "targets": y}
 
     def validate(self, model, autocast):
-        """Mean loss over eval_iters fixed batches of each split (nanoGPT's estimate_loss)."""
+        """Mean loss over eval_iters fixed batches of each split (nanoGPT's estimate_loss), and in bits per
+        byte of text (val_bpb: comparable across tokenizers) where meta.json counts the split's bytes."""
         out = {}
         for split, key in (("val", "val_loss"), ("train", "train_eval_loss")):
             batches = (self.batch(o, split) for o in self._offsets(split, self.cfg.eval_iters, seed=12345))
             out[key] = objective_means(model, batches, autocast)["loss"]
+        if self.next_token_loss and self.meta.get("bytes", {}).get("val"):  # nats/token x tokens/byte, in bits
+            out["val_bpb"] = out["val_loss"] / math.log(2) * self.meta["tokens"]["val"] / self.meta["bytes"]["val"]
         return out
 
     def export(self, model, folder):
@@ -366,6 +376,7 @@ class PermutationLMTask(LMTask):
 
     Config = recipes.PermutationLMConfig
     continues_text = False
+    next_token_loss = False  # its loss is not the text's next-token cost: no bits per byte
 
     def __init__(self, cfg, world):
         self.cfg = cfg
@@ -445,6 +456,7 @@ class SpanCorruptionTask(LMTask):
     <extra_id_0> the top id. Validation: the loss on eval_iters fixed batches of each split."""
 
     continues_text = False
+    next_token_loss = False  # its loss is not the text's next-token cost: no bits per byte
 
     def __init__(self, cfg, world):
         import t5
@@ -511,6 +523,7 @@ class DenoisingTask(LMTask):
 
     Config = recipes.DenoisingConfig
     continues_text = False
+    next_token_loss = False  # its loss is not the text's next-token cost: no bits per byte
 
     def __init__(self, cfg, world):
         import bart
@@ -546,6 +559,9 @@ class DenoisingTask(LMTask):
             ids |= dict(decoder_start_token_id=self.eos, forced_eos_token_id=self.eos)
             config = bart.BartConfig.from_preset(c.arch, vocab_size=self.vocab_size, **drop, **ids)
             ours = bart.BartForConditionalGeneration(config)
+            if c.pos_init == "sinusoidal":  # position p is row p + 2 (HF's offset) in both stacks
+                for stack in (ours.model.encoder, ours.model.decoder):
+                    sinusoidal_(stack.embed_positions.weight[2:], config.init_std)
         mc = ours.config
         if mc.vocab_size != self.vocab_size or mc.max_position_embeddings < self.context:
             raise ValueError(
