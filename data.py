@@ -410,6 +410,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
     tok = lm_tokenizer(tokenizer, source, root)
     out.mkdir(parents=True, exist_ok=True)
     dtype, counts, top, text_seen = id_dtype(tok.vocab_size), {"train": 0, "val": 0}, -1, False
+    nbytes = {"train": 0, "val": 0}  # UTF-8 bytes of the text behind each split's tokens (for bits per byte)
     with contextlib.ExitStack() as stack:
         files = {s: stack.enter_context(open(out / f"{s}.bin.tmp", "wb")) for s in counts}
 
@@ -418,6 +419,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
             ids = np.asarray(ids, dtype=dtype)
             ids.tofile(files[split])
             counts[split], top = counts[split] + len(ids), max(top, int(ids.max()) if len(ids) else -1)
+            nbytes[split] += len(text.encode())
             text_seen |= bool(text.strip())
 
         if source == "shakespeare" or source.endswith(".txt"):  # one text: nanoGPT's split by characters
@@ -437,7 +439,7 @@ def prepare_lm(source, tokenizer="char", out_dir=None, val_fraction=0.1, root=No
     if not usable:
         raise ValueError(f"--source {source}: no text to train on ({counts['train']} tokens, all of them whitespace)")
     meta = dict(kind="lm", settings=settings, source=source, tokenizer=tokenizer, vocab_size=tok.vocab_size)
-    meta.update(dtype=dtype.__name__, tokens=counts, max_id=top)
+    meta.update(dtype=dtype.__name__, tokens=counts, bytes=nbytes, max_id=top)
     meta.update({"chars": tok.chars} if isinstance(tok, CharTokenizer) else {})
     if isinstance(tok, HFBPETokenizer):
         tok.tok.save(str(out / "tokenizer.json"))

@@ -556,7 +556,7 @@ class Run:
         if self.evals:  # this invocation's evaluations
             keys = [k for k, v in self.evals[-1].items() if isinstance(v, int | float) and k != "step"]
             lines.append(f"final (step {self.evals[-1]['step']}): " + show(self.evals[-1], keys))
-            lower = lambda k: k.endswith(("loss", "ppl"))  # noqa: E731
+            lower = lambda k: k.endswith(("loss", "ppl", "bpb"))  # noqa: E731
             best = {k: (min if lower(k) else max)((e for e in self.evals if k in e), key=lambda e: e[k]) for k in keys}
             lines.append("best: " + ", ".join(f"{k} {best[k][k]:.4g} (step {best[k]['step']})" for k in keys))
         lines.append(f"checkpoint: {self.out / f'ckpt_{self.step:07d}.pt'}")

@@ -393,6 +393,8 @@ def test_shakespeare_char_files_round_trip(tmp_path):
     assert (len(splits["train"]), len(splits["val"])) == (1_003_854, 111_540)
     text = (data.data_dir() / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     assert tok.decode(splits["train"].tolist()) + tok.decode(splits["val"].tolist()) == text
+    train_text = tok.decode(splits["train"].tolist())  # bytes behind each split's tokens (bits per byte)
+    assert meta["bytes"] == {"train": len(train_text.encode()), "val": len(text.encode()) - len(train_text.encode())}
     x, y = data.lm_windows(splits["train"], [0, 100], 8)
     assert x.shape == y.shape == (2, 8) and torch.equal(x[:, 1:], y[:, :-1])
     assert tok.decode(x[0].tolist()) == text[:8]

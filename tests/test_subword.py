@@ -235,3 +235,31 @@ def test_unigram_bad_input(tmp_path):
     assert isinstance(subword.load(tmp_path / "wp.json"), subword.WordPiece)
     with pytest.raises(ValueError, match="bad.json: not a tokenizer.json"):
         subword.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram"])
+def test_the_vocabulary_studys_measures(kind):
+    """studies/_vocabulary.py's numbers on Tiny Shakespeare: bytes per token and tokens per word as counted
+    by hand, unknown tokens only where the algorithm has them (a character never seen), words never seen
+    in training split into more pieces than frequent ones, and the examples' pieces spell the word."""
+    from studies import _vocabulary as V
+
+    lines = corpus(2500)
+    train, held = ["\n".join(lines[:1500])], {"a": lines[1500:2000], "b": [*lines[2000:], "a ✓ sign"]}
+    tok = subword.train(kind, train, 400)
+    out = V.measure(tok, train, held)
+    ids = [tok.encode(x) for x in held["a"]]
+    n, nbytes, words = (
+        sum(map(len, ids)),
+        sum(len(x.encode()) for x in held["a"]),
+        sum(len(x.split()) for x in held["a"]),
+    )
+    assert out["sets"]["a"]["bytes_per_token"] == pytest.approx(nbytes / n)
+    assert out["sets"]["a"]["tokens_per_word"] == pytest.approx(n / words)
+    unk = [s["unk_rate"] for s in out["sets"].values()]
+    assert unk[1] > 0 if kind != "bpe" else unk == [0, 0]  # "✓" is in no training line
+    assert out["vocab_size"] == 400 and 0 < out["vocab_used"] <= 1
+    bands = out["bands"]
+    assert bands["unseen (0)"]["tokens_per_word"] > bands["frequent (>= 100)"]["tokens_per_word"] >= 1
+    pieces = out["examples"]["unbelievably"]
+    assert len(pieces) > 1 and "".join(p.replace("##", "").replace("▁", " ") for p in pieces).strip() == "unbelievably"

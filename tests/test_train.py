@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import recipes
 import run_folder
 import tasks
 import train
+import transformer as T
 import translation
 
 multi30k = require("multi30k/train.de", "multi30k/val.en", "multi30k/test_2016_flickr.en")
@@ -215,6 +217,7 @@ def test_bert_accumulation_equals_one_big_batch(bert_data, tmp_path):
         assert torch.allclose(dict(run.model.named_parameters())[n].grad, g, atol=1e-7, rtol=1e-5), n
 
 
+@pytest.mark.slow  # the loop's BERT parity stays quick (test_bert_pretraining_matches_hf_bert_through_the_same_loop)
 def test_bert_dynamic_masking_and_exact_resume(bert_data, tmp_path):
     """Samples stored unmasked get new masks each epoch (the same after a resume); resumed == uninterrupted."""
     cfg = train.make_config("bert-tiny-test", {"dataset": bert_data["dynamic"], "out_dir": str(tmp_path / "x")})
@@ -418,7 +421,10 @@ def test_sigterm_stops_at_a_checkpoint(lm_data, tmp_path):
 T5 = ["--preset", "t5-tiny-test", "--log-every", "1", "--eval-every", "5", "--eval-iters", "2", "--dropout", "0"]
 
 
-@pytest.mark.parametrize("arch", ["t5-tiny-test", "t5-v1_1-tiny-test"])
+SLOW = pytest.mark.slow  # the quick subset keeps one case of the parametrized loop tests
+
+
+@pytest.mark.parametrize("arch", ["t5-tiny-test", pytest.param("t5-v1_1-tiny-test", marks=SLOW)])
 def test_t5_span_corruption_matches_hf_t5_and_resumes_exactly(arch, lm_data, tmp_path):
     """--model t5 and --model hf-t5 from the same init (v1.1: HF's head untied like ours) on the same
     corrupted windows log the same losses; a resumed run equals the uninterrupted one; the export loads in HF."""
@@ -633,7 +639,7 @@ def test_bart_translate_fine_tunes_a_denoising_export_on_its_vocabulary(tmp_path
 BART = ["--preset", "bart-tiny-test", "--log-every", "1", "--eval-every", "5", "--eval-iters", "2", "--dropout", "0"]
 
 
-@pytest.mark.parametrize("noising", ["infill+permute", "rotate"])
+@pytest.mark.parametrize("noising", ["infill+permute", pytest.param("rotate", marks=SLOW)])
 def test_bart_denoising_matches_hf_bart_and_resumes_exactly(noising, tmp_path):
     """--model bart and --model hf-bart from the same init on the same noised windows (a BART
     vocabulary from `data.py lm --tokenizer bart-bpe<N>`) log the same losses; a resumed run equals
@@ -652,6 +658,7 @@ def test_bart_denoising_matches_hf_bart_and_resumes_exactly(noising, tmp_path):
         ours, hf = rows(tmp_path / "bart", key), rows(tmp_path / "hf-bart", key)
         assert len(ours) == len(hf) > 0 and ours == pytest.approx(hf, rel=1e-4), key
     assert rows(tmp_path / "bart", "loss")[-1] < rows(tmp_path / "bart", "loss")[0]
+    assert not rows(tmp_path / "bart", "val_bpb")  # a denoising loss is no text's own cost: no bits per byte
     # the copy-through diagnostic reads other windows: a different loss (an encoder at work, even at init)
     assert rows(tmp_path / "bart", "val_loss_other_source") != rows(tmp_path / "bart", "val_loss")
     a, b = tmp_path / "a", tmp_path / "b7"
@@ -679,6 +686,14 @@ def test_bart_denoising_matches_hf_bart_and_resumes_exactly(noising, tmp_path):
         assert (inputs == task.mask).any() and not batch["attention_mask"].all()  # spans shorten rows unequally
     with pytest.raises(ValueError, match=r"noising \(--noising\) must be one of"):
         train.main([*common, "--noising", "shuffle", "--out-dir", str(tmp_path / "bad")])
+    # --pos-init sinusoidal: both position tables start as the same sinusoids at the init's scale (lr ~0: as built)
+    train.main(
+        [*common, "--pos-init", "sinusoidal", "--lr", "1e-12", "--max-steps", "1", "--out-dir", str(tmp_path / "s")]
+    )
+    model = train.run_model(tmp_path / "s")[2].model
+    enc, dec = model.encoder.embed_positions.weight[2:], model.decoder.embed_positions.weight[2:]
+    pe = T.PositionalEncoding(enc.shape[1], enc.shape[0]).pe
+    assert torch.allclose(enc, dec, atol=1e-9) and torch.allclose(enc, pe * (0.02 / pe.std()), atol=1e-9)
 
 
 def test_a_run_prints_its_evaluations_and_a_summary(lm_data, tmp_path, capsys):
@@ -686,6 +701,9 @@ def test_a_run_prints_its_evaluations_and_a_summary(lm_data, tmp_path, capsys):
     out = capsys.readouterr().out
     val = rows(tmp_path / "run", "val_loss")
     assert "step 5: val_loss" in out and "step 10: val_loss" in out and "done: step 10," in out
+    meta = json.loads((Path(lm_data) / "meta.json").read_text())  # bits per byte: nats/token x tokens/byte / ln 2
+    per_byte = meta["tokens"]["val"] / meta["bytes"]["val"] / math.log(2)
+    assert rows(tmp_path / "run", "val_bpb") == pytest.approx([v * per_byte for v in val], rel=1e-12)
     assert f"final (step 10): val_loss {val[-1]:.4g}" in out and f"val_loss {min(val):.4g}" in out.split("best:")[1]
     assert (
         f"checkpoint: {tmp_path / 'run' / 'ckpt_0000010.pt'}" in out
@@ -693,6 +711,7 @@ def test_a_run_prints_its_evaluations_and_a_summary(lm_data, tmp_path, capsys):
     )
 
 
+@pytest.mark.slow  # a training run and a figure: `pytest -m 'not slow'` skips it
 def test_a_short_run_still_validates_logs_and_plots(lm_data, tmp_path, capsys):
     """--max-steps below --eval-every and --log-every: the last step is logged and validated, the
     summary has its final line, the plot draws the single points; bad input on the command line is
