@@ -9,13 +9,17 @@ Each row builds our module and the reference with the same weights, times them i
 (median of --repeats), and reports: the largest output difference on real (non-padded)
 positions, the time ratio ours/reference, our achieved GFLOP/s (the FLOPs our code executes,
 counted by torch's FlopCounterMode, over our time) as a share of this device's matmul peak
-measured in the same run, and the peak memory of one call for both. A row is a `Case`; later models add a
-function returning their cases to CASES.
+measured in the same run, and the peak memory of one call for both. Generation rows add their floor
+(the bytes they must read at the measured bandwidth) and, on a CPU with `ctranslate2` installed, its
+fp32 and int8 times on the same weights and prompts. A row is a `Case`; later models add a function
+returning their cases to CASES.
 """
 
 import argparse
 import contextlib
 import dataclasses
+import functools
+import importlib.util
 import json
 import os
 import statistics
@@ -24,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -45,6 +50,7 @@ class Case:
     quick: bool = False  # in the default table (one row per family); --all runs every row
     compare: bool = True  # False: two different models (a student and its teacher), timed, not compared
     floor_bytes: float | None = None  # generation: the bytes it must read at least (decoding_bytes)
+    engine: Callable | None = None  # generation: (compute_type) -> the same call in CTranslate2 (ct2_generation)
 
 
 # ------------------------------------------------------------------------------------ cases
@@ -335,6 +341,45 @@ def xlnet_cases(device, dtype, args):
     ]
 
 
+def ct2_generation(hf, prompt, mask, n, beams, compute_type):
+    """The same greedy or beam generation in CTranslate2 (a reference engine, like HF; optional) at
+    compute_type ("float32", "int8"): HF's model saved with a tokenizer whose token i is "t<i>"
+    (CTranslate2 reads tokens), converted -> a function returning the new tokens' ids (B, n)."""
+    import tempfile
+
+    import ctranslate2
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # saving and converting: no bars between the rows
+
+    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(hf.config.vocab_size)}, unk_token="t0"))
+    last = hf.config.vocab_size - 1  # an end token where the row has none (CTranslate2 needs one; min_length masks it)
+    given = {k: getattr(hf.config, f"{k}_token_id", None) for k in ("bos", "eos", "pad", "unk")}
+    special = {f"{k}_token": f"t{last if i is None or i > last else i}" for k, i in given.items()}
+    seq2seq, kw = hf.config.is_encoder_decoder, dict(device="cpu", compute_type=compute_type)
+    with tempfile.TemporaryDirectory(prefix="bench-ct2-") as folder:  # read into memory, then deleted
+        hf.save_pretrained(folder)
+        if hf.config.model_type == "bart":  # a field transformers 5 no longer writes and the converter reads
+            config = json.loads((Path(folder) / "config.json").read_text())
+            (Path(folder) / "config.json").write_text(json.dumps(config | {"normalize_before": False}))
+        PreTrainedTokenizerFast(tokenizer_object=words, **special).save_pretrained(folder)
+        ctranslate2.converters.TransformersConverter(folder).convert(f"{folder}/ct2", quantization=compute_type)
+        engine = ctranslate2.Translator if seq2seq else ctranslate2.Generator
+        model = engine(f"{folder}/ct2", **kw, intra_threads=torch.get_num_threads())
+    pairs = zip(prompt.tolist(), mask.tolist(), strict=True)
+    rows = [[f"t{i}" for i, keep in zip(r, m, strict=True) if keep] for r, m in pairs]
+    ids = lambda hyps: [[int(t[1:]) for t in h] for h in hyps]  # noqa: E731
+    if seq2seq:
+        opts = dict(beam_size=beams, max_decoding_length=n, min_decoding_length=n)
+        if (bos := hf.generation_config.forced_bos_token_id) is not None:  # BART's first token, as HF forces it
+            opts["target_prefix"] = [[f"t{bos}"]] * len(rows)
+        return lambda: ids(r.hypotheses[0] for r in model.translate_batch(rows, **opts))
+    opts = dict(max_length=n, min_length=n, sampling_topk=1, beam_size=beams, include_prompt_in_result=False)
+    return lambda: ids(r.sequences[0] for r in model.generate_batch(rows, **opts))
+
+
 class Generate(nn.Module):
     """A model's generate() as a forward, so that a generation case times like any other."""
 
@@ -408,6 +453,7 @@ def gpt_cases(device, dtype, args):
             {"input_ids": prompt},
             False,
             floor_bytes=floor(ours, config, 16, n),
+            engine=functools.partial(ct2_generation, hf, prompt, torch.ones_like(prompt), n, 1),
         ),
     ]
 
@@ -446,6 +492,7 @@ def seq2seq_cases(family, ours, hf, vocab_size, device, args, decoder, hf_kw=Non
             {"input_ids": prompt},
             False,
             floor_bytes=decoding_bytes(weights, n, 1, 4 * kv, memory),
+            engine=functools.partial(ct2_generation, hf, prompt, prompt_mask, n, 1),
         ),
         Case(
             f"{family} beam-4 generation, cache, 4x{S} -> {n} tokens",
@@ -453,6 +500,7 @@ def seq2seq_cases(family, ours, hf, vocab_size, device, args, decoder, hf_kw=Non
             {"input_ids": prompt},
             False,
             floor_bytes=decoding_bytes(weights, n, 1, 16 * kv, memory),
+            engine=functools.partial(ct2_generation, hf, prompt, prompt_mask, n, 4),
         ),
     ]
 
@@ -610,7 +658,15 @@ def run_case(case, device, dtype, args, peak):
     if case.compare:
         real = torch.ones_like(out_ours, dtype=torch.bool) if case.real is None else case.real.expand_as(out_ours)
         diff = (out_ours.float() - out_ref.float())[real].abs().max().item()
-    t_ours, t_ref = time_interleaved([step_ours, step_ref], device, args.repeats)
+    engines = {}  # CTranslate2's fp32 and int8 runs of a generation row, when it is installed (CPU)
+    if case.engine and device.type == "cpu" and dtype == torch.float32 and importlib.util.find_spec("ctranslate2"):
+        engines = {ct: case.engine(ct) for ct in ("float32", "int8")}
+    t_ours, t_ref, *t_engines = time_interleaved([step_ours, step_ref, *engines.values()], device, args.repeats)
+    extra = {}
+    for (ct, engine), t in zip(engines.items(), t_engines, strict=True):  # time, and tokens equal to ours
+        theirs = torch.tensor(engine())
+        same = (theirs == out_ours[:, -theirs.shape[1] :].cpu()).float().mean().item()
+        extra |= {f"ct2_{ct}_ms": 1e3 * t, f"ct2_{ct}_same_tokens": same}
     flops = count_flops(step_ours)
     mem_ours, mem_ref = peak_memory(step_ours, device, case.ours), peak_memory(step_ref, device, case.ref)
     floor = None  # generation: the bytes it must read at the measured bandwidth, or its FLOPs at the peak
@@ -631,7 +687,7 @@ def run_case(case, device, dtype, args, peak):
         "floor_ms": floor and 1e3 * floor,
         "ours_floor": floor and t_ours / floor,
         "ref_floor": floor and t_ref / floor,
-    }
+    } | extra
 
 
 def markdown(rows, peaks, bandwidth=None):
@@ -655,6 +711,16 @@ def markdown(rows, peaks, bandwidth=None):
                 else "| - |"
             )
         )
+    engine = [r for r in rows if "ct2_float32_ms" in r]
+    if engine:  # CTranslate2 on the same weights and prompts: time, and the share of its tokens equal to ours
+        lines += ["", "| generation | ours ms | HF ms | CTranslate2 fp32 ms | int8 ms | ours/CT2 fp32 | ours/CT2 int8"]
+        lines[-1] += " | tokens equal to ours: fp32, int8 |\n" + "|---" * 8 + "|"
+        for r in engine:
+            ours, f32, i8 = r["ours_ms"], r["ct2_float32_ms"], r["ct2_int8_ms"]
+            lines.append(
+                f"| {r['case']} | {ours:.1f} | {r['ref_ms']:.1f} | {f32:.1f} | {i8:.1f} | **{ours / f32:.2f}**"
+                f" | {ours / i8:.2f} | {r['ct2_float32_same_tokens']:.1%}, {r['ct2_int8_same_tokens']:.1%} |"
+            )
     lines.append("")
     lines += [f"matmul peak ({k}): {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()]
     if any(r.get("floor_ms") for r in rows):
@@ -715,6 +781,8 @@ def main(argv=None):
                     error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
                     rows.append({"case": case.name, "dtype": str(dtype).replace("torch.", ""), "error": error})
                     print(f"  {case.name}: FAILED {error}", flush=True)
+    if device.type == "cpu" and not importlib.util.find_spec("ctranslate2"):
+        print("CTranslate2's columns skipped: it is not installed (pip install ctranslate2)")
     print()
     bandwidth = memory_bandwidth(device) if any(r.get("floor_ms") for r in rows) else None
     print(markdown(rows, peaks, bandwidth))

@@ -94,3 +94,40 @@ def test_padding_mask():
     lengths = (~pad).sum(1)
     assert lengths.min() >= 8 and lengths.max() <= 64
     assert torch.equal(pad, pad.cummax(1).values)  # right-padded
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5", "bart"])
+def test_ctranslate2_columns_generate_hfs_tokens_from_the_same_weights(family):
+    """bench.ct2_generation: HF's model converted to CTranslate2 (ids through a "t<i>" vocabulary) gives HF's
+    greedy tokens (BART: but the end token HF forces at the limit); int8 runs."""
+    import transformers
+
+    torch.manual_seed(0)
+    if family == "gpt2":
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=64, n_layer=1, n_head=2, vocab_size=300))
+    elif family == "t5":
+        hf = transformers.T5ForConditionalGeneration(
+            transformers.T5Config(
+                d_model=64, d_kv=16, d_ff=128, num_layers=1, num_heads=4, vocab_size=300, decoder_start_token_id=0
+            )
+        )
+    else:
+        kw = dict(encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2)
+        config = transformers.BartConfig(d_model=64, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=300, **kw)
+        hf = transformers.BartForConditionalGeneration(config)
+        hf.generation_config.forced_bos_token_id = 0  # bart-base's, as the bench row sets it
+    hf.eval()
+    g = torch.Generator().manual_seed(1)
+    prompt, n = torch.randint(3, 300, (2, 10), generator=g), 6
+    mask = torch.ones_like(prompt)
+    mask[1, 7:] = 0  # a shorter second prompt
+    expected = []
+    for row, m in zip(prompt, mask, strict=True):  # one prompt at a time: no padding on HF's side
+        x = row[m.bool()][None]
+        out = hf.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0, eos_token_id=None)
+        expected.append(out[0, -n:].tolist())
+    ours = bench.ct2_generation(hf, prompt, mask, n, 1, "float32")()
+    if family == "bart":  # HF forces the end token at the limit; CTranslate2 does not
+        ours, expected = [r[:-1] for r in ours], [r[:-1] for r in expected]
+    assert ours == expected
+    assert len(bench.ct2_generation(hf, prompt, mask, n, 4, "int8")()[0]) == n
