@@ -127,7 +127,7 @@ def test_nothing_is_replaced_before_the_new_run_is_known_to_start(lm_folder, tmp
     assert (out / "hf" / "model.safetensors").exists() and len(rows(out)) == 2
 
 
-@pytest.mark.slow  # two real training processes: `pytest -m 'not slow'` skips it (test_a_live_lock_refuses_...)
+@pytest.mark.slow  # two training processes: `pytest -m 'not slow'` skips it (the lock's rules stay quick: below)
 def test_two_runs_started_at_once_into_one_folder_one_is_refused(lm_folder, tmp_path):
     """Two real processes into the same new folder: one runs, the other is refused by its run.lock
     (exit 2, naming the process); the lock goes with its run, and a dead process's lock is taken over."""
