@@ -664,9 +664,11 @@ def run_case(case, device, dtype, args, peak):
     t_ours, t_ref, *t_engines = time_interleaved([step_ours, step_ref, *engines.values()], device, args.repeats)
     extra = {}
     for (ct, engine), t in zip(engines.items(), t_engines, strict=True):  # time, and tokens equal to ours
-        theirs = torch.tensor(engine())
-        same = (theirs == out_ours[:, -theirs.shape[1] :].cpu()).float().mean().item()
-        extra |= {f"ct2_{ct}_ms": 1e3 * t, f"ct2_{ct}_same_tokens": same}
+        # our new tokens follow the decoder's start token or the prompt; ours may end early (EOS)
+        skip = 1 if case.ref.model.config.is_encoder_decoder else case.inputs["input_ids"].shape[1]
+        theirs, new = torch.tensor(engine()), out_ours[:, skip:].cpu()
+        k = min(theirs.shape[1], new.shape[1])
+        extra |= {f"ct2_{ct}_ms": 1e3 * t, f"ct2_{ct}_same_tokens": (theirs[:, :k] == new[:, :k]).float().mean().item()}
     flops = count_flops(step_ours)
     mem_ours, mem_ref = peak_memory(step_ours, device, case.ours), peak_memory(step_ref, device, case.ref)
     floor = None  # generation: the bytes it must read at the measured bandwidth, or its FLOPs at the peak

@@ -72,6 +72,14 @@ def test_bench_rows_and_json(tmp_path):
         assert r["mem_ours_mib"] > 0 and r["mem_ref_mib"] > 0
         floored = "generation" in r["case"] and not ("XLNet" in r["case"] or "vs transformer.py" in r["case"])
         assert (r["floor_ms"] > 0 and r["ours_floor"] > 0 and r["ref_floor"] > 0) if floored else r["floor_ms"] is None
+    engine = {
+        r["case"].split(" (")[0].split()[0] + (" beam" if "beam" in r["case"] else ""): r
+        for r in rows
+        if "ct2_int8_ms" in r
+    }
+    assert sorted(engine) == ["BART", "BART beam", "GPT-2", "T5", "T5 beam"]  # CTranslate2 on the same weights
+    assert all(r["ct2_float32_ms"] > 0 and r["ct2_int8_ms"] > 0 for r in engine.values())
+    assert engine["GPT-2"]["ct2_float32_same_tokens"] == engine["T5"]["ct2_float32_same_tokens"] == 1.0
     saved = json.loads(out.read_text())
     assert saved["rows"] == rows and saved["matmul_peak_flops"]["float32"] > 0 and saved["memory_bandwidth"] > 1e8
 
@@ -96,6 +104,7 @@ def test_padding_mask():
     assert torch.equal(pad, pad.cummax(1).values)  # right-padded
 
 
+@pytest.mark.slow  # three conversions by another engine (seconds): `pytest -m 'not slow'` skips it
 @pytest.mark.parametrize("family", ["gpt2", "t5", "bart"])
 def test_ctranslate2_columns_generate_hfs_tokens_from_the_same_weights(family):
     """bench.ct2_generation: HF's model converted to CTranslate2 (ids through a "t<i>" vocabulary) gives HF's

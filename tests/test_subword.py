@@ -237,7 +237,7 @@ def test_unigram_bad_input(tmp_path):
         subword.load(tmp_path / "bad.json")
 
 
-@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram"])
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", pytest.param("unigram", marks=pytest.mark.slow)])
 def test_the_vocabulary_studys_measures(kind):
     """studies/_vocabulary.py's numbers on Tiny Shakespeare: bytes per token and tokens per word as counted
     by hand, unknown tokens only where the algorithm has them (a character never seen), words never seen
